@@ -1,0 +1,180 @@
+"""Protobuf <-> domain models. Output-only fields of requests are ignored; credentials go in and
+never come out (responses only say whether a node has them)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+
+from automator67.v1 import (
+    deployment_pb2,
+    deployment_service_pb2,
+    node_pb2,
+    node_service_pb2,
+)
+from google.protobuf import timestamp_pb2
+
+from controller.errors import InvalidArgumentError
+from controller.models import (
+    Capabilities,
+    Credentials,
+    Deployment,
+    DeploymentSpec,
+    Node,
+    NodeSpec,
+    PlacementConstraints,
+    PlacementStrategy,
+    Resources,
+    Secret,
+    frozen_map,
+)
+from controller.registry.deployments import DeploymentStats
+from controller.registry.nodes import NodeStats
+
+_STRATEGIES = {
+    deployment_pb2.PLACEMENT_STRATEGY_UNSPECIFIED: PlacementStrategy.DEFAULT,
+    deployment_pb2.PLACEMENT_STRATEGY_SPREAD: PlacementStrategy.SPREAD,
+    deployment_pb2.PLACEMENT_STRATEGY_BINPACK: PlacementStrategy.BINPACK,
+}
+_STRATEGY_VALUES = {v: k for k, v in _STRATEGIES.items()}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+# Nodes
+
+
+def node_spec(pb: node_service_pb2.RegisterNodeRequest) -> NodeSpec:
+    if not pb.HasField("node"):
+        raise InvalidArgumentError.single("node", "is required")
+    node = pb.node
+    caps = None
+    if node.HasField("capabilities"):
+        c = node.capabilities
+        caps = Capabilities(c.cpu_cores, c.memory_gb, c.disk_gb, c.network_bandwidth)
+    creds = None
+    if node.HasField("credentials"):
+        cr = node.credentials
+        creds = Credentials(
+            Secret(cr.oauth_token_encrypted), cr.oauth_provider, cr.oauth_expires_at
+        )
+    return NodeSpec(
+        provider=node.provider,
+        endpoint=node.endpoint,
+        region=node.region,
+        capabilities=caps,
+        labels=frozen_map(node.labels),
+        credentials=creds,
+    )
+
+
+def node_to_pb(node: Node) -> node_pb2.Node:
+    caps = node.capabilities
+    return node_pb2.Node(
+        id=node.id,
+        provider=node.provider,
+        endpoint=node.endpoint,
+        region=node.region,
+        capabilities=node_pb2.Capabilities(
+            cpu_cores=caps.cpu_cores,
+            memory_gb=caps.memory_gb,
+            disk_gb=caps.disk_gb,
+            network_bandwidth=caps.network_bandwidth,
+        ),
+        labels=dict(node.labels),
+        status=node_pb2.NodeStatus.Value(f"NODE_STATUS_{node.status.value}"),
+        has_credentials=node.credentials is not None,
+        create_time=_timestamp(node.create_time),
+        update_time=_timestamp(node.update_time),
+        last_heartbeat_time=_timestamp(node.last_heartbeat_time),
+        etag=str(node.revision),
+    )
+
+
+def _counts(counter: Counter[str], prefix: str = "") -> Mapping[str, int]:
+    return {f"{prefix}{key}": count for key, count in counter.items()}
+
+
+def _capacity(res: Resources) -> node_service_pb2.Capacity:
+    return node_service_pb2.Capacity(
+        cpu_cores=res.cpu_cores, memory_gb=res.memory_gb, disk_gb=res.disk_gb
+    )
+
+
+def node_stats_to_pb(stats: NodeStats) -> node_service_pb2.GetNodeStatsResponse:
+    return node_service_pb2.GetNodeStatsResponse(
+        total=stats.total,
+        by_status=_counts(stats.by_status, "NODE_STATUS_"),
+        by_provider=_counts(stats.by_provider),
+        by_region=_counts(stats.by_region),
+        total_capacity=_capacity(stats.total_capacity),
+        ready_capacity=_capacity(stats.ready_capacity),
+    )
+
+
+# Deployments
+
+
+def deployment_spec(pb: deployment_service_pb2.CreateDeploymentRequest) -> DeploymentSpec:
+    if not pb.HasField("deployment"):
+        raise InvalidArgumentError.single("deployment", "is required")
+    dep = pb.deployment
+    strategy = _STRATEGIES.get(dep.strategy)
+    if strategy is None:
+        raise InvalidArgumentError.single("deployment.strategy", f"unknown value {dep.strategy}")
+    res, con = dep.resources, dep.constraints
+    return DeploymentSpec(
+        name=dep.name,
+        image=dep.image,
+        command=tuple(dep.command),
+        args=tuple(dep.args),
+        env=frozen_map(dep.env),
+        resources=Resources(res.cpu_cores, res.memory_gb, res.disk_gb),
+        replicas=dep.replicas if dep.HasField("replicas") else 1,
+        constraints=PlacementConstraints(con.provider, con.region, frozen_map(con.labels)),
+        strategy=strategy,
+    )
+
+
+def deployment_to_pb(dep: Deployment) -> deployment_pb2.Deployment:
+    res, con = dep.resources, dep.constraints
+    return deployment_pb2.Deployment(
+        id=dep.id,
+        name=dep.name,
+        image=dep.image,
+        command=list(dep.command),
+        args=list(dep.args),
+        env=dict(dep.env),
+        resources=deployment_pb2.Resources(
+            cpu_cores=res.cpu_cores, memory_gb=res.memory_gb, disk_gb=res.disk_gb
+        ),
+        replicas=dep.replicas,
+        constraints=deployment_pb2.PlacementConstraints(
+            provider=con.provider, region=con.region, labels=dict(con.labels)
+        ),
+        strategy=_STRATEGY_VALUES[dep.strategy],
+        status=deployment_pb2.DeploymentStatus.Value(f"DEPLOYMENT_STATUS_{dep.status.value}"),
+        status_reason=dep.status_reason,
+        node_ids=list(dep.node_ids),
+        create_time=_timestamp(dep.create_time),
+        update_time=_timestamp(dep.update_time),
+        etag=str(dep.revision),
+    )
+
+
+def deployment_stats_to_pb(
+    stats: DeploymentStats,
+) -> deployment_service_pb2.GetDeploymentStatsResponse:
+    return deployment_service_pb2.GetDeploymentStatsResponse(
+        total=stats.total,
+        by_status=_counts(stats.by_status, "DEPLOYMENT_STATUS_"),
+        replicas_requested=stats.replicas_requested,
+        replicas_placed=stats.replicas_placed,
+    )

@@ -1,0 +1,49 @@
+"""DeploymentService: translate the request, call the deployment registry, translate the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automator67.v1 import deployment_service_pb2 as pb
+from automator67.v1 import deployment_service_pb2_grpc
+from grpc import aio
+
+from controller.api import convert
+from controller.registry.deployments import DeploymentRegistry
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
+    def __init__(self, deployments: DeploymentRegistry) -> None:
+        self._deployments = deployments
+
+    async def CreateDeployment(
+        self, request: pb.CreateDeploymentRequest, context: Context
+    ) -> pb.CreateDeploymentResponse:
+        dep = await self._deployments.create(convert.deployment_spec(request), request.request_id)
+        return pb.CreateDeploymentResponse(deployment=convert.deployment_to_pb(dep))
+
+    async def GetDeployment(
+        self, request: pb.GetDeploymentRequest, context: Context
+    ) -> pb.GetDeploymentResponse:
+        dep = self._deployments.get(request.deployment_id)
+        return pb.GetDeploymentResponse(deployment=convert.deployment_to_pb(dep))
+
+    async def ListDeployments(
+        self, request: pb.ListDeploymentsRequest, context: Context
+    ) -> pb.ListDeploymentsResponse:
+        page = self._deployments.list(request.filter, request.page_size, request.page_token)
+        deps = [convert.deployment_to_pb(dep) for dep in page.items]
+        return pb.ListDeploymentsResponse(deployments=deps, next_page_token=page.next_page_token)
+
+    async def DeleteDeployment(
+        self, request: pb.DeleteDeploymentRequest, context: Context
+    ) -> pb.DeleteDeploymentResponse:
+        await self._deployments.delete(request.deployment_id, request.etag)
+        return pb.DeleteDeploymentResponse()
+
+    async def GetDeploymentStats(
+        self, request: pb.GetDeploymentStatsRequest, context: Context
+    ) -> pb.GetDeploymentStatsResponse:
+        return convert.deployment_stats_to_pb(self._deployments.stats())

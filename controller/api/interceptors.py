@@ -1,0 +1,125 @@
+"""The request interceptor: every RPC gets a request id, domain errors become statuses through
+`status.py`, and anything unexpected becomes INTERNAL (logged with the id, shown without detail).
+
+It wraps each method handler instead of the servicers, so servicers hold no error handling and
+health and reflection get request ids too."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+from controller.api import status
+from controller.errors import ControllerError
+from controller.logs import request_id_var
+
+log = logging.getLogger("controller.api")
+REQUEST_ID_KEY = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
+
+
+def request_id_of(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The caller's `x-request-id` if it is sane, else a new one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _VALID_REQUEST_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex
+
+
+if TYPE_CHECKING:
+    _Interceptor = aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+# Which handler attribute and constructor serve each (request_streaming, response_streaming).
+_KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+class RequestInterceptor(_Interceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        attribute, make = _KINDS[(handler.request_streaming, handler.response_streaming)]
+        behavior = _wrap(
+            getattr(handler, attribute),
+            handler_call_details.method,
+            handler_call_details.invocation_metadata,
+            streaming=handler.response_streaming,
+        )
+        wrapped: _Handler = make(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return wrapped
+
+
+def _wrap(behavior: Behavior, method: str, metadata: Any, *, streaming: bool) -> Behavior:
+    async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        request_id = request_id_of(metadata)
+        token = request_id_var.set(request_id)
+        start = time.perf_counter()
+        outcome = "OK"
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            result = behavior(request, context)
+            if not streaming:
+                return await result
+            # Response streams are written through the context, whether the behavior is an
+            # async generator or a coroutine that writes itself.
+            if inspect.isasyncgen(result):
+                async for response in result:
+                    await context.write(response)
+            else:
+                await result
+            return None
+        except ControllerError as exc:
+            code = status.code_of(exc)
+            outcome = code.name
+            failure = {"method": method, "code": outcome, "error": str(exc)}
+            log.info("rpc failed", extra={"fields": failure})
+            await _abort(context, status.to_status(exc))
+        except aio.AbortError:
+            outcome = "ABORTED_BY_HANDLER"
+            raise
+        except asyncio.CancelledError:
+            outcome = "CANCELLED"
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            log.exception("rpc crashed", extra={"fields": {"method": method}})
+            await _abort(context, status.internal_status(request_id))
+        finally:
+            elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+            fields: dict[str, object] = {"method": method, "code": outcome, "ms": elapsed_ms}
+            log.debug("rpc done", extra={"fields": fields})
+            request_id_var.reset(token)
+
+    return wrapped
+
+
+async def _abort(context: aio.ServicerContext[Any, Any], rpc_status: grpc.Status) -> None:
+    await context.abort(rpc_status.code, rpc_status.details, rpc_status.trailing_metadata)

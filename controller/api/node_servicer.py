@@ -1,0 +1,46 @@
+"""NodeService: translate the request, call the node registry, translate the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automator67.v1 import node_service_pb2 as pb
+from automator67.v1 import node_service_pb2_grpc
+from grpc import aio
+
+from controller.api import convert
+from controller.registry.nodes import NodeRegistry
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
+    def __init__(self, nodes: NodeRegistry) -> None:
+        self._nodes = nodes
+
+    async def RegisterNode(
+        self, request: pb.RegisterNodeRequest, context: Context
+    ) -> pb.RegisterNodeResponse:
+        node = await self._nodes.register(convert.node_spec(request), request.request_id)
+        return pb.RegisterNodeResponse(node=convert.node_to_pb(node))
+
+    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
+        return pb.GetNodeResponse(node=convert.node_to_pb(self._nodes.get(request.node_id)))
+
+    async def ListNodes(
+        self, request: pb.ListNodesRequest, context: Context
+    ) -> pb.ListNodesResponse:
+        page = self._nodes.list(request.filter, request.page_size, request.page_token)
+        nodes = [convert.node_to_pb(node) for node in page.items]
+        return pb.ListNodesResponse(nodes=nodes, next_page_token=page.next_page_token)
+
+    async def DeleteNode(
+        self, request: pb.DeleteNodeRequest, context: Context
+    ) -> pb.DeleteNodeResponse:
+        await self._nodes.delete(request.node_id, request.etag)
+        return pb.DeleteNodeResponse()
+
+    async def GetNodeStats(
+        self, request: pb.GetNodeStatsRequest, context: Context
+    ) -> pb.GetNodeStatsResponse:
+        return convert.node_stats_to_pb(self._nodes.stats())

@@ -1,0 +1,44 @@
+"""The `automator67` command. `automator67 serve` runs the controller."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from controller import __version__
+from controller.config import Config, ConfigError
+from controller.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="automator67", description="The Automator67 controller.")
+    parser.add_argument("--version", action="version", version=f"automator67 {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the controller",
+        description="Run the controller. Each flag can also be set by the env var shown.",
+    )
+    Config.add_arguments(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        try:
+            config = Config.load(args)
+        except ConfigError as exc:
+            print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        setup_logging(config.log_level)
+        from controller.server import serve  # grpc is imported only when serving
+
+        asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The controller's one configuration: typed, frozen, validated at start.
+
+Every field is settable by a command-line flag and by an environment variable (the flag wins);
+units are in the names. `automator67 serve --help` prints this table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message is one line naming the setting and the fix."""
+
+
+def _setting(default: Any, env: str, help: str) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = _setting("127.0.0.1", "A67_HOST", "address to listen on (0.0.0.0 or :: for all)")
+    port: int = _setting(50051, "PORT", "gRPC port; 0 picks a free one (logged at start)")
+    log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning or error")
+    data_dir: Path = _setting(
+        Path("data"), "A67_DATA_DIR", "folder for the embedded store and keys"
+    )
+    store_url: str = _setting(
+        "", "A67_STORE_URL", "store URL; default sqlite:///DATA_DIR/controller.db"
+    )
+    shutdown_grace_s: float = _setting(
+        10.0, "A67_SHUTDOWN_GRACE_S", "on SIGTERM, how long in-flight RPCs may take to finish"
+    )
+    max_message_bytes: int = _setting(
+        16 * 1024 * 1024, "A67_MAX_MESSAGE_BYTES", "largest request message accepted"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.store_url:
+            object.__setattr__(self, "store_url", f"sqlite:///{self.data_dir / 'controller.db'}")
+        self._validate()
+
+    def _validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"PORT must be between 0 and 65535, not {self.port}")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(
+                f"LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}"
+            )
+        if self.host != "localhost":
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                raise ConfigError(
+                    f"A67_HOST must be an IP address or localhost, not {self.host!r}"
+                ) from None
+        if not 0 <= self.shutdown_grace_s <= 3600:
+            raise ConfigError(
+                f"A67_SHUTDOWN_GRACE_S must be between 0 and 3600, not {self.shutdown_grace_s}"
+            )
+        if not 64 * 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
+            raise ConfigError("A67_MAX_MESSAGE_BYTES must be between 65536 and 268435456")
+        if not self.store_url.startswith(("sqlite://",)):
+            raise ConfigError(f"A67_STORE_URL must start with sqlite://, not {self.store_url!r}")
+
+    @property
+    def listen_address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Adds one `--flag` per field, documented with its env var and default."""
+        for f in dataclasses.fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            shown = f.default if f.name != "store_url" else "sqlite:///DATA_DIR/controller.db"
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                metavar=f.metadata["env"],
+                help=f"{f.metadata['help']} [env {f.metadata['env']}, default {shown}]",
+            )
+
+    @classmethod
+    def load(
+        cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Flags, then env vars, then defaults. Raises ConfigError with one clear line."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = getattr(args, f.name, None) if args is not None else None
+            source = "--" + f.name.replace("_", "-")
+            if raw is None:
+                raw, source = environ.get(f.metadata["env"]), f.metadata["env"]
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.type, str(raw), source)
+        return cls(**values)
+
+
+def _parse(kind: Any, raw: str, source: str) -> Any:
+    kinds: dict[str, Any] = {"int": int, "float": float, "Path": Path, "str": str}
+    try:
+        return kinds[str(kind)](raw)
+    except ValueError:
+        raise ConfigError(f"{source} must be a {kind}, not {raw!r}") from None
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Parses `serve` arguments alone (for tests)."""
+    parser = argparse.ArgumentParser()
+    Config.add_arguments(parser)
+    return Config.load(parser.parse_args(list(argv)), environ)

@@ -1,0 +1,172 @@
+"""Domain types: plain frozen dataclasses, no protobuf, no SQL. A change makes a new value."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+
+class NodeStatus(enum.Enum):
+    """Liveness of a node; names match the proto enum without its prefix."""
+
+    PENDING = "PENDING"
+    READY = "READY"
+    SUSPECT = "SUSPECT"
+    OFFLINE = "OFFLINE"
+
+
+class DeploymentStatus(enum.Enum):
+    """Lifecycle of a deployment; names match the proto enum without its prefix."""
+
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
+class PlacementStrategy(enum.Enum):
+    """How the scheduler picks among feasible nodes. `DEFAULT` defers to the controller's config."""
+
+    DEFAULT = "DEFAULT"
+    SPREAD = "SPREAD"
+    BINPACK = "BINPACK"
+
+
+class Secret:
+    """A string that never shows itself: `repr`, `str` and f-strings print a mask.
+
+    Read the value only where it must cross a boundary (sealing it for the store)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def frozen_map(items: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """An immutable, sorted copy of a string map (labels, env)."""
+    return MappingProxyType(dict(sorted((items or {}).items())))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Credentials for the provider account behind a node. The token is a `Secret`."""
+
+    oauth_token: Secret
+    oauth_provider: str = ""
+    oauth_expires_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    cpu_cores: float
+    memory_gb: float
+    disk_gb: float = 0.0
+    network_bandwidth: str = ""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A registered node. `revision` is the store revision of its last change (0 = never stored)."""
+
+    id: str
+    provider: str
+    endpoint: str
+    region: str
+    capabilities: Capabilities
+    create_time: datetime
+    update_time: datetime
+    labels: Mapping[str, str] = field(default_factory=frozen_map)
+    credentials: Credentials | None = None
+    status: NodeStatus = NodeStatus.PENDING
+    last_heartbeat_time: datetime | None = None
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_cores: float = 0.0
+    memory_gb: float = 0.0
+    disk_gb: float = 0.0
+
+    def plus(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpu_cores + other.cpu_cores,
+            self.memory_gb + other.memory_gb,
+            self.disk_gb + other.disk_gb,
+        )
+
+
+@dataclass(frozen=True)
+class PlacementConstraints:
+    provider: str = ""
+    region: str = ""
+    labels: Mapping[str, str] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment. `revision` is the store revision of its last change (0 = never stored)."""
+
+    id: str
+    name: str
+    create_time: datetime
+    update_time: datetime
+    image: str = ""
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=frozen_map)
+    resources: Resources = field(default_factory=Resources)
+    replicas: int = 1
+    constraints: PlacementConstraints = field(default_factory=PlacementConstraints)
+    strategy: PlacementStrategy = PlacementStrategy.DEFAULT
+    status: DeploymentStatus = DeploymentStatus.PENDING
+    status_reason: str = ""
+    node_ids: tuple[str, ...] = ()
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a client supplies to register a node. `capabilities` None means it was left out."""
+
+    provider: str
+    endpoint: str
+    region: str
+    capabilities: Capabilities | None
+    labels: Mapping[str, str] = field(default_factory=frozen_map)
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """What a client supplies to create a deployment."""
+
+    name: str
+    image: str = ""
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=frozen_map)
+    resources: Resources = field(default_factory=Resources)
+    replicas: int = 1
+    constraints: PlacementConstraints = field(default_factory=PlacementConstraints)
+    strategy: PlacementStrategy = PlacementStrategy.DEFAULT

@@ -1,0 +1,129 @@
+"""What nodes and deployments share: a store table mirrored by an in-memory index, idempotent
+creates (AIP-155), etag-checked deletes (AIP-154) and filtered, paginated listing.
+
+Invariant: the index holds exactly what the store holds, as of the last write this process made.
+Writes go to the store first and reach the index only once durable; the lock serializes writes
+of one kind, so the index never sees them out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from itertools import islice
+from typing import Generic
+
+from controller.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from controller.registry import paging
+from controller.registry.filtering import Normalizer, parse_filter
+from controller.registry.index import Index, T, Term
+from controller.store.base import RequestKey, Table
+
+
+class Collection(Generic[T]):
+    def __init__(
+        self,
+        kind: str,
+        table: Table[T],
+        terms_of: Callable[[T], Iterable[Term]],
+        filter_fields: Mapping[str, Normalizer | None],
+    ) -> None:
+        self.kind = kind
+        self.table: Table[T] = table
+        self.index: Index[T] = Index(terms_of)
+        self.lock = asyncio.Lock()
+        self._filter_fields = filter_fields
+
+    async def load(self) -> None:
+        for resource in await self.table.list_all():
+            self.index.put(resource)
+
+    def get(self, resource_id: str, field: str) -> T:
+        check_id(resource_id, field)
+        resource = self.index.get(resource_id)
+        if resource is None:
+            raise NotFoundError(self.kind, resource_id)
+        return resource
+
+    def list(self, filter_text: str, page_size: int, page_token: str) -> paging.Page[T]:
+        terms = parse_filter(filter_text, self._filter_fields)
+        size = paging.page_size(page_size)
+        after = paging.decode_token(page_token, filter_text)
+        items = list(islice(self.index.query(terms, after), size + 1))
+        token = ""
+        if len(items) > size:
+            items = items[:size]
+            token = paging.encode_token(items[-1].id, filter_text)
+        return paging.Page(items, token)
+
+    async def create(
+        self,
+        build: Callable[[], T],
+        request: RequestKey | None,
+        check: Callable[[], Awaitable[None]],
+    ) -> T:
+        """Creates `build()` after `check()` passes, unless `request` already created something:
+        then returns what it created (or refuses a key reused for a different request)."""
+        async with self.lock:
+            if request is not None:
+                earlier = await self.table.find_request(request.request_id)
+                if earlier is not None:
+                    return self._replay(earlier.fingerprint, earlier.resource_id, request)
+            await check()
+            created = await self.table.create(build(), request)
+            self.index.put(created)
+            return created
+
+    async def update(self, resource: T) -> T:
+        """Stores `resource` over the version it was derived from (its `revision`)."""
+        async with self.lock:
+            updated = await self.table.update(resource, resource.revision)
+            self.index.put(updated)
+            return updated
+
+    async def delete(self, resource_id: str, etag: str, field: str) -> None:
+        check_id(resource_id, field)
+        expect = parse_etag(etag)
+        async with self.lock:
+            await self.table.delete(resource_id, expect)
+            self.index.remove(resource_id)
+
+    def _replay(self, fingerprint: str, resource_id: str, request: RequestKey) -> T:
+        if fingerprint != request.fingerprint:
+            raise InvalidArgumentError.single(
+                "request_id", f"was already used for a different {self.kind} request"
+            )
+        resource = self.index.get(resource_id)
+        if resource is None:
+            raise FailedPreconditionError(
+                f"request_id {request.request_id!r} created {self.kind} {resource_id!r},"
+                " which has since been deleted"
+            )
+        return resource
+
+
+def check_id(resource_id: str, field: str) -> None:
+    """Ids are canonical lowercase UUIDs; anything else is INVALID_ARGUMENT on `field`."""
+    if not resource_id:
+        raise InvalidArgumentError.single(field, "is required")
+    try:
+        ok = str(uuid.UUID(resource_id)) == resource_id
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidArgumentError.single(
+            field, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000"
+        )
+
+
+def etag_of(revision: int) -> str:
+    return str(revision)
+
+
+def parse_etag(etag: str) -> int | None:
+    """The revision an etag names; None for no etag."""
+    if not etag:
+        return None
+    if not etag.isdigit():
+        raise InvalidArgumentError.single("etag", "not an etag this server issued")
+    return int(etag)

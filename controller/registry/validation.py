@@ -1,0 +1,119 @@
+"""The rules a node or deployment spec must meet. Every broken rule is reported at once, named by
+its path in the API request (`node.capabilities.cpu_cores`), so a client can fix them all."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+from controller.errors import FieldViolation, InvalidArgumentError
+from controller.models import DeploymentSpec, NodeSpec
+
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+MAX_ENV = 256
+MAX_ENV_VALUE = 32_768
+MAX_ARGV = 256
+MAX_ARG = 4096
+MAX_TOKEN = 8192
+MAX_REPLICAS = 1000
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62})")  # provider, region
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, path: str, description: str) -> None:
+        self.violations.append(FieldViolation(path, description))
+
+    def text(self, path: str, value: str, *, limit: int, required: bool = False) -> None:
+        if required and not value:
+            self.fail(path, "is required")
+        elif len(value) > limit:
+            self.fail(path, f"must be at most {limit} characters (got {len(value)})")
+
+    def name(self, path: str, value: str, *, required: bool = False) -> None:
+        self.text(path, value, limit=64, required=required)
+        if value and len(value) <= 64 and not _NAME.fullmatch(value):
+            self.fail(path, "must start with a letter or digit and use only [A-Za-z0-9._-]")
+
+    def number(self, path: str, value: float, *, positive: bool = False) -> None:
+        if not math.isfinite(value):
+            self.fail(path, "must be a finite number")
+        elif positive and value <= 0:
+            self.fail(path, "must be greater than 0")
+        elif value < 0:
+            self.fail(path, "must not be negative")
+
+    def labels(self, path: str, labels: Mapping[str, str]) -> None:
+        if len(labels) > MAX_LABELS:
+            self.fail(path, f"at most {MAX_LABELS} labels (got {len(labels)})")
+            return
+        for key, value in labels.items():
+            if not _LABEL_KEY.fullmatch(key):
+                self.fail(f"{path}[{key[:64]!r}]", "key must be 1-63 characters of [A-Za-z0-9._/-]")
+            elif len(value) > MAX_LABEL_VALUE:
+                self.fail(f"{path}[{key!r}]", f"value must be at most {MAX_LABEL_VALUE} characters")
+
+    def raise_if_any(self) -> None:
+        if self.violations:
+            raise InvalidArgumentError(self.violations)
+
+
+def validate_node(spec: NodeSpec, root: str = "node") -> None:
+    c = _Checker()
+    c.name(f"{root}.provider", spec.provider, required=True)
+    c.text(f"{root}.endpoint", spec.endpoint, limit=2048, required=True)
+    c.name(f"{root}.region", spec.region)
+    caps = spec.capabilities
+    if caps is None:
+        c.fail(f"{root}.capabilities", "is required")
+    else:
+        c.number(f"{root}.capabilities.cpu_cores", caps.cpu_cores, positive=True)
+        c.number(f"{root}.capabilities.memory_gb", caps.memory_gb, positive=True)
+        c.number(f"{root}.capabilities.disk_gb", caps.disk_gb)
+        c.text(f"{root}.capabilities.network_bandwidth", caps.network_bandwidth, limit=64)
+    creds = spec.credentials
+    if creds is not None:
+        token = creds.oauth_token.reveal()
+        c.text(f"{root}.credentials.oauth_token_encrypted", token, limit=MAX_TOKEN, required=True)
+        c.name(f"{root}.credentials.oauth_provider", creds.oauth_provider)
+        if creds.oauth_expires_at_ms < 0:
+            c.fail(f"{root}.credentials.oauth_expires_at", "must not be negative")
+    c.labels(f"{root}.labels", spec.labels)
+    c.raise_if_any()
+
+
+def validate_deployment(spec: DeploymentSpec, root: str = "deployment") -> None:
+    c = _Checker()
+    c.text(f"{root}.name", spec.name, limit=63, required=True)
+    if spec.name and len(spec.name) <= 63 and not _DNS_LABEL.fullmatch(spec.name):
+        c.fail(f"{root}.name", "must be a DNS label: [a-z0-9-], starting and ending alphanumeric")
+    c.text(f"{root}.image", spec.image, limit=1024)
+    if not spec.image and not spec.command:
+        c.fail(f"{root}.image", "image or command is required")
+    for field, argv in (("command", spec.command), ("args", spec.args)):
+        if len(argv) > MAX_ARGV:
+            c.fail(f"{root}.{field}", f"at most {MAX_ARGV} items (got {len(argv)})")
+        for i, arg in enumerate(argv[:MAX_ARGV]):
+            c.text(f"{root}.{field}[{i}]", arg, limit=MAX_ARG)
+    if len(spec.env) > MAX_ENV:
+        c.fail(f"{root}.env", f"at most {MAX_ENV} variables (got {len(spec.env)})")
+    else:
+        for key, value in spec.env.items():
+            if not _ENV_KEY.fullmatch(key):
+                c.fail(f"{root}.env[{key[:64]!r}]", "name must match [A-Za-z_][A-Za-z0-9_]*")
+            c.text(f"{root}.env[{key[:64]!r}]", value, limit=MAX_ENV_VALUE)
+    for field in ("cpu_cores", "memory_gb", "disk_gb"):
+        c.number(f"{root}.resources.{field}", getattr(spec.resources, field))
+    if not 0 <= spec.replicas <= MAX_REPLICAS:
+        c.fail(f"{root}.replicas", f"must be between 0 and {MAX_REPLICAS}")
+    c.name(f"{root}.constraints.provider", spec.constraints.provider)
+    c.name(f"{root}.constraints.region", spec.constraints.region)
+    c.labels(f"{root}.constraints.labels", spec.constraints.labels)
+    c.raise_if_any()

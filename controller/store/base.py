@@ -1,0 +1,111 @@
+"""The store's contract. Every implementation (SQLite now, PostgreSQL later) passes
+`tests/contract/`. The store persists and knows no rules: validation and state transitions
+belong to the registry.
+
+Revisions: every change (create, update, delete) gets the next value of one monotonic revision
+counter, recorded in the change log in the same transaction as the change itself. A resource's
+`revision` is the revision of its last change, so it doubles as its etag and as the resume point
+of a watch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
+
+from controller.models import Deployment, Node
+
+ResourceKind = Literal["node", "deployment"]
+T = TypeVar("T", Node, Deployment)
+T_co = TypeVar("T_co", Node, Deployment, covariant=True)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log: `resource_id` of `kind` was put or deleted at `revision`."""
+
+    revision: int
+    kind: ResourceKind
+    resource_id: str
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """An idempotency key (AIP-155) and a fingerprint of the request that first used it."""
+
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What a request id was first used for."""
+
+    fingerprint: str
+    resource_id: str
+
+
+class Table(Protocol, Generic[T]):
+    """The resources of one kind. Every method is a coroutine and safe to call concurrently;
+    each write is one atomic transaction, durable before the coroutine returns.
+
+    Returned values are fresh objects the caller may keep; the store keeps no reference to
+    arguments."""
+
+    async def get(self, resource_id: str) -> T | None:
+        """The resource, or None."""
+        ...
+
+    async def list_all(self) -> list[T]:
+        """Every resource, ordered by id (used to build in-memory indexes at start-up)."""
+        ...
+
+    async def create(self, resource: T, request: RequestKey | None = None) -> T:
+        """Stores a new resource and returns it with its new revision.
+
+        With `request`, also records that `request.request_id` created it, atomically.
+        Raises AlreadyExistsError if the id, a unique key of the kind (a deployment's name) or
+        the request id is taken."""
+        ...
+
+    async def update(self, resource: T, expect_revision: int) -> T:
+        """Replaces the stored resource if its revision still equals `expect_revision` and
+        returns it with its new revision. Raises NotFoundError if it does not exist,
+        ConflictError if the revision moved on, AlreadyExistsError on a unique-key clash."""
+        ...
+
+    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+        """Deletes the resource (if `expect_revision` is given, only at that revision) and
+        returns the revision of the deletion. Raises NotFoundError or ConflictError."""
+        ...
+
+    async def find_request(self, request_id: str) -> RequestRecord | None:
+        """What `request_id` created in this table, or None. Survives deletion of the resource."""
+        ...
+
+
+class Store(Protocol):
+    """A durable store: tables for nodes and deployments, one revision counter, a change log."""
+
+    @property
+    def nodes(self) -> Table[Node]: ...
+
+    @property
+    def deployments(self) -> Table[Deployment]: ...
+
+    async def open(self) -> None:
+        """Opens the store: creates it if new and applies pending schema migrations."""
+        ...
+
+    async def close(self) -> None:
+        """Waits for writes in progress and closes the store. Later calls raise UnavailableError."""
+        ...
+
+    async def revision(self) -> int:
+        """The revision of the latest change (0 for a new store)."""
+        ...
+
+    async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
+        """Changes with a revision greater than `revision`, oldest first, at most `limit`."""
+        ...

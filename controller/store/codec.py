@@ -1,0 +1,135 @@
+"""Models <-> JSON documents as the stores keep them. Credentials pass through the `Sealer` here
+and only here. A document carries no id and no revision: those live in their own columns."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from controller.models import (
+    Capabilities,
+    Credentials,
+    Deployment,
+    DeploymentStatus,
+    Node,
+    NodeStatus,
+    PlacementConstraints,
+    PlacementStrategy,
+    Resources,
+    Secret,
+    frozen_map,
+)
+from controller.store.sealing import Sealed, Sealer
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _required_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def encode_node(node: Node, sealer: Sealer) -> str:
+    creds: dict[str, Any] | None = None
+    if node.credentials is not None:
+        sealed = sealer.seal(node.credentials.oauth_token.reveal())
+        creds = {
+            "key_id": sealed.key_id,
+            "token": base64.b64encode(sealed.blob).decode(),
+            "provider": node.credentials.oauth_provider,
+            "expires_at_ms": node.credentials.oauth_expires_at_ms,
+        }
+    caps = node.capabilities
+    return json.dumps(
+        {
+            "provider": node.provider,
+            "endpoint": node.endpoint,
+            "region": node.region,
+            "capabilities": [caps.cpu_cores, caps.memory_gb, caps.disk_gb, caps.network_bandwidth],
+            "labels": dict(node.labels),
+            "credentials": creds,
+            "status": node.status.value,
+            "create_time": _time(node.create_time),
+            "update_time": _time(node.update_time),
+            "last_heartbeat_time": _time(node.last_heartbeat_time),
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_node(node_id: str, revision: int, document: str, sealer: Sealer) -> Node:
+    d = json.loads(document)
+    creds = None
+    if d["credentials"] is not None:
+        c = d["credentials"]
+        token = sealer.unseal(Sealed(c["key_id"], base64.b64decode(c["token"])))
+        creds = Credentials(Secret(token), c["provider"], c["expires_at_ms"])
+    cpu, memory, disk, bandwidth = d["capabilities"]
+    return Node(
+        id=node_id,
+        provider=d["provider"],
+        endpoint=d["endpoint"],
+        region=d["region"],
+        capabilities=Capabilities(cpu, memory, disk, bandwidth),
+        labels=frozen_map(d["labels"]),
+        credentials=creds,
+        status=NodeStatus(d["status"]),
+        create_time=_required_time(d["create_time"]),
+        update_time=_required_time(d["update_time"]),
+        last_heartbeat_time=_parse_time(d["last_heartbeat_time"]),
+        revision=revision,
+    )
+
+
+def encode_deployment(dep: Deployment) -> str:
+    res, con = dep.resources, dep.constraints
+    return json.dumps(
+        {
+            "name": dep.name,
+            "image": dep.image,
+            "command": list(dep.command),
+            "args": list(dep.args),
+            "env": dict(dep.env),
+            "resources": [res.cpu_cores, res.memory_gb, res.disk_gb],
+            "replicas": dep.replicas,
+            "constraints": {"provider": con.provider, "region": con.region, "labels": con.labels},
+            "strategy": dep.strategy.value,
+            "status": dep.status.value,
+            "status_reason": dep.status_reason,
+            "node_ids": list(dep.node_ids),
+            "create_time": _time(dep.create_time),
+            "update_time": _time(dep.update_time),
+        },
+        separators=(",", ":"),
+        default=dict,  # the constraint labels mapping
+    )
+
+
+def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
+    d = json.loads(document)
+    con = d["constraints"]
+    return Deployment(
+        id=dep_id,
+        name=d["name"],
+        image=d["image"],
+        command=tuple(d["command"]),
+        args=tuple(d["args"]),
+        env=frozen_map(d["env"]),
+        resources=Resources(*d["resources"]),
+        replicas=d["replicas"],
+        constraints=PlacementConstraints(con["provider"], con["region"], frozen_map(con["labels"])),
+        strategy=PlacementStrategy(d["strategy"]),
+        status=DeploymentStatus(d["status"]),
+        status_reason=d["status_reason"],
+        node_ids=tuple(d["node_ids"]),
+        create_time=_required_time(d["create_time"]),
+        update_time=_required_time(d["update_time"]),
+        revision=revision,
+    )

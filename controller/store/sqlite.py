@@ -1,0 +1,267 @@
+"""The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so that a write is on
+disk before it is acknowledged and survives `kill -9`.
+
+All SQL runs on one dedicated thread: SQLite allows one writer at a time anyway, and the event
+loop never blocks on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
+from controller.models import Deployment, Node
+from controller.store import codec
+from controller.store.base import Change, RequestKey, RequestRecord, ResourceKind, T
+from controller.store.sealing import PlaintextSealer, Sealer
+from controller.store.sqlite_migrations import MIGRATIONS
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Layout(Generic[T]):
+    """How one kind maps to its table: indexed columns beside the JSON document."""
+
+    kind: ResourceKind
+    table: str
+    columns: Callable[[T], dict[str, str]]
+    encode: Callable[[T], str]
+    decode: Callable[[str, int, str], T]
+
+
+class SQLiteStore:
+    """`Store` on a SQLite file. `path` is created (with its folder) if missing."""
+
+    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
+        self.path = path
+        sealer = sealer or PlaintextSealer()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._nodes = SQLiteTable[Node](
+            self,
+            _Layout(
+                kind="node",
+                table="nodes",
+                columns=lambda n: {
+                    "status": n.status.value,
+                    "provider": n.provider,
+                    "region": n.region,
+                },
+                encode=lambda n: codec.encode_node(n, sealer),
+                decode=lambda i, r, d: codec.decode_node(i, r, d, sealer),
+            ),
+        )
+        self._deployments = SQLiteTable[Deployment](
+            self,
+            _Layout(
+                kind="deployment",
+                table="deployments",
+                columns=lambda d: {"status": d.status.value, "name": d.name},
+                encode=codec.encode_deployment,
+                decode=codec.decode_deployment,
+            ),
+        )
+
+    @property
+    def nodes(self) -> SQLiteTable[Node]:
+        return self._nodes
+
+    @property
+    def deployments(self) -> SQLiteTable[Deployment]:
+        return self._deployments
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="a67-sqlite")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits on its own; the version bump is its last statement.
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        self._conn = conn
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Runs `fn(connection)` on the store's thread. Raises UnavailableError once closed."""
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            raise UnavailableError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+    async def revision(self) -> int:
+        def query(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+            return int(row[0]) if row else 0
+
+        return await self.run(query)
+
+    async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
+        def query(conn: sqlite3.Connection) -> list[Change]:
+            rows = conn.execute(
+                "SELECT revision, kind, resource_id, deleted FROM changes"
+                " WHERE revision > ? ORDER BY revision LIMIT ?",
+                (revision, limit),
+            ).fetchall()
+            return [Change(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+        return await self.run(query)
+
+
+class SQLiteTable(Generic[T]):
+    """`Table` for one kind. Each write is `BEGIN IMMEDIATE ... COMMIT` with its change-log row."""
+
+    def __init__(self, store: SQLiteStore, layout: _Layout[T]) -> None:
+        self._store = store
+        self._layout: _Layout[T] = layout
+
+    async def get(self, resource_id: str) -> T | None:
+        table = self._layout.table
+
+        def query(conn: sqlite3.Connection) -> T | None:
+            row = conn.execute(
+                f"SELECT revision, data FROM {table} WHERE id = ?", (resource_id,)
+            ).fetchone()
+            return self._layout.decode(resource_id, row[0], row[1]) if row else None
+
+        return await self._store.run(query)
+
+    async def list_all(self) -> list[T]:
+        table = self._layout.table
+
+        def query(conn: sqlite3.Connection) -> list[T]:
+            rows = conn.execute(f"SELECT id, revision, data FROM {table} ORDER BY id").fetchall()
+            return [self._layout.decode(r[0], r[1], r[2]) for r in rows]
+
+        return await self._store.run(query)
+
+    async def create(self, resource: T, request: RequestKey | None = None) -> T:
+        layout = self._layout
+
+        def write(conn: sqlite3.Connection) -> int:
+            if request and self._find_request(conn, request.request_id):
+                raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
+            revision = _log_change(conn, layout.kind, resource.id, deleted=False)
+            columns: dict[str, object] = {
+                "id": resource.id,
+                "revision": revision,
+                **layout.columns(resource),
+            }
+            columns["data"] = layout.encode(resource)
+            names = ", ".join(columns)
+            marks = ", ".join("?" for _ in columns)
+            conn.execute(
+                f"INSERT INTO {layout.table} ({names}) VALUES ({marks})", tuple(columns.values())
+            )
+            if request:
+                conn.execute(
+                    "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                    " VALUES (?, ?, ?, ?)",
+                    (layout.table, request.request_id, request.fingerprint, resource.id),
+                )
+            return revision
+
+        revision = await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
+        return _with_revision(resource, revision)
+
+    async def update(self, resource: T, expect_revision: int) -> T:
+        layout = self._layout
+
+        def write(conn: sqlite3.Connection) -> int:
+            self._check_revision(conn, resource.id, expect_revision)
+            revision = _log_change(conn, layout.kind, resource.id, deleted=False)
+            columns: dict[str, object] = {"revision": revision, **layout.columns(resource)}
+            columns["data"] = layout.encode(resource)
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            conn.execute(
+                f"UPDATE {layout.table} SET {assignments} WHERE id = ?",
+                (*columns.values(), resource.id),
+            )
+            return revision
+
+        revision = await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
+        return _with_revision(resource, revision)
+
+    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+        layout = self._layout
+
+        def write(conn: sqlite3.Connection) -> int:
+            self._check_revision(conn, resource_id, expect_revision)
+            revision = _log_change(conn, layout.kind, resource_id, deleted=True)
+            conn.execute(f"DELETE FROM {layout.table} WHERE id = ?", (resource_id,))
+            return revision
+
+        return await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
+
+    async def find_request(self, request_id: str) -> RequestRecord | None:
+        return await self._store.run(lambda conn: self._find_request(conn, request_id))
+
+    def _find_request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord | None:
+        row = conn.execute(
+            "SELECT fingerprint, resource_id FROM requests WHERE scope = ? AND request_id = ?",
+            (self._layout.table, request_id),
+        ).fetchone()
+        return RequestRecord(row[0], row[1]) if row else None
+
+    def _check_revision(
+        self, conn: sqlite3.Connection, resource_id: str, expect: int | None
+    ) -> None:
+        row = conn.execute(
+            f"SELECT revision FROM {self._layout.table} WHERE id = ?", (resource_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(self._layout.kind, resource_id)
+        if expect is not None and row[0] != expect:
+            kind = self._layout.kind
+            raise ConflictError(f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}")
+
+
+def _log_change(conn: sqlite3.Connection, kind: str, resource_id: str, *, deleted: bool) -> int:
+    cursor = conn.execute(
+        "INSERT INTO changes (kind, resource_id, deleted) VALUES (?, ?, ?)",
+        (kind, resource_id, int(deleted)),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _transaction(
+    conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], R], kind: str
+) -> R:
+    """Runs `write` in one immediate transaction; a unique-key clash becomes AlreadyExistsError."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = write(conn)
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK")
+        raise AlreadyExistsError(f"a {kind} with the same id or name already exists") from exc
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _with_revision(resource: T, revision: int) -> T:
+    from dataclasses import replace
+
+    return replace(resource, revision=revision)
