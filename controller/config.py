@@ -42,9 +42,54 @@ class Config:
         16 * 1024 * 1024, "A67_MAX_MESSAGE_BYTES", "largest request message accepted"
     )
 
+    heartbeat_interval_s: float = _setting(
+        5.0, "A67_HEARTBEAT_INTERVAL_S", "how often agents must send a heartbeat"
+    )
+    suspect_after_s: float = _setting(
+        0.0,
+        "A67_SUSPECT_AFTER_S",
+        "a node with no beat for this long is SUSPECT; 0: 1.5 x interval",
+    )
+    offline_after_s: float = _setting(
+        0.0, "A67_OFFLINE_AFTER_S", "a node with no beat for this long is OFFLINE; 0: 3 x interval"
+    )
+    failover_grace_s: float = _setting(
+        60.0, "A67_FAILOVER_GRACE_S", "after a restart, how long alive nodes have to reconnect"
+    )
+    self_suspicion_fraction: float = _setting(
+        0.5,
+        "A67_SELF_SUSPICION_FRACTION",
+        "when more than this share of live nodes is SUSPECT, "
+        "the controller suspects itself and marks none OFFLINE",
+    )
+    self_suspicion_max_s: float = _setting(
+        300.0, "A67_SELF_SUSPICION_MAX_S", "self-suspicion ends after this long at the latest"
+    )
+    heartbeat_persist_interval_s: float = _setting(
+        30.0,
+        "A67_HEARTBEAT_PERSIST_INTERVAL_S",
+        "last-heartbeat times are stored at most this often",
+    )
+    stream_max_age_s: float = _setting(
+        1800.0,
+        "A67_STREAM_MAX_AGE_S",
+        "heartbeat streams are ended (agents reconnect) after "
+        "this long, +-10% jitter, so that agents spread over replicas",
+    )
+    keepalive_time_s: float = _setting(
+        20.0, "A67_KEEPALIVE_TIME_S", "server pings an idle connection after this long"
+    )
+    keepalive_timeout_s: float = _setting(
+        10.0, "A67_KEEPALIVE_TIMEOUT_S", "a ping unanswered this long closes the connection"
+    )
+
     def __post_init__(self) -> None:
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{self.data_dir / 'controller.db'}")
+        if not self.suspect_after_s:
+            object.__setattr__(self, "suspect_after_s", 1.5 * self.heartbeat_interval_s)
+        if not self.offline_after_s:
+            object.__setattr__(self, "offline_after_s", 3 * self.heartbeat_interval_s)
         self._validate()
 
     def _validate(self) -> None:
@@ -67,8 +112,38 @@ class Config:
             )
         if not 64 * 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise ConfigError("A67_MAX_MESSAGE_BYTES must be between 65536 and 268435456")
+        self._validate_liveness()
         if not self.store_url.startswith(("sqlite://",)):
             raise ConfigError(f"A67_STORE_URL must start with sqlite://, not {self.store_url!r}")
+
+    def _validate_liveness(self) -> None:
+        if not 0.05 <= self.heartbeat_interval_s <= 3600:
+            raise ConfigError("A67_HEARTBEAT_INTERVAL_S must be between 0.05 and 3600")
+        if not self.heartbeat_interval_s < self.suspect_after_s < self.offline_after_s:
+            raise ConfigError(
+                "need A67_HEARTBEAT_INTERVAL_S < A67_SUSPECT_AFTER_S < A67_OFFLINE_AFTER_S, got "
+                f"{self.heartbeat_interval_s:g} < {self.suspect_after_s:g}"
+                f" < {self.offline_after_s:g}"
+            )
+        if self.offline_after_s <= self.keepalive_timeout_s:
+            raise ConfigError(
+                "A67_OFFLINE_AFTER_S must exceed A67_KEEPALIVE_TIMEOUT_S, so that a transport "
+                "timeout never outlasts the grace"
+            )
+        if self.failover_grace_s < self.offline_after_s:
+            raise ConfigError("A67_FAILOVER_GRACE_S must be at least A67_OFFLINE_AFTER_S")
+        if not 0 < self.self_suspicion_fraction <= 1:
+            raise ConfigError("A67_SELF_SUSPICION_FRACTION must be in (0, 1]")
+        if self.self_suspicion_max_s < 0 or self.heartbeat_persist_interval_s <= 0:
+            raise ConfigError(
+                "A67_SELF_SUSPICION_MAX_S and A67_HEARTBEAT_PERSIST_INTERVAL_S must be > 0"
+            )
+        if self.stream_max_age_s < 10 * self.heartbeat_interval_s:
+            raise ConfigError("A67_STREAM_MAX_AGE_S must be at least 10 heartbeat intervals")
+        if not 1 <= self.keepalive_time_s <= 7200 or not 1 <= self.keepalive_timeout_s <= 600:
+            raise ConfigError(
+                "A67_KEEPALIVE_TIME_S must be in [1, 7200], A67_KEEPALIVE_TIMEOUT_S in [1, 600]"
+            )
 
     @property
     def listen_address(self) -> str:

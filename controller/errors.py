@@ -52,3 +52,7 @@ class FailedPreconditionError(ControllerError):
 
 class UnavailableError(ControllerError):
     """The controller cannot serve the request now (e.g. the store is closed); retry later."""
+
+
+class ResourceExhaustedError(ControllerError):
+    """A limit was reached (a rate, a size, a count); the message names it."""

@@ -23,12 +23,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from controller.api.deployment_servicer import DeploymentServicer
+from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
+from controller.api.node_watch import NodeWatch
 from controller.clock import Clock, SystemClock
 from controller.config import Config
 from controller.registry.deployments import DeploymentRegistry
+from controller.registry.liveness import LivenessSettings
+from controller.registry.monitor import HealthMonitor
 from controller.registry.nodes import NodeRegistry
+from controller.registry.sessions import Sessions
 from controller.store import open_store
 
 log = logging.getLogger("controller.server")
@@ -46,26 +51,31 @@ class Controller:
         self.config = config
         self.clock = clock or SystemClock()
         self.store = open_store(config.store_url)
-        self.nodes = NodeRegistry(self.store, self.clock)
+        self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config))
         self.deployments = DeploymentRegistry(self.store, self.clock)
-        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpcio-health-checking sets it at import
+        self.sessions = Sessions()
+        self.monitor = HealthMonitor(
+            self.nodes,
+            self.clock,
+            tick_s=min(0.25, config.suspect_after_s / 10),
+            heartbeat_persist_interval_s=config.heartbeat_persist_interval_s,
+        )
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self._server: aio.Server | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.nodes.load()
-        await self.deployments.load()
-        limit = self.config.max_message_bytes
+        await self.deployments.load(self.nodes.revision)
         server = aio.server(
-            interceptors=[RequestInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
+            interceptors=[RequestInterceptor()], options=server_options(self.config)
         )
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(self.nodes), server)
+        heartbeats = HeartbeatStream(
+            self.nodes, self.sessions, stream_settings(self.config), self.clock
+        )
+        node_servicer = NodeServicer(self.nodes, heartbeats, NodeWatch(self.nodes, self.store))
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentServicer(self.deployments), server
         )
@@ -77,15 +87,58 @@ class Controller:
         self.port = server.add_insecure_port(self.config.listen_address)
         await server.start()
         self._server = server
+        self.monitor.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self) -> None:
         server, self._server = self._server, None
         await self.health.enter_graceful_shutdown()
+        # Agents are told to reconnect (elsewhere, or here after the restart) before the server
+        # stops; their streams then end cleanly instead of being cut at the end of the grace.
+        self.sessions.reconnect_all("controller shutting down")
         if server is not None:
             await server.stop(self.config.shutdown_grace_s)
+        await self.monitor.stop()
         await self.store.close()
+
+
+def liveness_settings(config: Config) -> LivenessSettings:
+    return LivenessSettings(
+        interval_s=config.heartbeat_interval_s,
+        suspect_after_s=config.suspect_after_s,
+        offline_after_s=config.offline_after_s,
+        failover_grace_s=config.failover_grace_s,
+        self_suspicion_fraction=config.self_suspicion_fraction,
+        self_suspicion_max_s=config.self_suspicion_max_s,
+    )
+
+
+def stream_settings(config: Config) -> StreamSettings:
+    return StreamSettings(interval_s=config.heartbeat_interval_s, max_age_s=config.stream_max_age_s)
+
+
+def server_options(config: Config) -> list[tuple[str, int]]:
+    """gRPC core settings. Keepalive: the server pings every `keepalive_time_s` and drops a
+    connection whose ping goes unanswered for `keepalive_timeout_s` (a frozen or partitioned
+    agent). Clients may ping at most every 5 s (more is a strike; two strikes close the
+    connection). Connections are never aged out by gRPC itself: heartbeat streams end on their
+    own jittered timer, with a Reconnect message, so that no stream is cut mid-beat."""
+    limit = config.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 2),
+        # Thousands of agents reconnect at once after a restart; the default queue (1000)
+        # would refuse them with a misleading INTERNAL error.
+        ("grpc.server.max_pending_requests", 20000),
+        ("grpc.server.max_pending_requests_hard_limit", 30000),
+    ]
 
 
 async def serve(config: Config) -> None:

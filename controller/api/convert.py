@@ -23,6 +23,7 @@ from controller.models import (
     DeploymentSpec,
     Node,
     NodeSpec,
+    NodeStatus,
     PlacementConstraints,
     PlacementStrategy,
     Resources,
@@ -75,6 +76,10 @@ def node_spec(pb: node_service_pb2.RegisterNodeRequest) -> NodeSpec:
     )
 
 
+def node_status_pb(status: NodeStatus) -> node_pb2.NodeStatus.ValueType:
+    return node_pb2.NodeStatus.Value(f"NODE_STATUS_{status.value}")
+
+
 def node_to_pb(node: Node) -> node_pb2.Node:
     caps = node.capabilities
     return node_pb2.Node(
@@ -89,7 +94,7 @@ def node_to_pb(node: Node) -> node_pb2.Node:
             network_bandwidth=caps.network_bandwidth,
         ),
         labels=dict(node.labels),
-        status=node_pb2.NodeStatus.Value(f"NODE_STATUS_{node.status.value}"),
+        status=node_status_pb(node.status),
         has_credentials=node.credentials is not None,
         create_time=_timestamp(node.create_time),
         update_time=_timestamp(node.update_time),

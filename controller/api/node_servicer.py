@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_service_pb2 as pb
 from automator67.v1 import node_service_pb2_grpc
 from grpc import aio
 
 from controller.api import convert
+from controller.api.heartbeat_stream import HeartbeatStream
+from controller.api.node_watch import NodeWatch
 from controller.registry.nodes import NodeRegistry
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
-    def __init__(self, nodes: NodeRegistry) -> None:
+    def __init__(self, nodes: NodeRegistry, heartbeats: HeartbeatStream, watch: NodeWatch) -> None:
         self._nodes = nodes
+        self._heartbeats = heartbeats
+        self._watch = watch
 
     async def RegisterNode(
         self, request: pb.RegisterNodeRequest, context: Context
@@ -44,3 +50,13 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
         self, request: pb.GetNodeStatsRequest, context: Context
     ) -> pb.GetNodeStatsResponse:
         return convert.node_stats_to_pb(self._nodes.stats())
+
+    async def Heartbeat(  # type: ignore[override]  # a coroutine writing through the context
+        self, request_iterator: AsyncIterator[hb.HeartbeatRequest], context: Context
+    ) -> None:
+        await self._heartbeats.serve(request_iterator, context)
+
+    async def WatchNodes(  # type: ignore[override]  # a coroutine writing through the context
+        self, request: pb.WatchNodesRequest, context: Context
+    ) -> None:
+        await self._watch.serve(request, context)

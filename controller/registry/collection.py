@@ -1,20 +1,24 @@
 """What nodes and deployments share: a store table mirrored by an in-memory index, idempotent
 creates (AIP-155), etag-checked deletes (AIP-154) and filtered, paginated listing.
 
-Invariant: the index holds exactly what the store holds, as of the last write this process made.
-Writes go to the store first and reach the index only once durable; the lock serializes writes
-of one kind, so the index never sees them out of order."""
+Invariant: the index holds what the store holds, as of the last write this process made, except
+for changes the owner made in memory on purpose and persists later (`stage` + `persist`: node
+status transitions, coalesced). Writes go to the store first and reach the index and the
+watchers only once durable; the lock serializes writes of one kind, so neither sees them out of
+order."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import replace
 from itertools import islice
 from typing import Generic
 
 from controller.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from controller.registry import paging
+from controller.registry.events import Event, EventHub, EventType
 from controller.registry.filtering import Normalizer, parse_filter
 from controller.registry.index import Index, T, Term
 from controller.store.base import RequestKey, Table
@@ -32,11 +36,16 @@ class Collection(Generic[T]):
         self.table: Table[T] = table
         self.index: Index[T] = Index(terms_of)
         self.lock = asyncio.Lock()
+        self.events: EventHub[T] = EventHub()
+        self.revision = 0  # of the latest change applied to the index
         self._filter_fields = filter_fields
+        self._staged: dict[str, T] = {}  # id -> its last persisted state
 
-    async def load(self) -> None:
+    async def load(self, revision: int) -> None:
+        """Fills the index from the store, which is at `revision`."""
         for resource in await self.table.list_all():
             self.index.put(resource)
+        self.revision = revision
 
     def get(self, resource_id: str, field: str) -> T:
         check_id(resource_id, field)
@@ -72,21 +81,56 @@ class Collection(Generic[T]):
             await check()
             created = await self.table.create(build(), request)
             self.index.put(created)
+            self._published(Event(EventType.ADDED, created, created.revision))
             return created
 
-    async def update(self, resource: T) -> T:
-        """Stores `resource` over the version it was derived from (its `revision`)."""
+    def stage(self, resource: T) -> None:
+        """Puts a changed resource in the index now; `persist()` stores it later. The resource
+        keeps the revision it was derived from, which the store checks when persisting."""
+        previous = self.index.get(resource.id)
+        if previous is not None:
+            self._staged.setdefault(resource.id, previous)
+        self.index.put(resource)
+
+    async def persist(self) -> int:
+        """Stores every staged resource in one transaction; returns how many were written.
+        A resource changed in memory again while it was being written stays staged."""
+        if not self._staged:
+            return 0
         async with self.lock:
-            updated = await self.table.update(resource, resource.revision)
-            self.index.put(updated)
-            return updated
+            staged, self._staged = self._staged, {}
+            before = [r for r in map(self.index.get, staged) if r is not None]
+            try:
+                written = await self.table.update_many(before)
+            except BaseException:
+                self._staged = staged | self._staged  # retried on the next call
+                raise
+            for old, new in zip(before, written, strict=True):
+                current = self.index.get(old.id)
+                if new is None or current is None:
+                    continue  # deleted meanwhile
+                if current is old:
+                    self.index.put(new)
+                else:  # changed again while we wrote: keep the newer state, staged
+                    self._staged[old.id] = new
+                    self.index.put(replace(current, revision=new.revision))
+                self._published(Event(EventType.CHANGED, new, new.revision, staged[old.id]))
+            return len(before)
 
     async def delete(self, resource_id: str, etag: str, field: str) -> None:
         check_id(resource_id, field)
         expect = parse_etag(etag)
         async with self.lock:
-            await self.table.delete(resource_id, expect)
+            revision = await self.table.delete(resource_id, expect)
+            last = self.index.get(resource_id)
             self.index.remove(resource_id)
+            self._staged.pop(resource_id, None)
+            if last is not None:
+                self._published(Event(EventType.DELETED, last, revision))
+
+    def _published(self, event: Event[T]) -> None:
+        self.revision = max(self.revision, event.revision)
+        self.events.publish(event)
 
     def _replay(self, fingerprint: str, resource_id: str, request: RequestKey) -> T:
         if fingerprint != request.fingerprint:

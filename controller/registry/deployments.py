@@ -52,8 +52,8 @@ class DeploymentRegistry:
             "deployment", store.deployments, _terms, FILTER_FIELDS
         )
 
-    async def load(self) -> None:
-        await self._deployments.load()
+    async def load(self, revision: int) -> None:
+        await self._deployments.load(revision)
 
     async def create(self, spec: DeploymentSpec, request_id: str = "") -> Deployment:
         validate_deployment(spec)

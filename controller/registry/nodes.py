@@ -1,21 +1,33 @@
-"""The node registry: registration, lookup, listing, removal and fleet statistics."""
+"""The node registry: registration, lookup, listing, removal, fleet statistics, and the
+liveness of each node as its heartbeat stream reports it.
+
+Liveness transitions change the in-memory node at once (reads are live) and are persisted in
+batches by `persist_statuses()`, which the health monitor calls a moment later; last-heartbeat
+times are persisted by `persist_heartbeats()` every `heartbeat_persist_interval_s`. So a beat
+costs no store write, and a burst of transitions costs one transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controller.clock import Clock
+from controller.errors import NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus, Resources
 from controller.registry.collection import Collection
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
+from controller.registry.liveness import Liveness, LivenessSettings, Transition
 from controller.registry.paging import Page
 from controller.registry.validation import validate_node
 from controller.store.base import Store
+
+log = logging.getLogger("controller.nodes")
 
 FILTER_FIELDS = {
     "status": enum_normalizer("NODE_STATUS_", [s.value for s in NodeStatus]),
@@ -41,17 +53,40 @@ class NodeStats:
     by_region: Counter[str] = field(default_factory=Counter)
     total_capacity: Resources = field(default_factory=Resources)
     ready_capacity: Resources = field(default_factory=Resources)
+    self_suspected: bool = False
 
 
 class NodeRegistry:
     """Owns the nodes. Call `load()` once before serving."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, liveness: LivenessSettings | None = None
+    ) -> None:
         self._clock = clock
+        self._store = store
         self._nodes = Collection[Node]("node", store.nodes, _terms, FILTER_FIELDS)
+        self.liveness = Liveness(liveness or LivenessSettings(), clock)
+        self.events = self._nodes.events
+        # Set when transitions wait to be persisted, to wake the health monitor.
+        self.transitions_pending = asyncio.Event()
 
     async def load(self) -> None:
-        await self._nodes.load()
+        await self._nodes.load(await self._store.revision())
+        for node in self._nodes.index.values():
+            self.liveness.track(node.id, node.status, restored=True)
+
+    @property
+    def revision(self) -> int:
+        return self._nodes.revision
+
+    def snapshot_of(self, node_id: str) -> Node | None:
+        """The node with its live heartbeat time, or None; no validation (for watch replay)."""
+        node = self._nodes.index.get(node_id)
+        return self._live(node) if node is not None else None
+
+    def snapshot(self) -> list[Node]:
+        """Every node, with live heartbeat times, ordered by id."""
+        return [self._live(node) for node in self._nodes.index.query([])]
 
     async def register(self, spec: NodeSpec, request_id: str = "") -> Node:
         validate_node(spec)
@@ -72,16 +107,79 @@ class NodeRegistry:
                 update_time=now,
             )
 
-        return await self._nodes.create(build, request_key(request_id, spec), _no_check)
+        node = await self._nodes.create(build, request_key(request_id, spec), _no_check)
+        if self.liveness.status(node.id) is None:
+            self.liveness.track(node.id, node.status)
+        return node
 
     def get(self, node_id: str) -> Node:
-        return self._nodes.get(node_id, "node_id")
+        return self._live(self._nodes.get(node_id, "node_id"))
 
     def list(self, filter_text: str = "", page_size: int = 0, page_token: str = "") -> Page[Node]:
-        return self._nodes.list(filter_text, page_size, page_token)
+        page = self._nodes.list(filter_text, page_size, page_token)
+        return Page([self._live(node) for node in page.items], page.next_page_token)
 
     async def delete(self, node_id: str, etag: str = "") -> None:
         await self._nodes.delete(node_id, etag, "node_id")
+        self.liveness.forget(node_id)
+
+    # Liveness, reported by the heartbeat stream
+
+    def stream_opened(self, node_id: str) -> Node:
+        """The node's agent opened a stream. Raises NotFoundError for an unknown node."""
+        node = self._nodes.get(node_id, "hello.node_id")
+        self._apply(self.liveness.connected(node_id))
+        return self.get(node.id)
+
+    def beat(self, node_id: str) -> None:
+        """A beat arrived. Raises NotFoundError if the node was deleted meanwhile."""
+        if self.liveness.status(node_id) is None:
+            raise NotFoundError("node", node_id)
+        self._apply(self.liveness.beat(node_id))
+
+    def stream_closed(self, node_id: str, reason: str, *, planned: bool = False) -> None:
+        self._apply(self.liveness.disconnected(node_id, reason, planned=planned))
+
+    def sweep(self) -> None:
+        """Applies liveness deadlines that have passed."""
+        for transition in self.liveness.sweep():
+            self._apply(transition)
+
+    async def persist_statuses(self) -> int:
+        return await self._nodes.persist()
+
+    async def persist_heartbeats(self) -> None:
+        await self._store.record_heartbeats(self.liveness.drain_beats())
+
+    def _apply(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        node = self._nodes.index.get(transition.node_id)
+        if node is None:
+            return
+        log.info(
+            "node status changed",
+            extra={
+                "fields": {
+                    "node_id": node.id,
+                    "from": node.status.value,
+                    "to": transition.status.value,
+                    "reason": transition.reason,
+                }
+            },
+        )
+        now = self._clock.now()
+        seen = self.liveness.last_seen(node.id) or node.last_heartbeat_time
+        self._nodes.stage(
+            replace(node, status=transition.status, update_time=now, last_heartbeat_time=seen)
+        )
+        self.transitions_pending.set()
+
+    def _live(self, node: Node) -> Node:
+        seen = self.liveness.last_seen(node.id)
+        if seen is None or seen == node.last_heartbeat_time:
+            return node
+        return replace(node, last_heartbeat_time=seen)
 
     def stats(self) -> NodeStats:
         by_status: Counter[str] = Counter()
@@ -97,7 +195,15 @@ class NodeRegistry:
             total = total.plus(offered)
             if node.status is NodeStatus.READY:
                 ready = ready.plus(offered)
-        return NodeStats(len(self._nodes.index), by_status, by_provider, by_region, total, ready)
+        return NodeStats(
+            len(self._nodes.index),
+            by_status,
+            by_provider,
+            by_region,
+            total,
+            ready,
+            self.liveness.self_suspected,
+        )
 
 
 async def _no_check() -> None:

@@ -10,7 +10,9 @@ of a watch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Literal, Protocol, TypeVar
 
 from controller.models import Deployment, Node
@@ -75,6 +77,11 @@ class Table(Protocol, Generic[T]):
         ConflictError if the revision moved on, AlreadyExistsError on a unique-key clash."""
         ...
 
+    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+        """Like `update` for each resource at its own `revision`, all in one transaction; a
+        resource that is gone or changed is skipped (None in its place), not an error."""
+        ...
+
     async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
         """Deletes the resource (if `expect_revision` is given, only at that revision) and
         returns the revision of the deletion. Raises NotFoundError or ConflictError."""
@@ -108,4 +115,10 @@ class Store(Protocol):
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
         """Changes with a revision greater than `revision`, oldest first, at most `limit`."""
+        ...
+
+    async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
+        """Stores nodes' last-heartbeat times in one transaction, without a new revision or a
+        change-log entry (like etcd's lease renewals, they are not changes watchers see).
+        Unknown node ids are ignored."""
         ...

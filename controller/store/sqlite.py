@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -126,6 +127,18 @@ class SQLiteStore:
 
         return await self.run(query)
 
+    async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
+        rows = [(time.isoformat(), node_id) for node_id, time in times.items()]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE nodes SET data = json_set(data, '$.last_heartbeat_time', ?) WHERE id = ?",
+                rows,
+            )
+
+        if rows:
+            await self.run(lambda conn: _transaction(conn, write, "node"))
+
 
 class SQLiteTable(Generic[T]):
     """`Table` for one kind. Each write is `BEGIN IMMEDIATE ... COMMIT` with its change-log row."""
@@ -184,22 +197,38 @@ class SQLiteTable(Generic[T]):
         return _with_revision(resource, revision)
 
     async def update(self, resource: T, expect_revision: int) -> T:
-        layout = self._layout
-
         def write(conn: sqlite3.Connection) -> int:
-            self._check_revision(conn, resource.id, expect_revision)
-            revision = _log_change(conn, layout.kind, resource.id, deleted=False)
-            columns: dict[str, object] = {"revision": revision, **layout.columns(resource)}
-            columns["data"] = layout.encode(resource)
-            assignments = ", ".join(f"{name} = ?" for name in columns)
-            conn.execute(
-                f"UPDATE {layout.table} SET {assignments} WHERE id = ?",
-                (*columns.values(), resource.id),
-            )
-            return revision
+            return self._update(conn, resource, expect_revision)
 
-        revision = await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
+        revision = await self._store.run(lambda conn: _transaction(conn, write, self._layout.kind))
         return _with_revision(resource, revision)
+
+    def _update(self, conn: sqlite3.Connection, resource: T, expect_revision: int) -> int:
+        layout = self._layout
+        self._check_revision(conn, resource.id, expect_revision)
+        revision = _log_change(conn, layout.kind, resource.id, deleted=False)
+        columns: dict[str, object] = {"revision": revision, **layout.columns(resource)}
+        columns["data"] = layout.encode(resource)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        conn.execute(
+            f"UPDATE {layout.table} SET {assignments} WHERE id = ?",
+            (*columns.values(), resource.id),
+        )
+        return revision
+
+    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+        def write(conn: sqlite3.Connection) -> list[T | None]:
+            results: list[T | None] = []
+            for resource in resources:
+                try:
+                    results.append(
+                        _with_revision(resource, self._update(conn, resource, resource.revision))
+                    )
+                except (NotFoundError, ConflictError):
+                    results.append(None)
+            return results
+
+        return await self._store.run(lambda conn: _transaction(conn, write, self._layout.kind))
 
     async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
         layout = self._layout
@@ -262,6 +291,4 @@ def _transaction(
 
 
 def _with_revision(resource: T, revision: int) -> T:
-    from dataclasses import replace
-
     return replace(resource, revision=revision)

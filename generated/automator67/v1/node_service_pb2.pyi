@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,50 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _NodeEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NodeEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NODE_EVENT_TYPE_UNSPECIFIED: _NodeEventType.ValueType  # 0
+    """Never sent."""
+    NODE_EVENT_TYPE_ADDED: _NodeEventType.ValueType  # 1
+    """The node exists (registered, or part of the current state sent at the start or after RESET)."""
+    NODE_EVENT_TYPE_CHANGED: _NodeEventType.ValueType  # 2
+    """The node changed; its status did not."""
+    NODE_EVENT_TYPE_STATUS_CHANGED: _NodeEventType.ValueType  # 3
+    """The node's status changed; `previous_status` says from what."""
+    NODE_EVENT_TYPE_DELETED: _NodeEventType.ValueType  # 4
+    """The node was removed; `node` is its last state."""
+    NODE_EVENT_TYPE_SYNCED: _NodeEventType.ValueType  # 5
+    """The current state has been sent in full; live changes follow."""
+    NODE_EVENT_TYPE_RESET: _NodeEventType.ValueType  # 6
+    """The watcher fell too far behind and events were dropped: forget every node; the current
+    state follows (ADDED events, then SYNCED).
+    """
+
+class NodeEventType(_NodeEventType, metaclass=_NodeEventTypeEnumTypeWrapper):
+    """What a node event says happened."""
+
+NODE_EVENT_TYPE_UNSPECIFIED: NodeEventType.ValueType  # 0
+"""Never sent."""
+NODE_EVENT_TYPE_ADDED: NodeEventType.ValueType  # 1
+"""The node exists (registered, or part of the current state sent at the start or after RESET)."""
+NODE_EVENT_TYPE_CHANGED: NodeEventType.ValueType  # 2
+"""The node changed; its status did not."""
+NODE_EVENT_TYPE_STATUS_CHANGED: NodeEventType.ValueType  # 3
+"""The node's status changed; `previous_status` says from what."""
+NODE_EVENT_TYPE_DELETED: NodeEventType.ValueType  # 4
+"""The node was removed; `node` is its last state."""
+NODE_EVENT_TYPE_SYNCED: NodeEventType.ValueType  # 5
+"""The current state has been sent in full; live changes follow."""
+NODE_EVENT_TYPE_RESET: NodeEventType.ValueType  # 6
+"""The watcher fell too far behind and events were dropped: forget every node; the current
+state follows (ADDED events, then SYNCED).
+"""
+Global___NodeEventType: _TypeAlias = NodeEventType  # noqa: Y015
 
 @_typing.final
 class RegisterNodeRequest(_message.Message):
@@ -346,8 +391,13 @@ class GetNodeStatsResponse(_message.Message):
     BY_REGION_FIELD_NUMBER: _builtins.int
     TOTAL_CAPACITY_FIELD_NUMBER: _builtins.int
     READY_CAPACITY_FIELD_NUMBER: _builtins.int
+    SELF_SUSPECTED_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Number of nodes."""
+    self_suspected: _builtins.bool
+    """True while the controller suspects itself: most of the fleet went quiet at once, so it
+    assumes the fault is its own (or its network's) and does not mark nodes OFFLINE.
+    """
     @_builtins.property
     def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Node counts keyed by status name (e.g. "NODE_STATUS_READY"); statuses with no nodes are absent."""
@@ -377,11 +427,73 @@ class GetNodeStatsResponse(_message.Message):
         by_region: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         total_capacity: Global___Capacity | None = ...,
         ready_capacity: Global___Capacity | None = ...,
+        self_suspected: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ready_capacity", b"ready_capacity", "total_capacity", b"total_capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_provider", b"by_provider", "by_region", b"by_region", "by_status", b"by_status", "ready_capacity", b"ready_capacity", "total", b"total", "total_capacity", b"total_capacity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_provider", b"by_provider", "by_region", b"by_region", "by_status", b"by_status", "ready_capacity", b"ready_capacity", "self_suspected", b"self_suspected", "total", b"total", "total_capacity", b"total_capacity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetNodeStatsResponse: _TypeAlias = GetNodeStatsResponse  # noqa: Y015
+
+@_typing.final
+class WatchNodesRequest(_message.Message):
+    """Request of NodeService.WatchNodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_REVISION_FIELD_NUMBER: _builtins.int
+    start_revision: _builtins.int
+    """Optional. The `revision` of the last event the client saw: the stream then starts with every
+    change after it (CHANGED/STATUS_CHANGED carry the node's current state, DELETED its id),
+    then SYNCED. 0: start with the current state of every node.
+    """
+    def __init__(
+        self,
+        *,
+        start_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start_revision", b"start_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchNodesRequest: _TypeAlias = WatchNodesRequest  # noqa: Y015
+
+@_typing.final
+class WatchNodesResponse(_message.Message):
+    """Response of NodeService.WatchNodes: one event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    type: Global___NodeEventType.ValueType
+    """What happened."""
+    revision: _builtins.int
+    """The store revision of this event; pass the last one seen as `start_revision` to resume."""
+    previous_status: _node_pb2.NodeStatus.ValueType
+    """For STATUS_CHANGED: the status before."""
+    @_builtins.property
+    def node(self) -> _node_pb2.Node:
+        """The node (unset for SYNCED and RESET)."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___NodeEventType.ValueType = ...,
+        node: _node_pb2.Node | None = ...,
+        revision: _builtins.int = ...,
+        previous_status: _node_pb2.NodeStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "previous_status", b"previous_status", "revision", b"revision", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchNodesResponse: _TypeAlias = WatchNodesResponse  # noqa: Y015

@@ -4,6 +4,7 @@
 isort:skip_file
 """
 
+from automator67.v1 import heartbeat_pb2 as _heartbeat_pb2
 from automator67.v1 import node_service_pb2 as _node_service_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -44,6 +45,15 @@ class NodeServiceStub:
     """Removes a node. NOT_FOUND if there is no node with that id."""
     GetNodeStats: _grpc.UnaryUnaryMultiCallable[_node_service_pb2.GetNodeStatsRequest, _node_service_pb2.GetNodeStatsResponse]
     """Counts nodes by status, provider and region, with capacity totals."""
+    Heartbeat: _grpc.StreamStreamMultiCallable[_heartbeat_pb2.HeartbeatRequest, _heartbeat_pb2.HeartbeatResponse]
+    """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
+    `session`, then acks each beat, and may send commands at any time. One stream per node: a
+    newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
+    """
+    WatchNodes: _grpc.UnaryStreamMultiCallable[_node_service_pb2.WatchNodesRequest, _node_service_pb2.WatchNodesResponse]
+    """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
+    `start_revision`, every change after it; then changes as they happen.
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -60,6 +70,15 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Removes a node. NOT_FOUND if there is no node with that id."""
     GetNodeStats: _aio.UnaryUnaryMultiCallable[_node_service_pb2.GetNodeStatsRequest, _node_service_pb2.GetNodeStatsResponse]  # type: ignore[assignment]
     """Counts nodes by status, provider and region, with capacity totals."""
+    Heartbeat: _aio.StreamStreamMultiCallable[_heartbeat_pb2.HeartbeatRequest, _heartbeat_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
+    `session`, then acks each beat, and may send commands at any time. One stream per node: a
+    newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
+    """
+    WatchNodes: _aio.UnaryStreamMultiCallable[_node_service_pb2.WatchNodesRequest, _node_service_pb2.WatchNodesResponse]  # type: ignore[assignment]
+    """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
+    `start_revision`, every change after it; then changes as they happen.
+    """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registers nodes and reports on them."""
@@ -103,5 +122,26 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_service_pb2.GetNodeStatsResponse, _abc.Awaitable[_node_service_pb2.GetNodeStatsResponse]]:
         """Counts nodes by status, provider and region, with capacity totals."""
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request_iterator: _MaybeAsyncIterator[_heartbeat_pb2.HeartbeatRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_heartbeat_pb2.HeartbeatResponse], _abc.AsyncIterator[_heartbeat_pb2.HeartbeatResponse]]:
+        """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
+        `session`, then acks each beat, and may send commands at any time. One stream per node: a
+        newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchNodes(
+        self,
+        request: _node_service_pb2.WatchNodesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_node_service_pb2.WatchNodesResponse], _abc.AsyncIterator[_node_service_pb2.WatchNodesResponse]]:
+        """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
+        `start_revision`, every change after it; then changes as they happen.
+        """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,185 @@
+"""The agent's heartbeat stream: one reader loop, one registry call per beat, cleanup in
+`finally`.
+
+    agent: hello ------------------> stream_opened (node READY), SessionStart <- controller
+    agent: beat(seq) --------------> nodes.beat, BeatAck(seq) <-------------- controller
+    (replaced by a newer stream) ---> ends with ABORTED
+    (lifetime or shutdown) ---------> Reconnect <-, then ends OK (agent reconnects at once)
+    (stream breaks or agent ends) --> stream_closed (node SUSPECT)
+
+Acks are written only by the reader task, and the handler writes only after the reader is
+done, so writes never overlap. A bad message ends this stream only, with INVALID_ARGUMENT;
+beats far faster than the interval end it with RESOURCE_EXHAUSTED."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from automator67.v1 import heartbeat_pb2 as hb
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import aio
+
+from controller.api.convert import node_status_pb
+from controller.clock import Clock
+from controller.errors import ConflictError, InvalidArgumentError, ResourceExhaustedError
+from controller.registry.collection import check_id
+from controller.registry.nodes import NodeRegistry
+from controller.registry.sessions import Sessions, StopKind
+
+log = logging.getLogger("controller.heartbeat")
+Context = aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    interval_s: float = 5.0
+    hello_timeout_s: float = 10.0
+    max_age_s: float = 1800.0  # each stream ends after this, +-10% jitter
+    burst: int = 10  # beats allowed back to back ...
+    rate_factor: float = 4.0  # ... then at most this many per interval (0: no limit)
+
+
+class _Bucket:
+    """A token bucket: `burst` tokens, refilled at `rate` per second."""
+
+    def __init__(self, burst: int, rate: float, clock: Clock) -> None:
+        self._burst, self._rate, self._clock = burst, rate, clock
+        self._tokens = float(burst)
+        self._at = clock.monotonic()
+
+    def take(self) -> bool:
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class HeartbeatStream:
+    def __init__(
+        self, nodes: NodeRegistry, sessions: Sessions, settings: StreamSettings, clock: Clock
+    ) -> None:
+        self._nodes = nodes
+        self._sessions = sessions
+        self._settings = settings
+        self._clock = clock
+
+    async def serve(self, requests: AsyncIterator[hb.HeartbeatRequest], context: Context) -> None:
+        hello = await self._hello(requests)
+        node = self._nodes.stream_opened(hello.node_id)
+        session = self._sessions.open(node.id)
+        fields = {"node_id": node.id, "session_id": session.id, "agent": hello.agent_version}
+        log.info("heartbeat stream opened", extra={"fields": fields})
+        reason, planned = "heartbeat stream broke", False
+        reader: asyncio.Future[None] | None = None
+        lifetime = asyncio.get_running_loop().call_later(
+            self._settings.max_age_s * random.uniform(0.9, 1.1),
+            session.stop,
+            StopKind.RECONNECT,
+            "stream lifetime reached",
+        )
+        try:
+            interval = duration_pb2.Duration()
+            interval.FromTimedelta(timedelta(seconds=self._settings.interval_s))
+            start = hb.SessionStart(
+                session_id=session.id,
+                heartbeat_interval=interval,
+                node_status=node_status_pb(node.status),
+            )
+            await context.write(hb.HeartbeatResponse(session=start))
+            reader = asyncio.ensure_future(self._read_beats(requests, context, node.id))
+            await asyncio.wait((reader, session.stopped), return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                reader.result()  # a bad beat raises here
+                reason = "agent closed its heartbeat stream"
+                log.info("heartbeat stream closed by agent", extra={"fields": fields})
+                return
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            stop = session.stopped.result()
+            if stop.kind is StopKind.REPLACED:
+                raise ConflictError(stop.reason)
+            await context.write(hb.HeartbeatResponse(reconnect=hb.Reconnect(reason=stop.reason)))
+            reason, planned = stop.reason, True
+        finally:
+            lifetime.cancel()
+            if reader is not None and not reader.done():
+                reader.cancel()
+            if self._sessions.close(session):
+                self._nodes.stream_closed(node.id, reason, planned=planned)
+
+    async def _hello(self, requests: AsyncIterator[hb.HeartbeatRequest]) -> hb.AgentHello:
+        try:
+            first = await asyncio.wait_for(anext(requests), self._settings.hello_timeout_s)
+        except StopAsyncIteration:
+            raise InvalidArgumentError.single("hello", "the stream ended before hello") from None
+        except TimeoutError:
+            raise InvalidArgumentError.single(
+                "hello", f"no hello within {self._settings.hello_timeout_s:g}s"
+            ) from None
+        if first.WhichOneof("kind") != "hello":
+            raise InvalidArgumentError.single("hello", "the first message must be hello")
+        hello = first.hello
+        check_id(hello.node_id, "hello.node_id")
+        if len(hello.agent_version) > 64:
+            raise InvalidArgumentError.single("hello.agent_version", "at most 64 characters")
+        if len(hello.drivers) > 16 or any(len(d) > 64 for d in hello.drivers):
+            raise InvalidArgumentError.single("hello.drivers", "at most 16, of 64 characters")
+        return hello
+
+    async def _read_beats(
+        self, requests: AsyncIterator[hb.HeartbeatRequest], context: Context, node_id: str
+    ) -> None:
+        s = self._settings
+        bucket = (
+            _Bucket(s.burst, s.rate_factor / s.interval_s, self._clock) if s.rate_factor else None
+        )
+        last_sequence = -1
+        async for request in requests:
+            if request.WhichOneof("kind") != "beat":
+                raise InvalidArgumentError.single("beat", "after hello, only beats may be sent")
+            beat = request.beat
+            if beat.sequence <= last_sequence:
+                raise InvalidArgumentError.single(
+                    "beat.sequence", f"must increase ({beat.sequence} after {last_sequence})"
+                )
+            last_sequence = beat.sequence
+            _check_beat(beat)
+            if bucket is not None and not bucket.take():
+                raise ResourceExhaustedError(
+                    f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)"
+                )
+            self._nodes.beat(node_id)
+            received = timestamp_pb2.Timestamp()
+            received.FromDatetime(self._clock.now())
+            ack = hb.BeatAck(sequence=beat.sequence, receive_time=received)
+            await context.write(hb.HeartbeatResponse(ack=ack))
+
+
+def _check_beat(beat: hb.Beat) -> None:
+    load = beat.load
+    if not (math.isfinite(load.cpu_percent) and 0 <= load.cpu_percent <= 100):
+        raise InvalidArgumentError.single("beat.load.cpu_percent", "must be between 0 and 100")
+    for field in ("memory_used_gb", "disk_used_gb"):
+        value = getattr(load, field)
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidArgumentError.single(f"beat.load.{field}", "must be a number >= 0")
+    if len(beat.replicas) > 1000:
+        raise InvalidArgumentError.single("beat.replicas", "at most 1000 replicas")
+    for i, replica in enumerate(beat.replicas):
+        check_id(replica.deployment_id, f"beat.replicas[{i}].deployment_id")
+        if len(replica.message) > 1024:
+            raise InvalidArgumentError.single(
+                f"beat.replicas[{i}].message", "at most 1024 characters"
+            )
+        if replica.state not in hb.ReplicaState.values():
+            raise InvalidArgumentError.single(f"beat.replicas[{i}].state", "unknown value")
