@@ -6,9 +6,9 @@ beats, and call `sweep()` periodically; every method returns the status transiti
     PENDING --stream/beat--> READY --late beat or broken stream--> SUSPECT --grace--> OFFLINE
        any status --beat--> READY
 
-Deadlines sit in one heap with at most one entry per node; a beat only updates the node's
-`last_beat`, so the per-beat cost is O(1) and the heap is touched about once per
-`suspect_after_s` per node. After a restart, nodes that were alive get `failover_grace_s`
+Deadlines sit in one heap with one live entry per node (`_Entry.due`; older entries are
+stale and skipped); a beat only updates the node's `last_beat`, so the per-beat cost is O(1)
+and the heap is touched about once per `suspect_after_s` per node. After a restart, nodes that were alive get `failover_grace_s`
 before they can go OFFLINE (the controller was away, not them). When most of the fleet goes
 quiet at once, the controller suspects itself and marks no node OFFLINE until the fleet
 recovers or `self_suspicion_max_s` passes."""
@@ -48,7 +48,7 @@ class Transition:
 
 
 class _Entry:
-    __slots__ = ("connected", "last_beat", "last_beat_wall", "restored", "scheduled", "status")
+    __slots__ = ("connected", "due", "last_beat", "last_beat_wall", "restored", "status")
 
     def __init__(self, status: NodeStatus, now: float) -> None:
         self.status = status
@@ -56,7 +56,7 @@ class _Entry:
         self.last_beat_wall: datetime | None = None
         self.restored = False
         self.connected = False
-        self.scheduled = False
+        self.due: float | None = None  # of its live heap entry; other entries are stale
 
 
 class Liveness:
@@ -132,11 +132,14 @@ class Liveness:
         entry.last_beat_wall = self._clock.now()
         entry.restored = False
         self._dirty_beats.add(node_id)
-        if not entry.scheduled:
-            self._schedule(node_id, entry)
         if entry.status is NodeStatus.READY:
-            return None
-        return self._set(node_id, entry, NodeStatus.READY, reason)
+            if entry.due is None:
+                self._schedule(node_id, entry)
+            return None  # a beat only moves deadlines later: the entry due is early enough
+        transition = self._set(node_id, entry, NodeStatus.READY, reason)
+        if entry.due is None or entry.due > entry.last_beat + self.settings.suspect_after_s:
+            self._schedule(node_id, entry)
+        return transition
 
     # Time passing
 
@@ -146,11 +149,11 @@ class Liveness:
         self._judge_self(now)
         transitions: list[Transition] = []
         while self._heap and self._heap[0][0] <= now:
-            _, node_id = heapq.heappop(self._heap)
+            due, node_id = heapq.heappop(self._heap)
             entry = self._entries.get(node_id)
-            if entry is None:
-                continue
-            entry.scheduled = False
+            if entry is None or entry.due != due:
+                continue  # forgotten, or a stale entry
+            entry.due = None
             transition = self._judge(node_id, entry, now)
             if transition is not None:
                 transitions.append(transition)
@@ -213,7 +216,7 @@ class Liveness:
         if self._suspected_since is not None:
             due = max(due, self._clock.monotonic() + self.settings.interval_s)
         heapq.heappush(self._heap, (due, node_id))
-        entry.scheduled = True
+        entry.due = due
 
     def _set(self, node_id: str, entry: _Entry, status: NodeStatus, reason: str) -> Transition:
         self._counts[entry.status] -= 1
