@@ -8,8 +8,10 @@ beats, and call `sweep()` periodically; every method returns the status transiti
 
 Deadlines sit in one heap with one live entry per node (`_Entry.due`; older entries are
 stale and skipped); a beat only updates the node's `last_beat`, so the per-beat cost is O(1)
-and the heap is touched about once per `suspect_after_s` per node. After a restart, nodes that were alive get `failover_grace_s`
-before they can go OFFLINE (the controller was away, not them). When most of the fleet goes
+and the heap is touched about once per `suspect_after_s` per node.
+
+After a restart, nodes that were alive get `failover_grace_s` before they can go OFFLINE (the
+controller was away, not them). When most of the fleet goes
 quiet at once, the controller suspects itself and marks no node OFFLINE until the fleet
 recovers or `self_suspicion_max_s` passes."""
 
