@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ class Config:
         self._validate()
 
     def _validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.metadata['env']} must be a finite number, not {value}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT must be between 0 and 65535, not {self.port}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -186,11 +191,18 @@ class Config:
 
 
 def _parse(kind: Any, raw: str, source: str) -> Any:
-    kinds: dict[str, Any] = {"int": int, "float": float, "Path": Path, "str": str}
+    kinds: dict[str, tuple[Any, str]] = {
+        "int": (int, "an integer"),
+        "float": (float, "a number"),
+        "Path": (Path, "a path"),
+        "str": (str, "a string"),
+    }
+    parse, noun = kinds[str(kind)]
     try:
-        return kinds[str(kind)](raw)
+        return parse(raw)
     except ValueError:
-        raise ConfigError(f"{source} must be a {kind}, not {raw!r}") from None
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ConfigError(f"{source} must be {noun}, not {shown!r}") from None
 
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:

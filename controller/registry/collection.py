@@ -10,6 +10,7 @@ order."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
@@ -146,6 +147,9 @@ class Collection(Generic[T]):
         return resource
 
 
+_ETAG = re.compile(r"[0-9]{1,19}")
+
+
 def check_id(resource_id: str, field: str) -> None:
     """Ids are canonical lowercase UUIDs; anything else is INVALID_ARGUMENT on `field`."""
     if not resource_id:
@@ -168,6 +172,6 @@ def parse_etag(etag: str) -> int | None:
     """The revision an etag names; None for no etag."""
     if not etag:
         return None
-    if not etag.isdigit():
+    if not _ETAG.fullmatch(etag):
         raise InvalidArgumentError.single("etag", "not an etag this server issued")
     return int(etag)

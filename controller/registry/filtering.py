@@ -74,7 +74,8 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while text[pos:].strip():
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            raise _error(f"cannot parse the filter at character {pos + 1}")
+            where = pos + len(text[pos:]) - len(text[pos:].lstrip()) + 1
+            raise _error(f"cannot parse the filter at character {where}")
         kind = match.lastgroup
         assert kind is not None
         tokens.append((kind, match.group(kind)))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from controller.errors import InvalidArgumentError
@@ -24,13 +26,20 @@ def request_key(request_id: str, spec: Any) -> RequestKey | None:
         raise InvalidArgumentError.single(
             "request_id", "must be 1-128 characters of [A-Za-z0-9._:-]"
         )
-    document = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=_plain)
+    document = json.dumps(_canonical(spec), sort_keys=True)
     return RequestKey(request_id, hashlib.sha256(document.encode()).hexdigest())
 
 
-def _plain(value: object) -> object:
+def _canonical(value: Any) -> Any:
+    """`value` as plain JSON data: dataclasses and maps as dicts, enums by value."""
     if isinstance(value, Secret):
         return hashlib.sha256(value.reveal().encode()).hexdigest()
-    if hasattr(value, "value"):  # enums
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, enum.Enum):
         return value.value
-    return dict(value)  # type: ignore[call-overload]
+    return value

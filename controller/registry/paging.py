@@ -15,6 +15,7 @@ from controller.errors import InvalidArgumentError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_TOKEN_LENGTH = 1024  # issued tokens are about 100 characters
 T = TypeVar("T")
 
 
@@ -40,12 +41,14 @@ def decode_token(token: str, filter_text: str) -> str:
     """The id to continue after ("" for no token). Raises InvalidArgumentError on a bad token."""
     if not token:
         return ""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgumentError.single("page_token", "not a token this server issued")
     try:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         after, digest = payload["after"], payload["filter"]
         if not isinstance(after, str) or not isinstance(digest, str):
             raise ValueError
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidArgumentError.single("page_token", "not a token this server issued") from exc
     if digest != _digest(filter_text):
         raise InvalidArgumentError.single("page_token", "was issued for a different filter")

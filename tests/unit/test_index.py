@@ -1,0 +1,207 @@
+"""The in-memory index: postings follow every put, replace and remove; queries intersect terms
+and walk ids in order after a cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from controller.models import Capabilities, Node, NodeStatus, frozen_map
+from controller.registry.index import Index, Term
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def terms_of(node: Node) -> Iterable[Term]:
+    yield ("status", node.status.value)
+    yield ("provider", node.provider)
+    for key, value in node.labels.items():
+        yield (f"labels.{key}", value)
+
+
+def node(
+    node_id: str,
+    provider: str = "aws",
+    status: NodeStatus = NodeStatus.PENDING,
+    **labels: str,
+) -> Node:
+    return Node(
+        id=node_id,
+        provider=provider,
+        endpoint="10.0.0.1:7070",
+        region="",
+        capabilities=Capabilities(1.0, 1.0),
+        create_time=T0,
+        update_time=T0,
+        labels=frozen_map(labels),
+        status=status,
+    )
+
+
+def ids(nodes: Iterable[Node]) -> list[str]:
+    return [n.id for n in nodes]
+
+
+# Put out of id order on purpose: queries must still come back in id order.
+FLEET = [
+    node("e", "gcp", NodeStatus.READY, zone="b"),
+    node("a", "aws", NodeStatus.READY, zone="a"),
+    node("c", "aws", NodeStatus.PENDING, zone="b"),
+    node("b", "aws", NodeStatus.READY, zone="b"),
+    node("d", "gcp", NodeStatus.OFFLINE),
+]
+
+
+@pytest.fixture
+def fleet() -> Index[Node]:
+    index = Index(terms_of)
+    for n in FLEET:
+        index.put(n)
+    return index
+
+
+QUERIES: dict[str, tuple[list[Term], str, list[str]]] = {
+    "no terms lists everything in id order": ([], "", ["a", "b", "c", "d", "e"]),
+    "no terms after a cursor": ([], "b", ["c", "d", "e"]),
+    "no terms after a cursor that is not an id": ([], "bb", ["c", "d", "e"]),
+    "no terms after the last id": ([], "e", []),
+    "no terms after a cursor before every id": ([], "0", ["a", "b", "c", "d", "e"]),
+    "one term": ([("provider", "aws")], "", ["a", "b", "c"]),
+    "one term after a cursor": ([("provider", "aws")], "a", ["b", "c"]),
+    "one label term": ([("labels.zone", "b")], "", ["b", "c", "e"]),
+    "one term nobody has": ([("provider", "azure")], "", []),
+    "a field nobody has": ([("colour", "red")], "", []),
+    "two terms intersect": ([("provider", "aws"), ("status", "READY")], "", ["a", "b"]),
+    "two terms intersect after a cursor": (
+        [("provider", "aws"), ("status", "READY")],
+        "a",
+        ["b"],
+    ),
+    "three terms intersect": (
+        [("provider", "aws"), ("status", "READY"), ("labels.zone", "b")],
+        "",
+        ["b"],
+    ),
+    "a term nobody has empties the intersection": (
+        [("provider", "aws"), ("provider", "azure")],
+        "",
+        [],
+    ),
+    "two values of one field match nothing": (
+        [("status", "READY"), ("status", "PENDING")],
+        "",
+        [],
+    ),
+    "a repeated term is the same as once": (
+        [("provider", "gcp"), ("provider", "gcp")],
+        "",
+        ["d", "e"],
+    ),
+    "the smaller posting list is filtered by the larger term": (
+        [("status", "READY"), ("provider", "gcp")],
+        "",
+        ["e"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("terms", "after", "expected"), QUERIES.values(), ids=list(QUERIES))
+def test_query(fleet: Index[Node], terms: list[Term], after: str, expected: list[str]) -> None:
+    assert ids(fleet.query(terms, after)) == expected
+
+
+def test_an_empty_index_has_nothing() -> None:
+    index: Index[Node] = Index(terms_of)
+    assert len(index) == 0
+    assert index.get("a") is None
+    assert list(index.values()) == []
+    assert list(index.query([])) == []
+    assert list(index.query([("provider", "aws")])) == []
+
+
+def test_put_makes_a_resource_gettable_and_counted(fleet: Index[Node]) -> None:
+    assert len(fleet) == len(FLEET)
+    assert fleet.get("c") == FLEET[2]
+    assert sorted(ids(fleet.values())) == ["a", "b", "c", "d", "e"]
+
+
+def test_replacing_a_resource_moves_it_between_postings(fleet: Index[Node]) -> None:
+    moved = replace(FLEET[2], provider="gcp", status=NodeStatus.READY, labels=frozen_map())
+    fleet.put(moved)
+
+    assert len(fleet) == len(FLEET)
+    assert fleet.get("c") == moved
+    assert ids(fleet.query([("provider", "aws")])) == ["a", "b"]
+    assert ids(fleet.query([("provider", "gcp")])) == ["c", "d", "e"]
+    assert ids(fleet.query([("status", "PENDING")])) == []
+    assert ids(fleet.query([("status", "READY")])) == ["a", "b", "c", "e"]
+    assert ids(fleet.query([("labels.zone", "b")])) == ["b", "e"]
+    assert ids(fleet.query([])) == ["a", "b", "c", "d", "e"]
+
+
+def test_putting_the_same_resource_twice_files_it_once(fleet: Index[Node]) -> None:
+    fleet.put(FLEET[0])
+    fleet.put(FLEET[0])
+    assert len(fleet) == len(FLEET)
+    assert ids(fleet.query([("provider", "gcp")])) == ["d", "e"]
+    assert ids(fleet.query([])) == ["a", "b", "c", "d", "e"]
+
+
+def test_removing_a_resource_takes_it_out_of_every_posting(fleet: Index[Node]) -> None:
+    fleet.remove("b")
+
+    assert len(fleet) == len(FLEET) - 1
+    assert fleet.get("b") is None
+    assert ids(fleet.query([])) == ["a", "c", "d", "e"]
+    assert ids(fleet.query([("provider", "aws")])) == ["a", "c"]
+    assert ids(fleet.query([("status", "READY")])) == ["a", "e"]
+    assert ids(fleet.query([("labels.zone", "b")])) == ["c", "e"]
+
+
+def test_removing_the_last_holder_of_a_term_leaves_no_match(fleet: Index[Node]) -> None:
+    fleet.remove("d")
+    assert ids(fleet.query([("status", "OFFLINE")])) == []
+    fleet.put(node("f", "gcp", NodeStatus.OFFLINE))
+    assert ids(fleet.query([("status", "OFFLINE")])) == ["f"]
+
+
+def test_removing_an_unknown_id_changes_nothing(fleet: Index[Node]) -> None:
+    fleet.remove("zzz")
+    fleet.remove("")
+    assert len(fleet) == len(FLEET)
+    assert ids(fleet.query([])) == ["a", "b", "c", "d", "e"]
+
+
+def test_removing_twice_is_harmless(fleet: Index[Node]) -> None:
+    fleet.remove("a")
+    fleet.remove("a")
+    assert ids(fleet.query([("provider", "aws")])) == ["b", "c"]
+
+
+def test_removing_everything_empties_the_index(fleet: Index[Node]) -> None:
+    for n in FLEET:
+        fleet.remove(n.id)
+    assert len(fleet) == 0
+    assert list(fleet.query([])) == []
+    assert list(fleet.query([("provider", "aws")])) == []
+
+
+def test_a_put_back_after_removal_is_found_again(fleet: Index[Node]) -> None:
+    fleet.remove("a")
+    fleet.put(FLEET[1])
+    assert ids(fleet.query([("labels.zone", "a")])) == ["a"]
+
+
+def test_many_resources_come_back_in_id_order() -> None:
+    index: Index[Node] = Index(terms_of)
+    names = [f"{(i * 7919) % 1000:04d}" for i in range(1000)]
+    for name in names:
+        index.put(node(name, "aws" if int(name) % 3 else "gcp"))
+    assert ids(index.query([])) == sorted(names)
+    assert ids(index.query([("provider", "gcp")])) == sorted(n for n in names if int(n) % 3 == 0)
+    assert ids(index.query([("provider", "gcp")], "0500")) == sorted(
+        n for n in names if int(n) % 3 == 0 and n > "0500"
+    )

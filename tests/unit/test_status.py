@@ -1,0 +1,120 @@
+"""The one table from domain errors to gRPC status codes, and the details sent with them."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from controller import errors
+from controller.api.status import code_of, internal_status, to_status
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+CODES: dict[str, tuple[errors.ControllerError, grpc.StatusCode]] = {
+    "invalid argument": (
+        errors.InvalidArgumentError.single("node.provider", "is required"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    ),
+    "not found": (errors.NotFoundError("node", "abc"), grpc.StatusCode.NOT_FOUND),
+    "already exists": (errors.AlreadyExistsError("name taken"), grpc.StatusCode.ALREADY_EXISTS),
+    "conflict is aborted": (errors.ConflictError("etag moved"), grpc.StatusCode.ABORTED),
+    "failed precondition": (
+        errors.FailedPreconditionError("deleted"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    ),
+    "unavailable": (errors.UnavailableError("store closed"), grpc.StatusCode.UNAVAILABLE),
+    "resource exhausted": (
+        errors.ResourceExhaustedError("too many streams"),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
+    "an unmapped domain error is internal": (
+        errors.ControllerError("surprise"),
+        grpc.StatusCode.INTERNAL,
+    ),
+}
+
+
+@pytest.mark.parametrize(("error", "code"), CODES.values(), ids=list(CODES))
+def test_each_domain_error_maps_to_its_code(
+    error: errors.ControllerError, code: grpc.StatusCode
+) -> None:
+    assert code_of(error) is code
+    status = to_status(error)
+    assert status.code is code
+    assert status.details == str(error)
+
+
+def test_a_subclass_maps_to_the_code_of_its_parent() -> None:
+    class NodeGone(errors.NotFoundError):
+        pass
+
+    assert code_of(NodeGone("node", "x")) is grpc.StatusCode.NOT_FOUND
+
+
+def test_every_error_class_in_the_domain_has_a_code() -> None:
+    classes = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.ControllerError)
+        and cls is not errors.ControllerError
+    ]
+    unmapped = [
+        cls.__name__ for cls in classes if code_of(cls.__new__(cls)) is grpc.StatusCode.INTERNAL
+    ]
+    assert unmapped == []
+
+
+def decode(status: grpc.Status) -> status_pb2.Status:
+    [value] = [v for k, v in status.trailing_metadata if k == DETAILS_KEY]
+    assert isinstance(value, bytes)
+    return status_pb2.Status.FromString(value)
+
+
+def test_an_invalid_argument_carries_a_bad_request_with_every_violation() -> None:
+    error = errors.InvalidArgumentError(
+        [
+            errors.FieldViolation("node.provider", "is required"),
+            errors.FieldViolation("node.capabilities.cpu_cores", "must be greater than 0"),
+        ]
+    )
+    rich = decode(to_status(error))
+
+    assert rich.code == code_pb2.INVALID_ARGUMENT
+    assert rich.message == str(error)
+    [detail] = rich.details
+    assert detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+    bad_request = error_details_pb2.BadRequest()
+    detail.Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("node.provider", "is required"),
+        ("node.capabilities.cpu_cores", "must be greater than 0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [errors.NotFoundError("node", "x"), errors.ConflictError("moved")],
+    ids=["not found", "conflict"],
+)
+def test_other_errors_carry_a_status_without_details(error: errors.ControllerError) -> None:
+    rich = decode(to_status(error))
+    assert rich.code == code_of(error).value[0]
+    assert rich.message == str(error)
+    assert list(rich.details) == []
+
+
+def test_the_status_message_is_the_error_message() -> None:
+    status = to_status(errors.NotFoundError("deployment", "d-1"))
+    assert status.details == "deployment 'd-1' not found"
+
+
+def test_an_internal_status_names_the_request_id_and_nothing_else() -> None:
+    status = internal_status("req-42")
+    assert status.code is grpc.StatusCode.INTERNAL
+    assert "req-42" in status.details
+    rich = decode(status)
+    assert rich.code == code_pb2.INTERNAL
+    assert "req-42" in rich.message
+    assert list(rich.details) == []
