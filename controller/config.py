@@ -81,7 +81,9 @@ class Config:
         20.0, "A67_KEEPALIVE_TIME_S", "server pings an idle connection after this long"
     )
     keepalive_timeout_s: float = _setting(
-        10.0, "A67_KEEPALIVE_TIMEOUT_S", "a ping unanswered this long closes the connection"
+        0.0,
+        "A67_KEEPALIVE_TIMEOUT_S",
+        "a ping unanswered this long closes the connection; 0: min(10, offline-after / 2)",
     )
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class Config:
             object.__setattr__(self, "suspect_after_s", 1.5 * self.heartbeat_interval_s)
         if not self.offline_after_s:
             object.__setattr__(self, "offline_after_s", 3 * self.heartbeat_interval_s)
+        if not self.keepalive_timeout_s:
+            object.__setattr__(self, "keepalive_timeout_s", min(10.0, self.offline_after_s / 2))
         self._validate()
 
     def _validate(self) -> None:
@@ -145,9 +149,9 @@ class Config:
             )
         if self.stream_max_age_s < 10 * self.heartbeat_interval_s:
             raise ConfigError("A67_STREAM_MAX_AGE_S must be at least 10 heartbeat intervals")
-        if not 1 <= self.keepalive_time_s <= 7200 or not 1 <= self.keepalive_timeout_s <= 600:
+        if not 1 <= self.keepalive_time_s <= 7200 or not 0.01 <= self.keepalive_timeout_s <= 600:
             raise ConfigError(
-                "A67_KEEPALIVE_TIME_S must be in [1, 7200], A67_KEEPALIVE_TIMEOUT_S in [1, 600]"
+                "A67_KEEPALIVE_TIME_S must be in [1, 7200], A67_KEEPALIVE_TIMEOUT_S in [0.01, 600]"
             )
 
     @property
