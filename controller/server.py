@@ -20,8 +20,8 @@ from automator67.v1 import (
 )
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from controller.api import reflection
 from controller.api.deployment_servicer import DeploymentServicer
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
@@ -81,9 +81,7 @@ class Controller:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-        reflection.enable_server_reflection(
-            (*SERVICES, health_name, reflection.SERVICE_NAME), server
-        )
+        reflection.enable(server, (*SERVICES, health_name))
         self.port = server.add_insecure_port(self.config.listen_address)
         await server.start()
         self._server = server
