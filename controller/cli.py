@@ -1,4 +1,5 @@
-"""The `automator67` command. `automator67 serve` runs the controller."""
+"""The `automator67` command. `automator67 serve` runs the controller; `automator67 agent` runs
+the reference node agent against one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from controller import __version__
+from controller.agent.settings import AgentSettings, SettingsError
 from controller.config import Config, ConfigError
 from controller.logs import setup_logging
 
@@ -22,6 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the controller. Each flag can also be set by the env var shown.",
     )
     Config.add_arguments(serve)
+    agent = commands.add_parser(
+        "agent",
+        help="run the reference node agent",
+        description="Run the node agent: register this host with the controller (or reuse the "
+        "node id in the state file), then stream heartbeats, reconnecting with jittered backoff "
+        "after any break. SIGTERM or SIGINT closes the stream cleanly and exits 0. Each flag can "
+        "also be set by the env var shown.",
+    )
+    AgentSettings.add_arguments(agent)
     return parser
 
 
@@ -37,7 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.server import serve  # grpc is imported only when serving
 
         asyncio.run(serve(config))
+    elif args.command == "agent":
+        return _agent(args)
     return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    try:
+        settings = AgentSettings.load(args)
+    except SettingsError as exc:
+        print(f"automator67 agent: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from controller.agent.runner import run_agent  # grpc is imported only when running
+
+    return asyncio.run(run_agent(settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ server's status code. Unary calls get the client's `timeout_s`; streams get no d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
@@ -29,6 +30,7 @@ ns = node_service_pb2
 Metadata = Sequence[tuple[str, str]]
 HeartbeatCall = aio.StreamStreamCall[hb.HeartbeatRequest, hb.HeartbeatResponse]
 WatchCall = aio.UnaryStreamCall[ns.WatchNodesRequest, ns.WatchNodesResponse]
+DeploymentWatchCall = aio.UnaryStreamCall[ds.WatchDeploymentsRequest, ds.WatchDeploymentsResponse]
 
 # Matched to the server (`controller.server.server_options`): it refuses client pings more often
 # than every 5 s (two strikes close the connection), so 30 s stays well clear of that and still
@@ -136,7 +138,9 @@ class HeartbeatSession:
             return grpc.StatusCode.OK
         try:
             async with asyncio.timeout(timeout_s):
-                await call.done_writing()
+                # If the call ended meanwhile, its status says how.
+                with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                    await call.done_writing()
                 code: grpc.StatusCode = await call.code()
                 return code
         except TimeoutError:
@@ -275,6 +279,20 @@ class ControllerClient:
             filter=filter, page_size=page_size, page_token=page_token
         )
         return await self._deployments.ListDeployments(request, **self._unary())
+
+    async def update_deployment(
+        self, deployment: deployment_pb2.Deployment, update_mask: Sequence[str]
+    ) -> deployment_pb2.Deployment:
+        """Changes the fields named in `update_mask` (e.g. ["replicas"]) of `deployment.id`;
+        conditional on `deployment.etag` if it is set."""
+        request = ds.UpdateDeploymentRequest(deployment=deployment)
+        request.update_mask.paths.extend(update_mask)
+        return (await self._deployments.UpdateDeployment(request, **self._unary())).deployment
+
+    def watch_deployments(self, start_revision: int = 0) -> DeploymentWatchCall:
+        """The live stream of deployment events, like `watch_nodes`."""
+        request = ds.WatchDeploymentsRequest(start_revision=start_revision)
+        return self._deployments.WatchDeployments(request, metadata=self._metadata)
 
     async def delete_deployment(self, deployment_id: str, *, etag: str = "") -> None:
         request = ds.DeleteDeploymentRequest(deployment_id=deployment_id, etag=etag)

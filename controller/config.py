@@ -86,6 +86,20 @@ class Config:
         "a ping unanswered this long closes the connection; 0: min(10, offline-after / 2)",
     )
 
+    default_strategy: str = _setting(
+        "spread",
+        "A67_DEFAULT_STRATEGY",
+        "placement of deployments that name none: spread or binpack",
+    )
+    eviction_rate_per_s: float = _setting(
+        1.0, "A67_EVICTION_RATE_PER_S", "OFFLINE nodes whose replicas are replaced, per second"
+    )
+    stop_timeout_s: float = _setting(
+        30.0,
+        "A67_STOP_TIMEOUT_S",
+        "a deleted deployment's replica on an unreachable node counts as stopped after this",
+    )
+
     def __post_init__(self) -> None:
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{self.data_dir / 'controller.db'}")
@@ -122,6 +136,14 @@ class Config:
         if not 64 * 1024 <= self.max_message_bytes <= 256 * 1024 * 1024:
             raise ConfigError("A67_MAX_MESSAGE_BYTES must be between 65536 and 268435456")
         self._validate_liveness()
+        if self.default_strategy not in ("spread", "binpack"):
+            raise ConfigError(
+                f"A67_DEFAULT_STRATEGY must be spread or binpack, not {self.default_strategy!r}"
+            )
+        if not 0 < self.eviction_rate_per_s <= 1000 or not 0 <= self.stop_timeout_s <= 86400:
+            raise ConfigError(
+                "A67_EVICTION_RATE_PER_S must be in (0, 1000], A67_STOP_TIMEOUT_S in [0, 86400]"
+            )
         if not self.store_url.startswith(("sqlite://",)):
             raise ConfigError(f"A67_STORE_URL must start with sqlite://, not {self.store_url!r}")
 

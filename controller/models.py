@@ -29,6 +29,25 @@ class DeploymentStatus(enum.Enum):
     STOPPED = "STOPPED"
 
 
+class ReplicaState(enum.Enum):
+    """Names match the proto enum without its prefix."""
+
+    PENDING = "PENDING"  # not placed
+    ASSIGNED = "ASSIGNED"  # placed; its agent has not reported it yet
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    EXITED = "EXITED"
+    FAILED = "FAILED"
+    LOST = "LOST"  # its node went OFFLINE
+
+
+class DesiredState(enum.Enum):
+    RUN = "RUN"
+    STOP = "STOP"
+
+
 class PlacementStrategy(enum.Enum):
     """How the scheduler picks among feasible nodes. `DEFAULT` defers to the controller's config."""
 
@@ -124,6 +143,30 @@ class PlacementConstraints:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One placement of replica `index`. A deployment keeps at most one current (not
+    superseded) placement per index, plus superseded ones until they are stopped."""
+
+    index: int
+    node_id: str = ""
+    state: ReplicaState = ReplicaState.PENDING
+    desired: DesiredState = DesiredState.RUN
+    message: str = ""
+    failures: int = 0  # in a row
+    retry_at: datetime | None = None  # not placed again before this (backoff)
+    avoid: tuple[str, ...] = ()  # nodes it failed on
+    superseded: bool = False
+    state_time: datetime | None = None  # when `state` was entered
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: DeploymentStatus
+    reason: str
+    time: datetime
+
+
+@dataclass(frozen=True)
 class Deployment:
     """A deployment. `revision` is the store revision of its last change (0 = never stored)."""
 
@@ -141,8 +184,18 @@ class Deployment:
     strategy: PlacementStrategy = PlacementStrategy.DEFAULT
     status: DeploymentStatus = DeploymentStatus.PENDING
     status_reason: str = ""
-    node_ids: tuple[str, ...] = ()
+    replica_set: tuple[Replica, ...] = ()
+    history: tuple[StatusChange, ...] = ()
+    spec_version: int = 1  # bumped by every spec change; agents restart replicas on a new one
     revision: int = 0
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        """The nodes its current replicas are placed on, by replica index."""
+        placed = sorted(
+            (r.index, r.node_id) for r in self.replica_set if r.node_id and not r.superseded
+        )
+        return tuple(node_id for _, node_id in placed)
 
 
 @dataclass(frozen=True)

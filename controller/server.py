@@ -26,14 +26,17 @@ from controller.api.deployment_servicer import DeploymentServicer
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
-from controller.api.node_watch import NodeWatch
+from controller.api.watch import Watch
+from controller.api.watch_events import DeploymentEvents, NodeEvents
 from controller.clock import Clock, SystemClock
 from controller.config import Config
+from controller.models import PlacementStrategy
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.liveness import LivenessSettings
 from controller.registry.monitor import HealthMonitor
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Sessions
+from controller.scheduler.loop import Scheduler, SchedulerSettings
 from controller.store import open_store
 
 log = logging.getLogger("controller.server")
@@ -60,6 +63,10 @@ class Controller:
             tick_s=min(0.25, config.suspect_after_s / 10),
             heartbeat_persist_interval_s=config.heartbeat_persist_interval_s,
         )
+        self.scheduler = Scheduler(
+            self.deployments, self.nodes, self.sessions, self.clock, scheduler_settings(config)
+        )
+        self.nodes.on_transition.append(self.deployments.changed.set)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self._server: aio.Server | None = None
@@ -72,12 +79,17 @@ class Controller:
             interceptors=[RequestInterceptor()], options=server_options(self.config)
         )
         heartbeats = HeartbeatStream(
-            self.nodes, self.sessions, stream_settings(self.config), self.clock
+            self.nodes, self.deployments, self.sessions, stream_settings(self.config), self.clock
         )
-        node_servicer = NodeServicer(self.nodes, heartbeats, NodeWatch(self.nodes, self.store))
+        node_watch = Watch("node", self.nodes, NodeEvents(), self.store)
+        node_servicer = NodeServicer(self.nodes, heartbeats, node_watch)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
-            DeploymentServicer(self.deployments), server
+            DeploymentServicer(
+                self.deployments,
+                Watch("deployment", self.deployments, DeploymentEvents(), self.store),
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -86,6 +98,7 @@ class Controller:
         await server.start()
         self._server = server
         self.monitor.start()
+        self.scheduler.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -97,6 +110,7 @@ class Controller:
         self.sessions.reconnect_all("controller shutting down")
         if server is not None:
             await server.stop(self.config.shutdown_grace_s)
+        await self.scheduler.stop()
         await self.monitor.stop()
         await self.store.close()
 
@@ -109,6 +123,14 @@ def liveness_settings(config: Config) -> LivenessSettings:
         failover_grace_s=config.failover_grace_s,
         self_suspicion_fraction=config.self_suspicion_fraction,
         self_suspicion_max_s=config.self_suspicion_max_s,
+    )
+
+
+def scheduler_settings(config: Config) -> SchedulerSettings:
+    return SchedulerSettings(
+        default_strategy=PlacementStrategy(config.default_strategy.upper()),
+        eviction_rate_per_s=config.eviction_rate_per_s,
+        stop_timeout_s=config.stop_timeout_s,
     )
 
 

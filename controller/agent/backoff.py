@@ -18,7 +18,7 @@ def full_jitter(attempt: int, base_s: float, max_s: float, rand: Random) -> floa
     """The delay before retry number `attempt` (0-based): uniform in
     `[0, min(max_s, base_s * 2**attempt))`."""
     # Capping the exponent keeps 2**attempt finite however long the controller stays away.
-    ceiling = min(max_s, base_s * 2 ** min(attempt, 64))
+    ceiling = min(max_s, base_s * 2.0 ** min(attempt, 64))
     return rand() * ceiling
 
 

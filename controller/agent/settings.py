@@ -139,6 +139,8 @@ class AgentSettings:
         """Adds one `--flag` per field, documented with its env var and default."""
         for f in dataclasses.fields(cls):
             shown = f.metadata["shown"] or f.default
+            if shown == "":
+                shown = "none"
             parser.add_argument(
                 "--" + f.name.replace("_", "-"),
                 dest=f.name,

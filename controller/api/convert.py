@@ -10,6 +10,7 @@ from datetime import datetime
 from automator67.v1 import (
     deployment_pb2,
     deployment_service_pb2,
+    heartbeat_pb2,
     node_pb2,
     node_service_pb2,
 )
@@ -21,17 +22,22 @@ from controller.models import (
     Credentials,
     Deployment,
     DeploymentSpec,
+    DeploymentStatus,
+    DesiredState,
     Node,
     NodeSpec,
     NodeStatus,
     PlacementConstraints,
     PlacementStrategy,
+    Replica,
+    ReplicaState,
     Resources,
     Secret,
     frozen_map,
 )
 from controller.registry.deployments import DeploymentStats
 from controller.registry.nodes import NodeStats
+from controller.registry.replicas import REPORTABLE, Report
 
 _STRATEGIES = {
     deployment_pb2.PLACEMENT_STRATEGY_UNSPECIFIED: PlacementStrategy.DEFAULT,
@@ -127,7 +133,10 @@ def node_stats_to_pb(stats: NodeStats) -> node_service_pb2.GetNodeStatsResponse:
 # Deployments
 
 
-def deployment_spec(pb: deployment_service_pb2.CreateDeploymentRequest) -> DeploymentSpec:
+def deployment_spec(
+    pb: deployment_service_pb2.CreateDeploymentRequest
+    | deployment_service_pb2.UpdateDeploymentRequest,
+) -> DeploymentSpec:
     if not pb.HasField("deployment"):
         raise InvalidArgumentError.single("deployment", "is required")
     dep = pb.deployment
@@ -165,13 +174,76 @@ def deployment_to_pb(dep: Deployment) -> deployment_pb2.Deployment:
             provider=con.provider, region=con.region, labels=dict(con.labels)
         ),
         strategy=_STRATEGY_VALUES[dep.strategy],
-        status=deployment_pb2.DeploymentStatus.Value(f"DEPLOYMENT_STATUS_{dep.status.value}"),
+        status=_deployment_status_pb(dep.status),
         status_reason=dep.status_reason,
         node_ids=list(dep.node_ids),
         create_time=_timestamp(dep.create_time),
         update_time=_timestamp(dep.update_time),
         etag=str(dep.revision),
+        replica_statuses=[_replica_pb(r) for r in dep.replica_set],
+        history=[
+            deployment_pb2.StatusChange(
+                status=_deployment_status_pb(h.status), reason=h.reason, time=_timestamp(h.time)
+            )
+            for h in dep.history
+        ],
     )
+
+
+def _deployment_status_pb(status: DeploymentStatus) -> deployment_pb2.DeploymentStatus.ValueType:
+    return deployment_pb2.DeploymentStatus.Value(f"DEPLOYMENT_STATUS_{status.value}")
+
+
+def _replica_pb(r: Replica) -> deployment_pb2.Replica:
+    return deployment_pb2.Replica(
+        index=r.index,
+        node_id=r.node_id,
+        state=deployment_pb2.ReplicaState.Value(f"REPLICA_STATE_{r.state.value}"),
+        desired_state=desired_state_pb(r.desired),
+        message=r.message,
+        failures=r.failures,
+        superseded=r.superseded,
+    )
+
+
+def desired_state_pb(desired: DesiredState) -> deployment_pb2.ReplicaDesiredState.ValueType:
+    return deployment_pb2.ReplicaDesiredState.Value(f"REPLICA_DESIRED_STATE_{desired.value}")
+
+
+def assignment_spec_pb(dep: Deployment) -> deployment_pb2.Deployment:
+    """What an agent needs to run a replica: the spec, without the status fields."""
+    res = dep.resources
+    return deployment_pb2.Deployment(
+        id=dep.id,
+        name=dep.name,
+        image=dep.image,
+        command=list(dep.command),
+        args=list(dep.args),
+        env=dict(dep.env),
+        resources=deployment_pb2.Resources(
+            cpu_cores=res.cpu_cores, memory_gb=res.memory_gb, disk_gb=res.disk_gb
+        ),
+        replicas=dep.replicas,
+        etag=str(dep.spec_version),
+    )
+
+
+REPORTABLE_STATES_PB = frozenset(
+    deployment_pb2.ReplicaState.Value(f"REPLICA_STATE_{state.value}") for state in REPORTABLE
+)
+
+
+def report_of(pb: heartbeat_pb2.ReplicaReport) -> Report:
+    state = ReplicaState(deployment_pb2.ReplicaState.Name(pb.state).removeprefix("REPLICA_STATE_"))
+    return Report(pb.deployment_id, pb.replica_index, state, pb.message)
+
+
+def deployment_update(
+    pb: deployment_service_pb2.UpdateDeploymentRequest,
+) -> tuple[str, DeploymentSpec, list[str], str]:
+    """(id, new values, update mask paths, etag) of an update request."""
+    spec = deployment_spec(pb)
+    return pb.deployment.id, spec, list(pb.update_mask.paths), pb.deployment.etag
 
 
 def deployment_stats_to_pb(

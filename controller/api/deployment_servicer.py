@@ -9,14 +9,17 @@ from automator67.v1 import deployment_service_pb2_grpc
 from grpc import aio
 
 from controller.api import convert
+from controller.api.watch import Watch
+from controller.models import Deployment
 from controller.registry.deployments import DeploymentRegistry
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
-    def __init__(self, deployments: DeploymentRegistry) -> None:
+    def __init__(self, deployments: DeploymentRegistry, watch: Watch[Deployment]) -> None:
         self._deployments = deployments
+        self._watch = watch
 
     async def CreateDeployment(
         self, request: pb.CreateDeploymentRequest, context: Context
@@ -36,6 +39,18 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
         page = self._deployments.list(request.filter, request.page_size, request.page_token)
         deps = [convert.deployment_to_pb(dep) for dep in page.items]
         return pb.ListDeploymentsResponse(deployments=deps, next_page_token=page.next_page_token)
+
+    async def UpdateDeployment(
+        self, request: pb.UpdateDeploymentRequest, context: Context
+    ) -> pb.UpdateDeploymentResponse:
+        deployment_id, spec, paths, etag = convert.deployment_update(request)
+        dep = await self._deployments.update(deployment_id, spec, paths, etag)
+        return pb.UpdateDeploymentResponse(deployment=convert.deployment_to_pb(dep))
+
+    async def WatchDeployments(  # type: ignore[override]  # a coroutine writing through the context
+        self, request: pb.WatchDeploymentsRequest, context: Context
+    ) -> None:
+        await self._watch.serve(request.start_revision, context)
 
     async def DeleteDeployment(
         self, request: pb.DeleteDeploymentRequest, context: Context

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,10 +26,17 @@ from automator67.v1 import heartbeat_pb2 as hb
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 
-from controller.api.convert import node_status_pb
+from controller.api.convert import (
+    REPORTABLE_STATES_PB,
+    assignment_spec_pb,
+    desired_state_pb,
+    node_status_pb,
+    report_of,
+)
 from controller.clock import Clock
 from controller.errors import ConflictError, InvalidArgumentError, ResourceExhaustedError
 from controller.registry.collection import check_id
+from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Sessions, StopKind
 
@@ -66,9 +73,15 @@ class _Bucket:
 
 class HeartbeatStream:
     def __init__(
-        self, nodes: NodeRegistry, sessions: Sessions, settings: StreamSettings, clock: Clock
+        self,
+        nodes: NodeRegistry,
+        deployments: DeploymentRegistry,
+        sessions: Sessions,
+        settings: StreamSettings,
+        clock: Clock,
     ) -> None:
         self._nodes = nodes
+        self._deployments = deployments
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
@@ -96,8 +109,23 @@ class HeartbeatStream:
                 node_status=node_status_pb(node.status),
             )
             await context.write(hb.HeartbeatResponse(session=start))
-            reader = asyncio.ensure_future(self._read_beats(requests, context, node.id))
-            await asyncio.wait((reader, session.stopped), return_when=asyncio.FIRST_COMPLETED)
+            lock = asyncio.Lock()  # the reader's acks and our assignments never overlap
+
+            async def send(response: hb.HeartbeatResponse) -> None:
+                async with lock:
+                    await context.write(response)
+
+            await send(self._assignments(node.id))
+            reader = asyncio.ensure_future(self._read_beats(requests, send, node.id))
+            while not (reader.done() or session.stopped.done()):
+                pushed = asyncio.ensure_future(session.assignments_changed.wait())
+                await asyncio.wait(
+                    (reader, session.stopped, pushed), return_when=asyncio.FIRST_COMPLETED
+                )
+                pushed.cancel()
+                if session.assignments_changed.is_set() and not session.stopped.done():
+                    session.assignments_changed.clear()
+                    await send(self._assignments(node.id))
             if reader.done():
                 reader.result()  # a bad beat raises here
                 reason = "agent closed its heartbeat stream"
@@ -136,14 +164,29 @@ class HeartbeatStream:
             raise InvalidArgumentError.single("hello.drivers", "at most 16, of 64 characters")
         return hello
 
+    def _assignments(self, node_id: str) -> hb.HeartbeatResponse:
+        assignments = [
+            hb.Assignment(
+                deployment=assignment_spec_pb(dep),
+                replica_index=replica.index,
+                desired_state=desired_state_pb(replica.desired),
+            )
+            for dep, replica in self._deployments.assignments(node_id)
+        ]
+        return hb.HeartbeatResponse(assignments=hb.Assignments(assignments=assignments))
+
     async def _read_beats(
-        self, requests: AsyncIterator[hb.HeartbeatRequest], context: Context, node_id: str
+        self,
+        requests: AsyncIterator[hb.HeartbeatRequest],
+        send: Callable[[hb.HeartbeatResponse], Awaitable[None]],
+        node_id: str,
     ) -> None:
         s = self._settings
         bucket = (
             _Bucket(s.burst, s.rate_factor / s.interval_s, self._clock) if s.rate_factor else None
         )
         last_sequence = -1
+        last_reports: Any = None
         async for request in requests:
             if request.WhichOneof("kind") != "beat":
                 raise InvalidArgumentError.single("beat", "after hello, only beats may be sent")
@@ -159,10 +202,13 @@ class HeartbeatStream:
                     f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)"
                 )
             self._nodes.beat(node_id)
+            if beat.replicas != last_reports:  # agents repeat their reports; apply changes only
+                last_reports = list(beat.replicas)
+                self._deployments.report(node_id, [report_of(r) for r in beat.replicas])
             received = timestamp_pb2.Timestamp()
             received.FromDatetime(self._clock.now())
             ack = hb.BeatAck(sequence=beat.sequence, receive_time=received)
-            await context.write(hb.HeartbeatResponse(ack=ack))
+            await send(hb.HeartbeatResponse(ack=ack))
 
 
 def _check_beat(beat: hb.Beat) -> None:
@@ -181,5 +227,5 @@ def _check_beat(beat: hb.Beat) -> None:
             raise InvalidArgumentError.single(
                 f"beat.replicas[{i}].message", "at most 1024 characters"
             )
-        if replica.state not in hb.ReplicaState.values():
+        if replica.state not in REPORTABLE_STATES_PB:
             raise InvalidArgumentError.single(f"beat.replicas[{i}].state", "unknown value")

@@ -12,14 +12,17 @@ from grpc import aio
 
 from controller.api import convert
 from controller.api.heartbeat_stream import HeartbeatStream
-from controller.api.node_watch import NodeWatch
+from controller.api.watch import Watch
+from controller.models import Node
 from controller.registry.nodes import NodeRegistry
 
 Context = aio.ServicerContext[Any, Any]
 
 
 class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
-    def __init__(self, nodes: NodeRegistry, heartbeats: HeartbeatStream, watch: NodeWatch) -> None:
+    def __init__(
+        self, nodes: NodeRegistry, heartbeats: HeartbeatStream, watch: Watch[Node]
+    ) -> None:
         self._nodes = nodes
         self._heartbeats = heartbeats
         self._watch = watch
@@ -59,4 +62,4 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
     async def WatchNodes(  # type: ignore[override]  # a coroutine writing through the context
         self, request: pb.WatchNodesRequest, context: Context
     ) -> None:
-        await self._watch.serve(request, context)
+        await self._watch.serve(request.start_revision, context)

@@ -1,22 +1,29 @@
-"""The deployment registry: creation, lookup, listing, deletion and statistics.
-
-New deployments are stored PENDING; placing them is the scheduler's work."""
+"""The deployment registry: creation, lookup, listing, updates, deletion, statistics, and the
+replica reports of agents. New deployments are stored PENDING; placing them is the scheduler's
+work (controller/scheduler/)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from controller.clock import Clock
-from controller.errors import AlreadyExistsError
-from controller.models import Deployment, DeploymentSpec, DeploymentStatus
-from controller.registry.collection import Collection
+from controller.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
+from controller.models import Deployment, DeploymentSpec, DeploymentStatus, Replica, StatusChange
+from controller.registry.collection import Collection, parse_etag
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.registry.paging import Page
+from controller.registry.replicas import MAX_HISTORY, Report, apply_report, nodes_of
 from controller.registry.validation import validate_deployment
 from controller.store.base import Store
 
@@ -25,6 +32,7 @@ FILTER_FIELDS = {
     "name": None,
     "provider": None,
     "region": None,
+    "node_id": None,
 }
 
 
@@ -33,6 +41,9 @@ def _terms(dep: Deployment) -> Iterable[Term]:
     yield ("name", dep.name)
     yield ("provider", dep.constraints.provider)
     yield ("region", dep.constraints.region)
+    for replica in dep.replica_set:
+        if replica.node_id:
+            yield ("node_id", replica.node_id)
 
 
 @dataclass(frozen=True)
@@ -44,16 +55,28 @@ class DeploymentStats:
 
 
 class DeploymentRegistry:
-    """Owns the deployments. Call `load()` once before serving."""
+    """Owns the deployments. Call `load()` once before serving.
+
+    User changes (create, update, delete) are durable before they return. Changes from agents'
+    reports and from the scheduler are staged in memory at once and persisted in batches by the
+    scheduler loop (`persist()`), so a beat never waits for the store."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._clock = clock
         self._deployments = Collection[Deployment](
             "deployment", store.deployments, _terms, FILTER_FIELDS
         )
+        self.events = self._deployments.events
+        # Set whenever something the scheduler should look at changed.
+        self.changed = asyncio.Event()
+        self._touched_nodes: set[str] = set()  # whose assignments a user change altered
 
     async def load(self, revision: int) -> None:
         await self._deployments.load(revision)
+
+    @property
+    def revision(self) -> int:
+        return self._deployments.revision
 
     async def create(self, spec: DeploymentSpec, request_id: str = "") -> Deployment:
         validate_deployment(spec)
@@ -64,6 +87,7 @@ class DeploymentRegistry:
 
         def build() -> Deployment:
             now = self._clock.now()
+            reason = "waiting to be scheduled"
             return Deployment(
                 id=str(uuid.uuid4()),
                 name=spec.name,
@@ -76,13 +100,16 @@ class DeploymentRegistry:
                 constraints=spec.constraints,
                 strategy=spec.strategy,
                 status=DeploymentStatus.PENDING,
-                status_reason="waiting to be scheduled",
+                status_reason=reason,
+                history=(StatusChange(DeploymentStatus.PENDING, reason, now),),
                 create_time=now,
                 update_time=now,
             )
 
         request = request_key(request_id, spec)
-        return await self._deployments.create(build, request, name_is_free)
+        created = await self._deployments.create(build, request, name_is_free)
+        self.changed.set()
+        return created
 
     def get(self, deployment_id: str) -> Deployment:
         return self._deployments.get(deployment_id, "deployment_id")
@@ -92,8 +119,90 @@ class DeploymentRegistry:
     ) -> Page[Deployment]:
         return self._deployments.list(filter_text, page_size, page_token)
 
-    async def delete(self, deployment_id: str, etag: str = "") -> None:
-        await self._deployments.delete(deployment_id, etag, "deployment_id")
+    def snapshot(self) -> Sequence[Deployment]:
+        """Every deployment, ordered by id."""
+        return list(self._deployments.index.query([]))
+
+    def snapshot_of(self, deployment_id: str) -> Deployment | None:
+        return self._deployments.index.get(deployment_id)
+
+    async def update(
+        self, deployment_id: str, spec: DeploymentSpec, paths: Sequence[str], etag: str = ""
+    ) -> Deployment:
+        """Changes the fields named in `paths` (an update mask) to their values in `spec`."""
+        current = self._current(deployment_id, etag, "deployment.id")
+        if current.status is DeploymentStatus.STOPPING:
+            raise FailedPreconditionError(f"deployment {deployment_id!r} is being deleted")
+        if not paths:
+            raise InvalidArgumentError.single("update_mask", "name at least one field to change")
+        unknown = [p for p in paths if p not in UPDATABLE]
+        if unknown:
+            allowed = ", ".join(sorted(UPDATABLE))
+            raise InvalidArgumentError.single(
+                "update_mask", f"cannot update {unknown[0]!r}; updatable: {allowed}"
+            )
+        merged = replace(_spec_of(current), **{p: getattr(spec, p) for p in paths})
+        validate_deployment(merged)
+        spec_changed = any(
+            p in SPEC_FIELDS and getattr(merged, p) != getattr(current, p) for p in paths
+        )
+        now = self._clock.now()
+        updated = replace(
+            current,
+            **{p: getattr(merged, p) for p in paths},
+            spec_version=current.spec_version + (1 if spec_changed else 0),
+            update_time=now,
+        )
+        return await self._write(updated)
+
+    async def delete(self, deployment_id: str, etag: str = "") -> Deployment:
+        """Marks the deployment STOPPING; the scheduler stops its replicas and removes it."""
+        current = self._current(deployment_id, etag, "deployment_id")
+        if current.status is DeploymentStatus.STOPPING:
+            return current
+        now = self._clock.now()
+        reason = "deletion requested"
+        stopping = replace(
+            current,
+            status=DeploymentStatus.STOPPING,
+            status_reason=reason,
+            history=(*current.history, StatusChange(DeploymentStatus.STOPPING, reason, now))[
+                -MAX_HISTORY:
+            ],
+            update_time=now,
+        )
+        return await self._write(stopping)
+
+    async def remove(self, deployment_id: str) -> None:
+        """Removes a deployment whose replicas have all stopped (the scheduler's last step)."""
+        await self._deployments.delete(deployment_id, "", "deployment_id")
+
+    def report(self, node_id: str, reports: Iterable[Report]) -> None:
+        """Applies an agent's replica reports (in memory; persisted by the scheduler)."""
+        now = self._clock.now()
+        for report in reports:
+            dep = self._deployments.index.get(report.deployment_id)
+            if dep is None:
+                continue
+            changed = apply_report(dep, node_id, report, now)
+            if changed is not None:
+                self._deployments.stage(changed)
+                self.changed.set()
+
+    def stage(self, dep: Deployment) -> None:
+        self._deployments.stage(dep)
+
+    async def persist(self) -> int:
+        return await self._deployments.persist()
+
+    def assignments(self, node_id: str) -> Sequence[tuple[Deployment, Replica]]:
+        """Every placement on `node_id`, with its deployment."""
+        return [
+            (dep, replica)
+            for dep in self._deployments.index.query([("node_id", node_id)])
+            for replica in dep.replica_set
+            if replica.node_id == node_id
+        ]
 
     def stats(self) -> DeploymentStats:
         by_status: Counter[str] = Counter()
@@ -103,3 +212,43 @@ class DeploymentRegistry:
             requested += dep.replicas
             placed += len(dep.node_ids)
         return DeploymentStats(len(self._deployments.index), by_status, requested, placed)
+
+    def _current(self, deployment_id: str, etag: str, field: str) -> Deployment:
+        current = self._deployments.get(deployment_id, field)
+        expect = parse_etag(etag)
+        if expect is not None and expect != current.revision:
+            raise ConflictError(
+                f"deployment {deployment_id!r} changed since etag {etag} (now {current.revision})"
+            )
+        return current
+
+    def drain_touched_nodes(self) -> set[str]:
+        touched, self._touched_nodes = self._touched_nodes, set()
+        return touched
+
+    async def _write(self, dep: Deployment) -> Deployment:
+        # Staged, then persisted: a change made to the latest in-memory state, never lost to a
+        # concurrent staged change from the scheduler or an agent's report.
+        self._deployments.stage(dep)
+        self._touched_nodes |= nodes_of(dep.replica_set)
+        await self._deployments.persist()
+        self.changed.set()
+        return self.get(dep.id)
+
+
+SPEC_FIELDS = frozenset({"image", "command", "args", "env", "resources"})
+UPDATABLE = SPEC_FIELDS | {"replicas", "constraints", "strategy"}
+
+
+def _spec_of(dep: Deployment) -> DeploymentSpec:
+    return DeploymentSpec(
+        name=dep.name,
+        image=dep.image,
+        command=dep.command,
+        args=dep.args,
+        env=dep.env,
+        resources=dep.resources,
+        replicas=dep.replicas,
+        constraints=dep.constraints,
+        strategy=dep.strategy,
+    )

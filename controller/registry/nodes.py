@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from controller.clock import Clock
@@ -69,6 +69,8 @@ class NodeRegistry:
         self.events = self._nodes.events
         # Set when transitions wait to be persisted, to wake the health monitor.
         self.transitions_pending = asyncio.Event()
+        # Called after every status transition (the scheduler's wake-up).
+        self.on_transition: list[Callable[[], None]] = []
 
     async def load(self) -> None:
         await self._nodes.load(await self._store.revision())
@@ -174,6 +176,8 @@ class NodeRegistry:
             replace(node, status=transition.status, update_time=now, last_heartbeat_time=seen)
         )
         self.transitions_pending.set()
+        for listener in self.on_transition:
+            listener()
 
     def _live(self, node: Node) -> Node:
         seen = self.liveness.last_seen(node.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -30,6 +31,8 @@ class Session:
     stopped: asyncio.Future[Stop] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # Set when the node's assignments changed; the stream then sends the new set.
+    assignments_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self, kind: StopKind, reason: str) -> None:
         if not self.stopped.done():
@@ -57,6 +60,12 @@ class Sessions:
             del self._by_node[session.node_id]
             return True
         return False
+
+    def assignments_changed(self, node_ids: Iterable[str]) -> None:
+        for node_id in node_ids:
+            session = self._by_node.get(node_id)
+            if session is not None:
+                session.assignments_changed.set()
 
     def reconnect_all(self, reason: str) -> None:
         for session in list(self._by_node.values()):

@@ -13,12 +13,16 @@ from controller.models import (
     Credentials,
     Deployment,
     DeploymentStatus,
+    DesiredState,
     Node,
     NodeStatus,
     PlacementConstraints,
     PlacementStrategy,
+    Replica,
+    ReplicaState,
     Resources,
     Secret,
+    StatusChange,
     frozen_map,
 )
 from controller.store.sealing import Sealed, Sealer
@@ -103,7 +107,9 @@ def encode_deployment(dep: Deployment) -> str:
             "strategy": dep.strategy.value,
             "status": dep.status.value,
             "status_reason": dep.status_reason,
-            "node_ids": list(dep.node_ids),
+            "replica_set": [_encode_replica(r) for r in dep.replica_set],
+            "history": [[h.status.value, h.reason, _time(h.time)] for h in dep.history],
+            "spec_version": dep.spec_version,
             "create_time": _time(dep.create_time),
             "update_time": _time(dep.update_time),
         },
@@ -128,8 +134,43 @@ def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
         strategy=PlacementStrategy(d["strategy"]),
         status=DeploymentStatus(d["status"]),
         status_reason=d["status_reason"],
-        node_ids=tuple(d["node_ids"]),
+        replica_set=tuple(_decode_replica(r) for r in d["replica_set"]),
+        history=tuple(
+            StatusChange(DeploymentStatus(s), reason, _required_time(t))
+            for s, reason, t in d["history"]
+        ),
+        spec_version=d["spec_version"],
         create_time=_required_time(d["create_time"]),
         update_time=_required_time(d["update_time"]),
         revision=revision,
+    )
+
+
+def _encode_replica(r: Replica) -> dict[str, Any]:
+    return {
+        "index": r.index,
+        "node_id": r.node_id,
+        "state": r.state.value,
+        "desired": r.desired.value,
+        "message": r.message,
+        "failures": r.failures,
+        "retry_at": _time(r.retry_at),
+        "avoid": list(r.avoid),
+        "superseded": r.superseded,
+        "state_time": _time(r.state_time),
+    }
+
+
+def _decode_replica(d: dict[str, Any]) -> Replica:
+    return Replica(
+        index=d["index"],
+        node_id=d["node_id"],
+        state=ReplicaState(d["state"]),
+        desired=DesiredState(d["desired"]),
+        message=d["message"],
+        failures=d["failures"],
+        retry_at=_parse_time(d["retry_at"]),
+        avoid=tuple(d["avoid"]),
+        superseded=d["superseded"],
+        state_time=_parse_time(d["state_time"]),
     )

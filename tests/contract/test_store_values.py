@@ -13,17 +13,21 @@ from controller.models import (
     Credentials,
     Deployment,
     DeploymentStatus,
+    DesiredState,
     Node,
     NodeStatus,
     PlacementConstraints,
     PlacementStrategy,
+    Replica,
+    ReplicaState,
     Resources,
     Secret,
+    StatusChange,
     frozen_map,
 )
 from controller.store.base import Store, Table
 
-from .conftest import LATER_TIME, Reopen, new_deployment, new_node
+from .conftest import LATER_TIME, UPDATE_TIME, Reopen, new_deployment, new_node
 
 CREDENTIALS = Credentials(
     oauth_token=Secret("tok"), oauth_provider="github", oauth_expires_at_ms=1_767_225_600_000
@@ -168,6 +172,21 @@ async def test_a_fully_populated_deployment_round_trips(store: Store) -> None:
         strategy=PlacementStrategy.BINPACK,
         status=DeploymentStatus.FAILED,
         status_reason='no node fits "api-server": needs 1.5 cores',
-        node_ids=(new_node().id, new_node().id),
+        replica_set=(
+            Replica(0, new_node().id, ReplicaState.RUNNING, state_time=UPDATE_TIME),
+            Replica(
+                1,
+                new_node().id,
+                ReplicaState.FAILED,
+                DesiredState.RUN,
+                message="exit 3",
+                failures=2,
+                retry_at=LATER_TIME,
+                avoid=(new_node().id,),
+            ),
+            Replica(1, new_node().id, ReplicaState.LOST, DesiredState.STOP, superseded=True),
+        ),
+        history=(StatusChange(DeploymentStatus.FAILED, "replica 1 failed", LATER_TIME),),
+        spec_version=4,
     )
     await assert_round_trips(store.deployments, deployment)

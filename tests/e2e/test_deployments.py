@@ -11,6 +11,7 @@ from automator67.v1 import deployment_pb2
 from automator67.v1 import deployment_service_pb2 as pb
 from grpc import aio
 
+from .deployment_helpers import gone, scheduled, users_part, wait_for_view
 from .rpc_errors import bad_request_fields, rpc_error
 from .seed import web_deployment
 
@@ -74,7 +75,7 @@ async def test_get_returns_the_created_deployment(
         pb.GetDeploymentRequest(deployment_id=created.id)
     )
 
-    assert response.deployment == created
+    assert users_part(response.deployment) == users_part(created)
     assert response.deployment.replicas == 3
 
 
@@ -98,6 +99,7 @@ async def test_a_name_is_free_again_once_its_deployment_is_deleted(
 ) -> None:
     first = await create(deployment_stub, web_deployment("web"))
     await deployment_stub.DeleteDeployment(pb.DeleteDeploymentRequest(deployment_id=first.id))
+    await gone(deployment_stub, first.id)
 
     second = await create(deployment_stub, web_deployment("web"))
 
@@ -113,7 +115,7 @@ async def test_a_retried_create_with_the_same_request_id_creates_once(
     retry = await deployment_stub.CreateDeployment(request)
 
     assert retry.deployment.id == first.deployment.id
-    assert retry.deployment == first.deployment
+    assert users_part(retry.deployment) == users_part(first.deployment)
     assert await list_ids(deployment_stub) == [first.deployment.id]
 
 
@@ -183,7 +185,11 @@ async def test_listing_page_by_page_visits_every_deployment_once_in_id_order(
 async def test_delete_removes_the_deployment(deployment_stub: DeploymentServiceAsyncStub) -> None:
     created = await create(deployment_stub, web_deployment())
 
-    await deployment_stub.DeleteDeployment(pb.DeleteDeploymentRequest(deployment_id=created.id))
+    deleted = await deployment_stub.DeleteDeployment(
+        pb.DeleteDeploymentRequest(deployment_id=created.id)
+    )
+    assert deleted == pb.DeleteDeploymentResponse()
+    await gone(deployment_stub, created.id)  # no replicas to stop: removed at once
 
     error = await rpc_error(
         deployment_stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=created.id))
@@ -198,7 +204,7 @@ async def test_delete_removes_the_deployment(deployment_stub: DeploymentServiceA
 async def test_delete_with_a_stale_etag_is_aborted_and_keeps_the_deployment(
     deployment_stub: DeploymentServiceAsyncStub,
 ) -> None:
-    # There is no update RPC yet, so the stale etag is one the server issued for an older write.
+    # The stale etag is one the server issued for another write.
     older = await create(deployment_stub, web_deployment("older"))
     created = await create(deployment_stub, web_deployment("web"))
     assert older.etag != created.etag
@@ -211,10 +217,11 @@ async def test_delete_with_a_stale_etag_is_aborted_and_keeps_the_deployment(
 
     assert error.code() == grpc.StatusCode.ABORTED
     kept = await deployment_stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=created.id))
-    assert kept.deployment == created
+    assert users_part(kept.deployment) == users_part(created)
     await deployment_stub.DeleteDeployment(
-        pb.DeleteDeploymentRequest(deployment_id=created.id, etag=created.etag)
+        pb.DeleteDeploymentRequest(deployment_id=created.id, etag=kept.deployment.etag)
     )
+    await gone(deployment_stub, created.id)
     assert await list_ids(deployment_stub) == [older.id]
 
 
@@ -241,11 +248,13 @@ async def test_stats_count_deployments_by_status_and_replicas(
     await create(deployment_stub, web_deployment("one"))
     await create(deployment_stub, web_deployment("three", replicas=3))
     await create(deployment_stub, web_deployment("none", replicas=0))
+    await wait_for_view(deployment_stub, lambda view: all(scheduled(d) for d in view.values()))
 
     stats = await deployment_stub.GetDeploymentStats(pb.GetDeploymentStatsRequest())
 
     assert stats.total == 3
-    assert dict(stats.by_status) == {"DEPLOYMENT_STATUS_PENDING": 3}
+    # No node is READY: two wait to be placed; zero replicas of zero run.
+    assert dict(stats.by_status) == {"DEPLOYMENT_STATUS_PENDING": 2, "DEPLOYMENT_STATUS_RUNNING": 1}
     assert stats.replicas_requested == 4
     assert stats.replicas_placed == 0
 

@@ -25,6 +25,7 @@ from controller.models import (
     DeploymentStatus,
     PlacementConstraints,
     PlacementStrategy,
+    Replica,
     Resources,
     frozen_map,
 )
@@ -108,6 +109,9 @@ async def test_a_name_is_free_again_once_its_deployment_is_deleted(
 ) -> None:
     first = await registry.create(SPEC)
     await registry.delete(first.id)
+    with pytest.raises(AlreadyExistsError):  # STOPPING: the name is still in use
+        await registry.create(SPEC)
+    await registry.remove(first.id)  # what the scheduler does once its replicas stopped
     second = await registry.create(SPEC)
     assert second.id != first.id
     assert registry.get(second.id).name == "web"
@@ -188,7 +192,7 @@ def fleet_deployment(
         replicas=replicas,
         constraints=PlacementConstraints(provider, region),
         status=status,
-        node_ids=tuple(str(uuid.uuid4()) for _ in range(placed)),
+        replica_set=tuple(Replica(i, str(uuid.uuid4())) for i in range(placed)),
         create_time=clock.now(),
         update_time=clock.now(),
     )
@@ -270,11 +274,27 @@ async def test_a_page_token_is_refused_with_another_filter(
     assert [v.field for v in caught.value.violations] == ["page_token"]
 
 
-async def test_deleting_with_the_current_etag_removes_the_deployment(
+async def test_deleting_marks_the_deployment_stopping_with_its_reason(
+    registry: DeploymentRegistry, clock: FakeClock, store: Store
+) -> None:
+    dep = await registry.create(SPEC)
+    clock.advance(2)
+    stopping = await registry.delete(dep.id, str(dep.revision))
+    assert stopping.status is DeploymentStatus.STOPPING
+    assert [(h.status, h.time) for h in stopping.history] == [
+        (DeploymentStatus.PENDING, dep.create_time),
+        (DeploymentStatus.STOPPING, clock.now()),
+    ]
+    assert await store.deployments.get(dep.id) == stopping
+    assert await registry.delete(dep.id) == stopping  # deleting again changes nothing
+
+
+async def test_deleting_with_the_current_etag_then_removing_removes_the_deployment(
     registry: DeploymentRegistry, store: Store
 ) -> None:
     dep = await registry.create(SPEC)
     await registry.delete(dep.id, str(dep.revision))
+    await registry.remove(dep.id)
     with pytest.raises(NotFoundError):
         registry.get(dep.id)
     assert registry.list().items == []
@@ -332,6 +352,7 @@ async def test_the_request_id_of_a_deleted_deployment_is_a_failed_precondition(
 ) -> None:
     dep = await registry.create(SPEC, request_id="req-1")
     await registry.delete(dep.id)
+    await registry.remove(dep.id)
     with pytest.raises(FailedPreconditionError):
         await registry.create(SPEC, request_id="req-1")
     assert registry.stats().total == 0
@@ -367,6 +388,7 @@ async def test_stats_follow_creates_and_deletes(registry: DeploymentRegistry) ->
     a = await registry.create(SPEC)
     await registry.create(spec(name="db", replicas=0))
     await registry.delete(a.id)
+    await registry.remove(a.id)
     stats = registry.stats()
     assert (stats.total, stats.by_status, stats.replicas_requested) == (1, {"PENDING": 1}, 0)
 
@@ -379,6 +401,7 @@ async def test_a_registry_loaded_from_the_same_store_sees_the_same_deployments(
     other = await registry.create(spec(name="db", strategy=PlacementStrategy.BINPACK))
     gone = await registry.create(spec(name="tmp"))
     await registry.delete(gone.id)
+    await registry.remove(gone.id)
 
     restarted = await registry_on(store, clock)
 

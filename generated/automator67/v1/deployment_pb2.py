@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\"\xa9\x01\n\x14PlacementConstraints\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbf\x04\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x05 \x03(\t\x12\x30\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntry\x12,\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.Resources\x12\x15\n\x08replicas\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x39\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraints\x12\x33\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategy\x12\x30\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatus\x12\x15\n\rstatus_reason\x18\x0c \x01(\t\x12\x10\n\x08node_ids\x18\r \x03(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\"\xa9\x01\n\x14PlacementConstraints\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\x07Replica\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaState\x12:\n\rdesired_state\x18\x04 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredState\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x12\x12\n\nsuperseded\x18\x07 \x01(\x08\"z\n\x0cStatusChange\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .automator67.v1.DeploymentStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x05\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x05 \x03(\t\x12\x30\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntry\x12,\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.Resources\x12\x15\n\x08replicas\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x39\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraints\x12\x33\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategy\x12\x30\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatus\x12\x15\n\rstatus_reason\x18\x0c \x01(\t\x12\x10\n\x08node_ids\x18\r \x03(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12\x31\n\x10replica_statuses\x18\x11 \x03(\x0b\x32\x17.automator67.v1.Replica\x12-\n\x07history\x18\x12 \x03(\x0b\x32\x1c.automator67.v1.StatusChange\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*\x9e\x02\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x03\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x06\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x07\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x08\x12\x16\n\x12REPLICA_STATE_LOST\x10\t*{\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REPLICA_DESIRED_STATE_RUN\x10\x01\x12\x1e\n\x1aREPLICA_DESIRED_STATE_STOP\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,18 +38,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_DEPLOYMENT_ENVENTRY']._loaded_options = None
   _globals['_DEPLOYMENT_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=903
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1144
-  _globals['_PLACEMENTSTRATEGY']._serialized_start=1146
-  _globals['_PLACEMENTSTRATEGY']._serialized_end=1264
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1329
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1570
+  _globals['_PLACEMENTSTRATEGY']._serialized_start=1572
+  _globals['_PLACEMENTSTRATEGY']._serialized_end=1690
+  _globals['_REPLICASTATE']._serialized_start=1693
+  _globals['_REPLICASTATE']._serialized_end=1979
+  _globals['_REPLICADESIREDSTATE']._serialized_start=1981
+  _globals['_REPLICADESIREDSTATE']._serialized_end=2104
   _globals['_RESOURCES']._serialized_start=84
   _globals['_RESOURCES']._serialized_end=150
   _globals['_PLACEMENTCONSTRAINTS']._serialized_start=153
   _globals['_PLACEMENTCONSTRAINTS']._serialized_end=322
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=277
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=322
-  _globals['_DEPLOYMENT']._serialized_start=325
-  _globals['_DEPLOYMENT']._serialized_end=900
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=845
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=887
+  _globals['_REPLICA']._serialized_start=325
+  _globals['_REPLICA']._serialized_end=526
+  _globals['_STATUSCHANGE']._serialized_start=528
+  _globals['_STATUSCHANGE']._serialized_end=650
+  _globals['_DEPLOYMENT']._serialized_start=653
+  _globals['_DEPLOYMENT']._serialized_end=1326
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=1271
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=1313
 # @@protoc_insertion_point(module_scope)

@@ -85,6 +85,82 @@ PLACEMENT_STRATEGY_BINPACK: PlacementStrategy.ValueType  # 2
 """Prefer the most allocated node that still fits."""
 Global___PlacementStrategy: _TypeAlias = PlacementStrategy  # noqa: Y015
 
+class _ReplicaState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplicaStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLICA_STATE_UNSPECIFIED: _ReplicaState.ValueType  # 0
+    """Never set."""
+    REPLICA_STATE_PENDING: _ReplicaState.ValueType  # 1
+    """Not placed on a node yet (no node fits, or it waits out a backoff after failures)."""
+    REPLICA_STATE_ASSIGNED: _ReplicaState.ValueType  # 2
+    """Placed on a node; its agent has not reported it yet."""
+    REPLICA_STATE_STARTING: _ReplicaState.ValueType  # 3
+    """The agent is starting it."""
+    REPLICA_STATE_RUNNING: _ReplicaState.ValueType  # 4
+    """It runs."""
+    REPLICA_STATE_STOPPING: _ReplicaState.ValueType  # 5
+    """The controller asked its agent to stop it."""
+    REPLICA_STATE_STOPPED: _ReplicaState.ValueType  # 6
+    """It was stopped on the controller's request."""
+    REPLICA_STATE_EXITED: _ReplicaState.ValueType  # 7
+    """It ended on its own with exit code 0."""
+    REPLICA_STATE_FAILED: _ReplicaState.ValueType  # 8
+    """It ended with an error or could not start."""
+    REPLICA_STATE_LOST: _ReplicaState.ValueType  # 9
+    """Its node went OFFLINE; a replacement is placed elsewhere."""
+
+class ReplicaState(_ReplicaState, metaclass=_ReplicaStateEnumTypeWrapper):
+    """The state of one replica of a deployment."""
+
+REPLICA_STATE_UNSPECIFIED: ReplicaState.ValueType  # 0
+"""Never set."""
+REPLICA_STATE_PENDING: ReplicaState.ValueType  # 1
+"""Not placed on a node yet (no node fits, or it waits out a backoff after failures)."""
+REPLICA_STATE_ASSIGNED: ReplicaState.ValueType  # 2
+"""Placed on a node; its agent has not reported it yet."""
+REPLICA_STATE_STARTING: ReplicaState.ValueType  # 3
+"""The agent is starting it."""
+REPLICA_STATE_RUNNING: ReplicaState.ValueType  # 4
+"""It runs."""
+REPLICA_STATE_STOPPING: ReplicaState.ValueType  # 5
+"""The controller asked its agent to stop it."""
+REPLICA_STATE_STOPPED: ReplicaState.ValueType  # 6
+"""It was stopped on the controller's request."""
+REPLICA_STATE_EXITED: ReplicaState.ValueType  # 7
+"""It ended on its own with exit code 0."""
+REPLICA_STATE_FAILED: ReplicaState.ValueType  # 8
+"""It ended with an error or could not start."""
+REPLICA_STATE_LOST: ReplicaState.ValueType  # 9
+"""Its node went OFFLINE; a replacement is placed elsewhere."""
+Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
+
+class _ReplicaDesiredState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplicaDesiredStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaDesiredState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLICA_DESIRED_STATE_UNSPECIFIED: _ReplicaDesiredState.ValueType  # 0
+    """Never set."""
+    REPLICA_DESIRED_STATE_RUN: _ReplicaDesiredState.ValueType  # 1
+    """It should run."""
+    REPLICA_DESIRED_STATE_STOP: _ReplicaDesiredState.ValueType  # 2
+    """It should stop."""
+
+class ReplicaDesiredState(_ReplicaDesiredState, metaclass=_ReplicaDesiredStateEnumTypeWrapper):
+    """What the controller wants of a replica."""
+
+REPLICA_DESIRED_STATE_UNSPECIFIED: ReplicaDesiredState.ValueType  # 0
+"""Never set."""
+REPLICA_DESIRED_STATE_RUN: ReplicaDesiredState.ValueType  # 1
+"""It should run."""
+REPLICA_DESIRED_STATE_STOP: ReplicaDesiredState.ValueType  # 2
+"""It should stop."""
+Global___ReplicaDesiredState: _TypeAlias = ReplicaDesiredState  # noqa: Y015
+
 @_typing.final
 class Resources(_message.Message):
     """Resources one replica needs."""
@@ -168,6 +244,86 @@ class PlacementConstraints(_message.Message):
 Global___PlacementConstraints: _TypeAlias = PlacementConstraints  # noqa: Y015
 
 @_typing.final
+class Replica(_message.Message):
+    """One placement of a replica on a node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Output only. The replica's index within the deployment (0-based)."""
+    node_id: _builtins.str
+    """Output only. The node it is placed on; empty while PENDING."""
+    state: Global___ReplicaState.ValueType
+    """Output only. Its state, as the controller last learned it."""
+    desired_state: Global___ReplicaDesiredState.ValueType
+    """Output only. What the controller wants of it."""
+    message: _builtins.str
+    """Output only. Why it is in its state, for humans (a placement failure, an exit reason)."""
+    failures: _builtins.int
+    """Output only. How many times in a row it failed; it backs off before it is placed again."""
+    superseded: _builtins.bool
+    """Output only. True for an old placement on a node that went OFFLINE and came back: it keeps
+    running until its replacement runs, then it is stopped.
+    """
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        state: Global___ReplicaState.ValueType = ...,
+        desired_state: Global___ReplicaDesiredState.ValueType = ...,
+        message: _builtins.str = ...,
+        failures: _builtins.int = ...,
+        superseded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "failures", b"failures", "index", b"index", "message", b"message", "node_id", b"node_id", "state", b"state", "superseded", b"superseded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Replica: _TypeAlias = Replica  # noqa: Y015
+
+@_typing.final
+class StatusChange(_message.Message):
+    """One change of a deployment's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    status: Global___DeploymentStatus.ValueType
+    """Output only. The status entered."""
+    reason: _builtins.str
+    """Output only. Why."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___DeploymentStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "status", b"status", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusChange: _TypeAlias = StatusChange  # noqa: Y015
+
+@_typing.final
 class Deployment(_message.Message):
     """A deployment: a workload the controller places on nodes as one or more replicas."""
 
@@ -209,6 +365,8 @@ class Deployment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REPLICA_STATUSES_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Server-assigned UUID."""
     name: _builtins.str
@@ -259,6 +417,14 @@ class Deployment(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the deployment last changed."""
 
+    @_builtins.property
+    def replica_statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Replica]:
+        """Output only. Every placement of its replicas, current and superseded."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusChange]:
+        """Output only. Its latest status changes, oldest first (at most 20)."""
+
     def __init__(
         self,
         *,
@@ -278,10 +444,12 @@ class Deployment(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        replica_statuses: _abc.Iterable[Global___Replica] | None = ...,
+        history: _abc.Iterable[Global___StatusChange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "constraints", b"constraints", "create_time", b"create_time", "replicas", b"replicas", "resources", b"resources", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "replicas", b"replicas", "resources", b"resources", "status", b"status", "status_reason", b"status_reason", "strategy", b"strategy", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "history", b"history", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "replica_statuses", b"replica_statuses", "replicas", b"replicas", "resources", b"resources", "status", b"status", "status_reason", b"status_reason", "strategy", b"strategy", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015

@@ -7,8 +7,10 @@ isort:skip_file
 from automator67.v1 import deployment_pb2 as _deployment_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +21,100 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DeploymentEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeploymentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeploymentEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPLOYMENT_EVENT_TYPE_UNSPECIFIED: _DeploymentEventType.ValueType  # 0
+    """Never sent."""
+    DEPLOYMENT_EVENT_TYPE_ADDED: _DeploymentEventType.ValueType  # 1
+    """The deployment exists (created, or part of the current state)."""
+    DEPLOYMENT_EVENT_TYPE_CHANGED: _DeploymentEventType.ValueType  # 2
+    """The deployment changed."""
+    DEPLOYMENT_EVENT_TYPE_DELETED: _DeploymentEventType.ValueType  # 3
+    """The deployment was removed; `deployment` is its last state."""
+    DEPLOYMENT_EVENT_TYPE_SYNCED: _DeploymentEventType.ValueType  # 4
+    """The current state has been sent in full; live changes follow."""
+    DEPLOYMENT_EVENT_TYPE_RESET: _DeploymentEventType.ValueType  # 5
+    """The watcher fell too far behind: forget every deployment; the current state follows."""
+
+class DeploymentEventType(_DeploymentEventType, metaclass=_DeploymentEventTypeEnumTypeWrapper):
+    """What a deployment event says happened."""
+
+DEPLOYMENT_EVENT_TYPE_UNSPECIFIED: DeploymentEventType.ValueType  # 0
+"""Never sent."""
+DEPLOYMENT_EVENT_TYPE_ADDED: DeploymentEventType.ValueType  # 1
+"""The deployment exists (created, or part of the current state)."""
+DEPLOYMENT_EVENT_TYPE_CHANGED: DeploymentEventType.ValueType  # 2
+"""The deployment changed."""
+DEPLOYMENT_EVENT_TYPE_DELETED: DeploymentEventType.ValueType  # 3
+"""The deployment was removed; `deployment` is its last state."""
+DEPLOYMENT_EVENT_TYPE_SYNCED: DeploymentEventType.ValueType  # 4
+"""The current state has been sent in full; live changes follow."""
+DEPLOYMENT_EVENT_TYPE_RESET: DeploymentEventType.ValueType  # 5
+"""The watcher fell too far behind: forget every deployment; the current state follows."""
+Global___DeploymentEventType: _TypeAlias = DeploymentEventType  # noqa: Y015
+
+@_typing.final
+class UpdateDeploymentRequest(_message.Message):
+    """Request of DeploymentService.UpdateDeployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployment(self) -> _deployment_pb2.Deployment:
+        """Required. The deployment: `id`, the new values of the fields in `update_mask`, and optionally
+        `etag` (the change is then made only if the deployment is still at that etag).
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Required. The fields to change, among: replicas, image, command, args, env, resources,
+        constraints, strategy.
+        """
+
+    def __init__(
+        self,
+        *,
+        deployment: _deployment_pb2.Deployment | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeploymentRequest: _TypeAlias = UpdateDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateDeploymentResponse(_message.Message):
+    """Response of DeploymentService.UpdateDeployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployment(self) -> _deployment_pb2.Deployment:
+        """The deployment after the change."""
+
+    def __init__(
+        self,
+        *,
+        deployment: _deployment_pb2.Deployment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeploymentResponse: _TypeAlias = UpdateDeploymentResponse  # noqa: Y015
 
 @_typing.final
 class CreateDeploymentRequest(_message.Message):
@@ -225,6 +321,60 @@ class DeleteDeploymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteDeploymentResponse: _TypeAlias = DeleteDeploymentResponse  # noqa: Y015
+
+@_typing.final
+class WatchDeploymentsRequest(_message.Message):
+    """Request of DeploymentService.WatchDeployments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_REVISION_FIELD_NUMBER: _builtins.int
+    start_revision: _builtins.int
+    """Optional. The `revision` of the last event the client saw; 0: start with the current state."""
+    def __init__(
+        self,
+        *,
+        start_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["start_revision", b"start_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDeploymentsRequest: _TypeAlias = WatchDeploymentsRequest  # noqa: Y015
+
+@_typing.final
+class WatchDeploymentsResponse(_message.Message):
+    """Response of DeploymentService.WatchDeployments: one event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    type: Global___DeploymentEventType.ValueType
+    """What happened."""
+    revision: _builtins.int
+    """The store revision of this event; pass the last one seen as `start_revision` to resume."""
+    @_builtins.property
+    def deployment(self) -> _deployment_pb2.Deployment:
+        """The deployment (unset for SYNCED and RESET)."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___DeploymentEventType.ValueType = ...,
+        deployment: _deployment_pb2.Deployment | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "revision", b"revision", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchDeploymentsResponse: _TypeAlias = WatchDeploymentsResponse  # noqa: Y015
 
 @_typing.final
 class GetDeploymentStatsRequest(_message.Message):

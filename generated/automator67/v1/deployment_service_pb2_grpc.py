@@ -51,6 +51,11 @@ class DeploymentServiceStub:
                 request_serializer=automator67_dot_v1_dot_deployment__service__pb2.ListDeploymentsRequest.SerializeToString,
                 response_deserializer=automator67_dot_v1_dot_deployment__service__pb2.ListDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.UpdateDeployment = channel.unary_unary(
+                '/automator67.v1.DeploymentService/UpdateDeployment',
+                request_serializer=automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentRequest.SerializeToString,
+                response_deserializer=automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentResponse.FromString,
+                _registered_method=True)
         self.DeleteDeployment = channel.unary_unary(
                 '/automator67.v1.DeploymentService/DeleteDeployment',
                 request_serializer=automator67_dot_v1_dot_deployment__service__pb2.DeleteDeploymentRequest.SerializeToString,
@@ -60,6 +65,11 @@ class DeploymentServiceStub:
                 '/automator67.v1.DeploymentService/GetDeploymentStats',
                 request_serializer=automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsRequest.SerializeToString,
                 response_deserializer=automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsResponse.FromString,
+                _registered_method=True)
+        self.WatchDeployments = channel.unary_stream(
+                '/automator67.v1.DeploymentService/WatchDeployments',
+                request_serializer=automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsRequest.SerializeToString,
+                response_deserializer=automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsResponse.FromString,
                 _registered_method=True)
 
 
@@ -88,8 +98,18 @@ class DeploymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateDeployment(self, request, context):
+        """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
+        if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
+        spec; a replica count change adds or stops replicas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteDeployment(self, request, context):
-        """Deletes a deployment. NOT_FOUND if there is no deployment with that id.
+        """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
+        every agent confirmed (or its node is gone). NOT_FOUND if there is no deployment with that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +117,14 @@ class DeploymentServiceServicer:
 
     def GetDeploymentStats(self, request, context):
         """Counts deployments by status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchDeployments(self, request, context):
+        """Streams deployment changes: the current state (ADDED events, then SYNCED) or, from
+        `start_revision`, every change after it; then changes as they happen.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +148,11 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
                     request_deserializer=automator67_dot_v1_dot_deployment__service__pb2.ListDeploymentsRequest.FromString,
                     response_serializer=automator67_dot_v1_dot_deployment__service__pb2.ListDeploymentsResponse.SerializeToString,
             ),
+            'UpdateDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeployment,
+                    request_deserializer=automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentRequest.FromString,
+                    response_serializer=automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentResponse.SerializeToString,
+            ),
             'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDeployment,
                     request_deserializer=automator67_dot_v1_dot_deployment__service__pb2.DeleteDeploymentRequest.FromString,
@@ -129,6 +162,11 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
                     servicer.GetDeploymentStats,
                     request_deserializer=automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsRequest.FromString,
                     response_serializer=automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsResponse.SerializeToString,
+            ),
+            'WatchDeployments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchDeployments,
+                    request_deserializer=automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsRequest.FromString,
+                    response_serializer=automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +262,33 @@ class DeploymentService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/automator67.v1.DeploymentService/UpdateDeployment',
+            automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentRequest.SerializeToString,
+            automator67_dot_v1_dot_deployment__service__pb2.UpdateDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteDeployment(request,
             target,
             options=(),
@@ -267,6 +332,33 @@ class DeploymentService:
             '/automator67.v1.DeploymentService/GetDeploymentStats',
             automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsRequest.SerializeToString,
             automator67_dot_v1_dot_deployment__service__pb2.GetDeploymentStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/automator67.v1.DeploymentService/WatchDeployments',
+            automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsRequest.SerializeToString,
+            automator67_dot_v1_dot_deployment__service__pb2.WatchDeploymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,10 +40,21 @@ class DeploymentServiceStub:
     """Returns one deployment. NOT_FOUND if there is no deployment with that id."""
     ListDeployments: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.ListDeploymentsRequest, _deployment_service_pb2.ListDeploymentsResponse]
     """Lists deployments, filtered and paginated, ordered by id."""
+    UpdateDeployment: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.UpdateDeploymentRequest, _deployment_service_pb2.UpdateDeploymentResponse]
+    """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
+    if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
+    spec; a replica count change adds or stops replicas.
+    """
     DeleteDeployment: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.DeleteDeploymentRequest, _deployment_service_pb2.DeleteDeploymentResponse]
-    """Deletes a deployment. NOT_FOUND if there is no deployment with that id."""
+    """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
+    every agent confirmed (or its node is gone). NOT_FOUND if there is no deployment with that id.
+    """
     GetDeploymentStats: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.GetDeploymentStatsRequest, _deployment_service_pb2.GetDeploymentStatsResponse]
     """Counts deployments by status."""
+    WatchDeployments: _grpc.UnaryStreamMultiCallable[_deployment_service_pb2.WatchDeploymentsRequest, _deployment_service_pb2.WatchDeploymentsResponse]
+    """Streams deployment changes: the current state (ADDED events, then SYNCED) or, from
+    `start_revision`, every change after it; then changes as they happen.
+    """
 
 @_typing.type_check_only
 class DeploymentServiceAsyncStub(DeploymentServiceStub):
@@ -56,10 +67,21 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     """Returns one deployment. NOT_FOUND if there is no deployment with that id."""
     ListDeployments: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.ListDeploymentsRequest, _deployment_service_pb2.ListDeploymentsResponse]  # type: ignore[assignment]
     """Lists deployments, filtered and paginated, ordered by id."""
+    UpdateDeployment: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.UpdateDeploymentRequest, _deployment_service_pb2.UpdateDeploymentResponse]  # type: ignore[assignment]
+    """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
+    if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
+    spec; a replica count change adds or stops replicas.
+    """
     DeleteDeployment: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.DeleteDeploymentRequest, _deployment_service_pb2.DeleteDeploymentResponse]  # type: ignore[assignment]
-    """Deletes a deployment. NOT_FOUND if there is no deployment with that id."""
+    """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
+    every agent confirmed (or its node is gone). NOT_FOUND if there is no deployment with that id.
+    """
     GetDeploymentStats: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.GetDeploymentStatsRequest, _deployment_service_pb2.GetDeploymentStatsResponse]  # type: ignore[assignment]
     """Counts deployments by status."""
+    WatchDeployments: _aio.UnaryStreamMultiCallable[_deployment_service_pb2.WatchDeploymentsRequest, _deployment_service_pb2.WatchDeploymentsResponse]  # type: ignore[assignment]
+    """Streams deployment changes: the current state (ADDED events, then SYNCED) or, from
+    `start_revision`, every change after it; then changes as they happen.
+    """
 
 class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates deployments and reports on them."""
@@ -89,12 +111,25 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists deployments, filtered and paginated, ordered by id."""
 
     @_abc_1.abstractmethod
+    def UpdateDeployment(
+        self,
+        request: _deployment_service_pb2.UpdateDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deployment_service_pb2.UpdateDeploymentResponse, _abc.Awaitable[_deployment_service_pb2.UpdateDeploymentResponse]]:
+        """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
+        if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
+        spec; a replica count change adds or stops replicas.
+        """
+
+    @_abc_1.abstractmethod
     def DeleteDeployment(
         self,
         request: _deployment_service_pb2.DeleteDeploymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_deployment_service_pb2.DeleteDeploymentResponse, _abc.Awaitable[_deployment_service_pb2.DeleteDeploymentResponse]]:
-        """Deletes a deployment. NOT_FOUND if there is no deployment with that id."""
+        """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
+        every agent confirmed (or its node is gone). NOT_FOUND if there is no deployment with that id.
+        """
 
     @_abc_1.abstractmethod
     def GetDeploymentStats(
@@ -103,5 +138,15 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_deployment_service_pb2.GetDeploymentStatsResponse, _abc.Awaitable[_deployment_service_pb2.GetDeploymentStatsResponse]]:
         """Counts deployments by status."""
+
+    @_abc_1.abstractmethod
+    def WatchDeployments(
+        self,
+        request: _deployment_service_pb2.WatchDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_deployment_service_pb2.WatchDeploymentsResponse], _abc.AsyncIterator[_deployment_service_pb2.WatchDeploymentsResponse]]:
+        """Streams deployment changes: the current state (ADDED events, then SYNCED) or, from
+        `start_revision`, every change after it; then changes as they happen.
+        """
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

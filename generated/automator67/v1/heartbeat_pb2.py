@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from automator67.v1 import deployment_pb2 as automator67_dot_v1_dot_deployment__pb2
 from automator67.v1 import node_pb2 as automator67_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61utomator67/v1/heartbeat.proto\x12\x0e\x61utomator67.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x61utomator67/v1/node.proto\"E\n\nAgentHello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x0f\n\x07\x64rivers\x18\x03 \x03(\t\"M\n\x08NodeLoad\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_used_gb\x18\x02 \x01(\x01\x12\x14\n\x0c\x64isk_used_gb\x18\x03 \x01(\x01\"{\n\rReplicaReport\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x15\n\rreplica_index\x18\x02 \x01(\x05\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\"q\n\x04\x42\x65\x61t\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x04load\x18\x02 \x01(\x0b\x32\x18.automator67.v1.NodeLoad\x12/\n\x08replicas\x18\x03 \x03(\x0b\x32\x1d.automator67.v1.ReplicaReport\"m\n\x10HeartbeatRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.AgentHelloH\x00\x12$\n\x04\x62\x65\x61t\x18\x02 \x01(\x0b\x32\x14.automator67.v1.BeatH\x00\x42\x06\n\x04kind\"\x8a\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bnode_status\x18\x03 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus\"M\n\x07\x42\x65\x61tAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa4\x01\n\x11HeartbeatResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.automator67.v1.SessionStartH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.automator67.v1.BeatAckH\x00\x12.\n\treconnect\x18\x03 \x01(\x0b\x32\x19.automator67.v1.ReconnectH\x00\x42\x06\n\x04kind*\xb3\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x02\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x03\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x04\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x05\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61utomator67/v1/heartbeat.proto\x12\x0e\x61utomator67.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1f\x61utomator67/v1/deployment.proto\x1a\x19\x61utomator67/v1/node.proto\"E\n\nAgentHello\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x0f\n\x07\x64rivers\x18\x03 \x03(\t\"M\n\x08NodeLoad\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_used_gb\x18\x02 \x01(\x01\x12\x14\n\x0c\x64isk_used_gb\x18\x03 \x01(\x01\"{\n\rReplicaReport\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x15\n\rreplica_index\x18\x02 \x01(\x05\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaState\x12\x0f\n\x07message\x18\x04 \x01(\t\"q\n\x04\x42\x65\x61t\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x04load\x18\x02 \x01(\x0b\x32\x18.automator67.v1.NodeLoad\x12/\n\x08replicas\x18\x03 \x03(\x0b\x32\x1d.automator67.v1.ReplicaReport\"m\n\x10HeartbeatRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.AgentHelloH\x00\x12$\n\x04\x62\x65\x61t\x18\x02 \x01(\x0b\x32\x14.automator67.v1.BeatH\x00\x42\x06\n\x04kind\"\x8a\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bnode_status\x18\x03 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus\"M\n\x07\x42\x65\x61tAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8f\x01\n\nAssignment\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\x12\x15\n\rreplica_index\x18\x02 \x01(\x05\x12:\n\rdesired_state\x18\x03 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredState\">\n\x0b\x41ssignments\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.automator67.v1.Assignment\"\xd8\x01\n\x11HeartbeatResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.automator67.v1.SessionStartH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.automator67.v1.BeatAckH\x00\x12.\n\treconnect\x18\x03 \x01(\x0b\x32\x19.automator67.v1.ReconnectH\x00\x12\x32\n\x0b\x61ssignments\x18\x04 \x01(\x0b\x32\x1b.automator67.v1.AssignmentsH\x00\x42\x06\n\x04kindBGZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +37,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'automator67.v1.heartbeat_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1'
-  _globals['_REPLICASTATE']._serialized_start=1060
-  _globals['_REPLICASTATE']._serialized_end=1239
-  _globals['_AGENTHELLO']._serialized_start=142
-  _globals['_AGENTHELLO']._serialized_end=211
-  _globals['_NODELOAD']._serialized_start=213
-  _globals['_NODELOAD']._serialized_end=290
-  _globals['_REPLICAREPORT']._serialized_start=292
-  _globals['_REPLICAREPORT']._serialized_end=415
-  _globals['_BEAT']._serialized_start=417
-  _globals['_BEAT']._serialized_end=530
-  _globals['_HEARTBEATREQUEST']._serialized_start=532
-  _globals['_HEARTBEATREQUEST']._serialized_end=641
-  _globals['_SESSIONSTART']._serialized_start=644
-  _globals['_SESSIONSTART']._serialized_end=782
-  _globals['_BEATACK']._serialized_start=784
-  _globals['_BEATACK']._serialized_end=861
-  _globals['_RECONNECT']._serialized_start=863
-  _globals['_RECONNECT']._serialized_end=890
-  _globals['_HEARTBEATRESPONSE']._serialized_start=893
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1057
+  _globals['_AGENTHELLO']._serialized_start=175
+  _globals['_AGENTHELLO']._serialized_end=244
+  _globals['_NODELOAD']._serialized_start=246
+  _globals['_NODELOAD']._serialized_end=323
+  _globals['_REPLICAREPORT']._serialized_start=325
+  _globals['_REPLICAREPORT']._serialized_end=448
+  _globals['_BEAT']._serialized_start=450
+  _globals['_BEAT']._serialized_end=563
+  _globals['_HEARTBEATREQUEST']._serialized_start=565
+  _globals['_HEARTBEATREQUEST']._serialized_end=674
+  _globals['_SESSIONSTART']._serialized_start=677
+  _globals['_SESSIONSTART']._serialized_end=815
+  _globals['_BEATACK']._serialized_start=817
+  _globals['_BEATACK']._serialized_end=894
+  _globals['_RECONNECT']._serialized_start=896
+  _globals['_RECONNECT']._serialized_end=923
+  _globals['_ASSIGNMENT']._serialized_start=926
+  _globals['_ASSIGNMENT']._serialized_end=1069
+  _globals['_ASSIGNMENTS']._serialized_start=1071
+  _globals['_ASSIGNMENTS']._serialized_end=1133
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1136
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1352
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@
 isort:skip_file
 """
 
+from automator67.v1 import deployment_pb2 as _deployment_pb2
 from automator67.v1 import node_pb2 as _node_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -11,7 +12,6 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -22,42 +22,6 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class _ReplicaState:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _ReplicaStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaState.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    REPLICA_STATE_UNSPECIFIED: _ReplicaState.ValueType  # 0
-    """Not reported."""
-    REPLICA_STATE_STARTING: _ReplicaState.ValueType  # 1
-    """The agent is starting it."""
-    REPLICA_STATE_RUNNING: _ReplicaState.ValueType  # 2
-    """It runs."""
-    REPLICA_STATE_EXITED: _ReplicaState.ValueType  # 3
-    """It ended on its own with exit code 0."""
-    REPLICA_STATE_FAILED: _ReplicaState.ValueType  # 4
-    """It ended with an error or could not start."""
-    REPLICA_STATE_STOPPED: _ReplicaState.ValueType  # 5
-    """It was stopped on the controller's request."""
-
-class ReplicaState(_ReplicaState, metaclass=_ReplicaStateEnumTypeWrapper):
-    """The state of one deployment replica on a node, as its agent reports it."""
-
-REPLICA_STATE_UNSPECIFIED: ReplicaState.ValueType  # 0
-"""Not reported."""
-REPLICA_STATE_STARTING: ReplicaState.ValueType  # 1
-"""The agent is starting it."""
-REPLICA_STATE_RUNNING: ReplicaState.ValueType  # 2
-"""It runs."""
-REPLICA_STATE_EXITED: ReplicaState.ValueType  # 3
-"""It ended on its own with exit code 0."""
-REPLICA_STATE_FAILED: ReplicaState.ValueType  # 4
-"""It ended with an error or could not start."""
-REPLICA_STATE_STOPPED: ReplicaState.ValueType  # 5
-"""It was stopped on the controller's request."""
-Global___ReplicaState: _TypeAlias = ReplicaState  # noqa: Y015
 
 @_typing.final
 class AgentHello(_message.Message):
@@ -135,8 +99,8 @@ class ReplicaReport(_message.Message):
     """Required. The deployment the replica belongs to."""
     replica_index: _builtins.int
     """Required. The replica's index within the deployment (0-based)."""
-    state: Global___ReplicaState.ValueType
-    """Required. Its state."""
+    state: _deployment_pb2.ReplicaState.ValueType
+    """Required. Its state: STARTING, RUNNING, STOPPED, EXITED or FAILED."""
     message: _builtins.str
     """Optional. A human-readable detail, e.g. an exit reason. At most 1024 characters."""
     def __init__(
@@ -144,7 +108,7 @@ class ReplicaReport(_message.Message):
         *,
         deployment_id: _builtins.str = ...,
         replica_index: _builtins.int = ...,
-        state: Global___ReplicaState.ValueType = ...,
+        state: _deployment_pb2.ReplicaState.ValueType = ...,
         message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -307,6 +271,69 @@ class Reconnect(_message.Message):
 Global___Reconnect: _TypeAlias = Reconnect  # noqa: Y015
 
 @_typing.final
+class Assignment(_message.Message):
+    """One replica the controller wants a node to run, or to stop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    REPLICA_INDEX_FIELD_NUMBER: _builtins.int
+    DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    replica_index: _builtins.int
+    """The replica's index within the deployment."""
+    desired_state: _deployment_pb2.ReplicaDesiredState.ValueType
+    """RUN: start it if it does not run (restart it if the deployment's etag changed);
+    STOP: stop it and report STOPPED.
+    """
+    @_builtins.property
+    def deployment(self) -> _deployment_pb2.Deployment:
+        """The deployment: what to run (image, command, args, env) and with which resources.
+        Its output-only status fields are not set here.
+        """
+
+    def __init__(
+        self,
+        *,
+        deployment: _deployment_pb2.Deployment | None = ...,
+        replica_index: _builtins.int = ...,
+        desired_state: _deployment_pb2.ReplicaDesiredState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "desired_state", b"desired_state", "replica_index", b"replica_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class Assignments(_message.Message):
+    """The full set of replicas the controller wants on this node. Sent after `session` and
+    whenever the set changes; it replaces the previous set (level-triggered): a replica the agent
+    runs that is in no set should be stopped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]:
+        """Every assignment of this node."""
+
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___Assignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Assignments: _TypeAlias = Assignments  # noqa: Y015
+
+@_typing.final
 class HeartbeatResponse(_message.Message):
     """A message from the controller on a heartbeat stream."""
 
@@ -315,6 +342,7 @@ class HeartbeatResponse(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     RECONNECT_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def session(self) -> Global___SessionStart:
         """The answer to `hello`."""
@@ -327,18 +355,23 @@ class HeartbeatResponse(_message.Message):
     def reconnect(self) -> Global___Reconnect:
         """End this stream and reconnect."""
 
+    @_builtins.property
+    def assignments(self) -> Global___Assignments:
+        """The node's desired replicas."""
+
     def __init__(
         self,
         *,
         session: Global___SessionStart | None = ...,
         ack: Global___BeatAck | None = ...,
         reconnect: Global___Reconnect | None = ...,
+        assignments: Global___Assignments | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "kind", b"kind", "reconnect", b"reconnect", "session", b"session"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "assignments", b"assignments", "kind", b"kind", "reconnect", b"reconnect", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "kind", b"kind", "reconnect", b"reconnect", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "assignments", b"assignments", "kind", b"kind", "reconnect", b"reconnect", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session", "ack", "reconnect"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session", "ack", "reconnect", "assignments"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 

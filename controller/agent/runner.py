@@ -1,0 +1,286 @@
+"""The reference agent: registers its node once, then keeps one heartbeat stream open forever.
+
+    start: state file has an id and GetNode finds it -> "reusing node"
+           else RegisterNode (idempotent request_id), save the id -> "registered"
+    loop:  open the stream -> "heartbeat stream opened"; beat every interval (session.py)
+           Reconnect from the controller -> reconnect at once (small jitter)
+           any other end -> "reconnecting" after full-jitter backoff; reset after a session
+           with an acked beat; NOT_FOUND (node deleted) -> resolve the node again
+    SIGTERM/SIGINT: close the stream cleanly (end of the request stream), "stopped", exit 0
+
+It never gives up on the controller: every failure but a refused registration is retried."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Protocol, TypeVar
+
+import grpc
+from automator67.v1 import heartbeat_pb2 as hb
+from automator67.v1 import node_pb2
+from grpc import aio
+
+from controller import __version__
+from controller.agent.backoff import Backoff, Random
+from controller.agent.load import HostLoad
+from controller.agent.session import BeatStream, EndKind, SessionEnd, end_of_error, run_session
+from controller.agent.settings import AgentSettings
+from controller.agent.state import AgentState, StateFileError, load_state, save_state
+from controller.client import ControllerClient, HeartbeatProtocolError
+
+log = logging.getLogger("controller.agent")
+T = TypeVar("T")
+
+
+class AgentClient(Protocol):
+    """What the agent needs of `controller.client.ControllerClient` (or of a fake in tests);
+    the contract is ControllerClient's."""
+
+    async def __aenter__(self) -> AgentClient: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def get_node(self, node_id: str) -> node_pb2.Node: ...
+
+    async def register_node(
+        self, node: node_pb2.Node, *, request_id: str = ""
+    ) -> node_pb2.Node: ...
+
+    def heartbeat(
+        self,
+        node_id: str,
+        agent_version: str = "",
+        drivers: Sequence[str] = (),
+        *,
+        open_timeout_s: float = 10.0,
+    ) -> BeatStream: ...
+
+
+class RegistrationRefused(Exception):
+    """The controller rejected this node's registration as invalid; retrying cannot help."""
+
+
+class _Stopped(Exception):
+    """The agent was asked to stop while it waited."""
+
+
+class Agent:
+    """One agent. `run()` returns after `stop()`; `stop()` may be called from a signal handler
+    on the loop's thread. `load`, `rand` and `client` (a factory of clients) are injectable for
+    tests.
+
+    Every attempt (registration and one heartbeat stream) uses a new client, so a new channel
+    and a new connection: a Reconnect must be able to land on another controller replica, and
+    a channel's own reconnect backoff (exponential with only +-20% jitter, so fleet-wide
+    lockstep) must not stretch the agent's full-jitter delays."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        load: Callable[[], hb.NodeLoad] | None = None,
+        rand: Random = random.random,
+        client: Callable[[], AgentClient] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._load = load or HostLoad().sample
+        self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, rand)
+        self._client: Callable[[], AgentClient] = client or self._new_client
+        self._stopping = asyncio.Event()
+        self._saved: AgentState | None = None
+        self._request_id = _new_request_id()
+        self.node_id = ""
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts since the last session with an acked beat (what the backoff grows
+        with)."""
+        return self._backoff.attempt
+
+    async def run(self) -> None:
+        """Runs until `stop()`. Raises StateFileError or RegistrationRefused, which no retry
+        can fix."""
+        self._saved = load_state(self.settings.state_file)
+        try:
+            while True:
+                end = await self._guarded_attempt()
+                if end.kind is EndKind.STOPPED:
+                    return
+                if end.acked:
+                    self._backoff.reset()
+                if end.kind is EndKind.RECONNECT:
+                    delay = self._backoff.reconnect_delay()
+                else:
+                    delay = self._backoff.next_delay()
+                fields = {"delay_s": round(delay, 3), "reason": end.reason}
+                log.info("reconnecting", extra={"fields": fields})
+                await self._sleep(delay)
+        except _Stopped:
+            pass
+        finally:
+            log.info("stopped", extra={"fields": {"node_id": self.node_id}})
+
+    async def _guarded_attempt(self) -> SessionEnd:
+        """One attempt on a new client. An unexpected error (a bug, here or in a library) is
+        logged and retried like a broken stream: the agent outlives its own bugs."""
+        try:
+            async with self._client() as client:
+                return await self._attempt(client)
+        except (_Stopped, StateFileError, RegistrationRefused):
+            raise
+        except Exception as error:
+            log.exception("unexpected error")
+            return SessionEnd(EndKind.BROKEN, f"unexpected error: {error!r}")
+
+    async def _attempt(self, client: AgentClient) -> SessionEnd:
+        """Resolves the node if needed, then runs one heartbeat stream; returns how it ended."""
+        if not self.node_id:
+            try:
+                self.node_id = await self._resolve_node(client)
+            except aio.AioRpcError as error:
+                if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                    raise RegistrationRefused(error.details()) from None
+                return SessionEnd(EndKind.BROKEN, f"registration failed: {_describe(error)}")
+        end = await self._session(client, self.node_id)
+        if end.kind is EndKind.NODE_GONE:
+            # Deleted while it ran: the next attempt checks once more, then registers anew.
+            self._saved = AgentState(self.node_id, self.settings.controller)
+            self.node_id = ""
+        return end
+
+    async def _resolve_node(self, client: AgentClient) -> str:
+        """The saved node if the controller still has it, else a new registration."""
+        saved = self._saved
+        if saved is not None:
+            try:
+                node = await self._until_stopped(client.get_node(saved.node_id))
+            except aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND:
+                    raise
+                fields = {"node_id": saved.node_id, "state_file": str(self.settings.state_file)}
+                log.warning("saved node not found; registering anew", extra={"fields": fields})
+                self._saved = None
+            else:
+                log.info("reusing node", extra={"fields": {"node_id": node.id}})
+                return node.id
+        return await self._register(client)
+
+    async def _register(self, client: AgentClient) -> str:
+        # The same request_id across retries: a registration whose answer was lost is returned
+        # again instead of registering a second node.
+        registering = client.register_node(self._node(), request_id=self._request_id)
+        node = await self._until_stopped(registering)
+        self._request_id = _new_request_id()
+        self._saved = AgentState(node.id, self.settings.controller)
+        path = self.settings.state_file
+        try:
+            save_state(path, self._saved)
+        except OSError as error:
+            raise StateFileError(f"cannot write {path}: {error.strerror}") from None
+        log.info("registered", extra={"fields": {"node_id": node.id}})
+        return node.id
+
+    def _new_client(self) -> ControllerClient:
+        return ControllerClient(
+            self.settings.controller,
+            timeout_s=self.settings.rpc_timeout_s,
+            # Without it, channels to one address share one connection (and its backoff).
+            options=[("grpc.use_local_subchannel_pool", 1)],
+        )
+
+    def _node(self) -> node_pb2.Node:
+        s = self.settings
+        capabilities = node_pb2.Capabilities(
+            cpu_cores=s.cpu_cores, memory_gb=s.memory_gb, disk_gb=s.disk_gb
+        )
+        return node_pb2.Node(
+            provider=s.provider,
+            endpoint=s.endpoint,
+            region=s.region,
+            labels=s.labels_map,
+            capabilities=capabilities,
+        )
+
+    async def _session(self, client: AgentClient, node_id: str) -> SessionEnd:
+        session = client.heartbeat(
+            node_id, agent_version=__version__, open_timeout_s=self.settings.rpc_timeout_s
+        )
+        try:
+            await self._until_stopped(session.open())
+        except aio.AioRpcError as error:
+            return end_of_error(error)
+        except TimeoutError:
+            return SessionEnd(EndKind.BROKEN, "no SessionStart in time")
+        except HeartbeatProtocolError as error:
+            return SessionEnd(EndKind.BROKEN, str(error))
+        fields = {"session_id": session.session_id, "interval_s": session.interval_s}
+        log.info("heartbeat stream opened", extra={"fields": fields})
+        return await run_session(session, self._sample, self._stopping)
+
+    def _sample(self) -> hb.NodeLoad:
+        try:
+            return self._load()
+        except Exception:  # a failed reading must not cost the node its heartbeat
+            log.warning("cannot read the host's load", exc_info=True)
+            return hb.NodeLoad()
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Waits `delay_s`; raises _Stopped at once if the agent stops meanwhile."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay_s)
+        except TimeoutError:
+            return
+        raise _Stopped
+
+    async def _until_stopped(self, work: Awaitable[T]) -> T:
+        """Awaits `work`; if the agent stops first, cancels it and raises _Stopped."""
+        task = asyncio.ensure_future(work)
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((task, stop_wait), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise _Stopped
+        return task.result()
+
+
+def _new_request_id() -> str:
+    return f"agent:{uuid.uuid4().hex}"
+
+
+def _describe(error: aio.AioRpcError) -> str:
+    return f"{error.code().name}: {error.details()}"
+
+
+async def run_agent(settings: AgentSettings) -> int:
+    """Runs an agent until SIGTERM or SIGINT; returns the process's exit code."""
+    agent = Agent(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    try:
+        await agent.run()
+    except StateFileError as error:
+        log.error("cannot use the state file", extra={"fields": {"error": str(error)}})
+        return 2
+    except RegistrationRefused as error:
+        log.error("registration refused", extra={"fields": {"error": str(error)}})
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""The rules of a deployment's replicas, as pure functions on `Deployment` values: what an
+agent's report does to a replica, and what the replicas make of the deployment's status.
+
+    PENDING -place-> ASSIGNED -agent-> STARTING -> RUNNING
+                                   \\-> FAILED / EXITED  (counted; placed again after a backoff)
+    desired STOP: -> STOPPING -agent-> STOPPED
+    node OFFLINE: -> LOST (superseded by a new placement of the same index)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from controller.models import (
+    Deployment,
+    DeploymentStatus,
+    DesiredState,
+    Replica,
+    ReplicaState,
+    StatusChange,
+)
+
+MAX_HISTORY = 20
+MAX_FAILURES = 5  # in a row, before the deployment is FAILED
+REPORTABLE = frozenset(
+    {
+        ReplicaState.STARTING,
+        ReplicaState.RUNNING,
+        ReplicaState.STOPPED,
+        ReplicaState.EXITED,
+        ReplicaState.FAILED,
+    }
+)
+ENDED = frozenset({ReplicaState.EXITED, ReplicaState.FAILED})
+
+
+@dataclass(frozen=True)
+class Report:
+    """An agent's word on one replica it runs."""
+
+    deployment_id: str
+    index: int
+    state: ReplicaState
+    message: str = ""
+
+
+def apply_report(dep: Deployment, node_id: str, report: Report, now: datetime) -> Deployment | None:
+    """The deployment after `report` from `node_id`, or None if it changes nothing. Reports of
+    placements the controller does not know (another node, a dropped placement) are ignored:
+    the agent stops what is not in its assignments."""
+    for position, replica in enumerate(dep.replica_set):
+        if replica.index != report.index or replica.node_id != node_id:
+            continue
+        state = report.state
+        if replica.desired is DesiredState.STOP and state in (
+            ReplicaState.STARTING,
+            ReplicaState.RUNNING,
+        ):
+            state = ReplicaState.STOPPING  # still running, but on its way out
+        if state is replica.state and report.message == replica.message:
+            return None
+        failures = replica.failures
+        if state in ENDED and replica.state not in ENDED and replica.desired is DesiredState.RUN:
+            failures += 1
+        changed = replace(
+            replica,
+            state=state,
+            message=report.message[:1024],
+            failures=failures,
+            state_time=now if state is not replica.state else replica.state_time,
+        )
+        replicas = list(dep.replica_set)
+        replicas[position] = changed
+        return replace(dep, replica_set=tuple(replicas))
+    return None
+
+
+def current(dep: Deployment) -> list[Replica]:
+    """The current placement of each replica index, by index."""
+    return sorted((r for r in dep.replica_set if not r.superseded), key=lambda r: r.index)
+
+
+def summarize(dep: Deployment) -> tuple[DeploymentStatus, str]:
+    """The deployment's status and reason, from its replicas."""
+    if dep.status is DeploymentStatus.STOPPING:
+        active = [r for r in dep.replica_set if r.state is not ReplicaState.STOPPED]
+        return DeploymentStatus.STOPPING, f"stopping: {len(active)} replicas still to stop"
+    replicas = [r for r in current(dep) if r.index < dep.replicas]
+    for r in replicas:
+        if r.failures >= MAX_FAILURES:
+            why = f": {r.message}" if r.message else ""
+            return (
+                DeploymentStatus.FAILED,
+                f"replica {r.index} failed {r.failures} times in a row{why}",
+            )
+    running = sum(r.state is ReplicaState.RUNNING for r in replicas)
+    pending = [r for r in replicas if r.state is ReplicaState.PENDING]
+    if pending or len(replicas) < dep.replicas:
+        first = pending[0] if pending else None
+        why = first.message if first and first.message else "waiting to be scheduled"
+        return (
+            DeploymentStatus.PENDING,
+            f"{len(pending)} of {dep.replicas} replicas not placed: {why}",
+        )
+    if running == dep.replicas:
+        return DeploymentStatus.RUNNING, f"{running}/{dep.replicas} replicas running"
+    return DeploymentStatus.SCHEDULED, f"{running}/{dep.replicas} replicas running"
+
+
+def with_status(dep: Deployment, now: datetime) -> Deployment:
+    """`dep` with its status recomputed; a change of status is recorded in its history."""
+    status, reason = summarize(dep)
+    if status is dep.status and reason == dep.status_reason:
+        return dep
+    history = dep.history
+    if status is not dep.status:
+        history = (*history, StatusChange(status, reason, now))[-MAX_HISTORY:]
+    return replace(dep, status=status, status_reason=reason, history=history, update_time=now)
+
+
+def nodes_of(replicas: Iterable[Replica]) -> set[str]:
+    return {r.node_id for r in replicas if r.node_id}
