@@ -10,19 +10,20 @@ import dataclasses
 import ipaddress
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from controller import flags
 
 
 class ConfigError(ValueError):
     """An invalid setting; the message is one line naming the setting and the fix."""
 
 
-def _setting(default: Any, env: str, help: str) -> Any:
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(default: Any, env: str, help: str, shown: str | None = None) -> Any:
+    return flags.setting(default, env, help, shown)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Config:
         Path("data"), "A67_DATA_DIR", "folder for the embedded store and keys"
     )
     store_url: str = _setting(
-        "", "A67_STORE_URL", "store URL; default sqlite:///DATA_DIR/controller.db"
+        "", "A67_STORE_URL", "store URL", shown="sqlite:///DATA_DIR/controller.db"
     )
     shutdown_grace_s: float = _setting(
         10.0, "A67_SHUTDOWN_GRACE_S", "on SIGTERM, how long in-flight RPCs may take to finish"
@@ -187,48 +188,18 @@ class Config:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Adds one `--flag` per field, documented with its env var and default."""
-        for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
-            shown = f.default if f.name != "store_url" else "sqlite:///DATA_DIR/controller.db"
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                default=None,
-                metavar=f.metadata["env"],
-                help=f"{f.metadata['help']} [env {f.metadata['env']}, default {shown}]",
-            )
+        flags.add_arguments(cls, parser)
 
     @classmethod
     def load(
         cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
     ) -> Config:
         """Flags, then env vars, then defaults. Raises ConfigError with one clear line."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = getattr(args, f.name, None) if args is not None else None
-            source = "--" + f.name.replace("_", "-")
-            if raw is None:
-                raw, source = environ.get(f.metadata["env"]), f.metadata["env"]
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.type, str(raw), source)
-        return cls(**values)
+        return cls(**flags.values(cls, args, environ, _parse))
 
 
-def _parse(kind: Any, raw: str, source: str) -> Any:
-    kinds: dict[str, tuple[Any, str]] = {
-        "int": (int, "an integer"),
-        "float": (float, "a number"),
-        "Path": (Path, "a path"),
-        "str": (str, "a string"),
-    }
-    parse, noun = kinds[str(kind)]
-    try:
-        return parse(raw)
-    except ValueError:
-        shown = raw if len(raw) <= 40 else raw[:40] + "..."
-        raise ConfigError(f"{source} must be {noun}, not {shown!r}") from None
+def _parse(kind: str, raw: str, source: str) -> Any:
+    return flags.parse_scalar(kind, raw, source, ConfigError)
 
 
 def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:

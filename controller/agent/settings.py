@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from controller import flags
 
 GIB = 1024**3
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
@@ -137,34 +138,14 @@ class AgentSettings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Adds one `--flag` per field, documented with its env var and default."""
-        for f in dataclasses.fields(cls):
-            shown = f.metadata["shown"] or f.default
-            if shown == "":
-                shown = "none"
-            parser.add_argument(
-                "--" + f.name.replace("_", "-"),
-                dest=f.name,
-                default=None,
-                metavar=f.metadata["env"],
-                help=f"{f.metadata['help']} [env {f.metadata['env']}, default {shown}]",
-            )
+        flags.add_arguments(cls, parser)
 
     @classmethod
     def load(
         cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
     ) -> AgentSettings:
         """Flags, then env vars, then defaults. Raises SettingsError with one clear line."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = getattr(args, f.name, None) if args is not None else None
-            source = "--" + f.name.replace("_", "-")
-            if raw is None:
-                raw, source = environ.get(f.metadata["env"]), f.metadata["env"]
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(str(f.type), str(raw), source)
-        return cls(**values)
+        return cls(**flags.values(cls, args, environ, _parse))
 
 
 def parse_labels(raw: str, source: str = "labels") -> Labels:
@@ -183,11 +164,7 @@ def parse_labels(raw: str, source: str = "labels") -> Labels:
 def _parse(kind: str, raw: str, source: str) -> Any:
     if kind == "Labels":
         return parse_labels(raw, source)
-    kinds: dict[str, Any] = {"float": float, "Path": Path, "str": str}
-    try:
-        return kinds[kind](raw)
-    except ValueError:
-        raise SettingsError(f"{source} must be a {kind}, not {raw!r}") from None
+    return flags.parse_scalar(kind, raw, source, SettingsError)
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> AgentSettings:

@@ -211,21 +211,13 @@ def desired_state_pb(desired: DesiredState) -> deployment_pb2.ReplicaDesiredStat
 
 
 def assignment_spec_pb(dep: Deployment) -> deployment_pb2.Deployment:
-    """What an agent needs to run a replica: the spec, without the status fields."""
-    res = dep.resources
-    return deployment_pb2.Deployment(
-        id=dep.id,
-        name=dep.name,
-        image=dep.image,
-        command=list(dep.command),
-        args=list(dep.args),
-        env=dict(dep.env),
-        resources=deployment_pb2.Resources(
-            cpu_cores=res.cpu_cores, memory_gb=res.memory_gb, disk_gb=res.disk_gb
-        ),
-        replicas=dep.replicas,
-        etag=str(dep.spec_version),
-    )
+    """What an agent needs to run a replica: the spec, without the status fields. Its `etag` is
+    the spec version, which changes only when the spec does (the agent restarts on a change)."""
+    spec = deployment_to_pb(dep)
+    for field in ("status", "status_reason", "node_ids", "replica_statuses", "history"):
+        spec.ClearField(field)
+    spec.etag = str(dep.spec_version)
+    return spec
 
 
 REPORTABLE_STATES_PB = frozenset(

@@ -86,9 +86,11 @@ class NodeRegistry:
         node = self._nodes.index.get(node_id)
         return self._live(node) if node is not None else None
 
-    def snapshot(self) -> list[Node]:
-        """Every node, with live heartbeat times, ordered by id."""
-        return [self._live(node) for node in self._nodes.index.query([])]
+    def snapshot(self, *, live: bool = True) -> list[Node]:
+        """Every node, ordered by id; with live heartbeat times unless `live` is False (cheaper:
+        the scheduler does not need them)."""
+        nodes = self._nodes.index.query([])
+        return [self._live(node) for node in nodes] if live else list(nodes)
 
     async def register(self, spec: NodeSpec, request_id: str = "") -> Node:
         validate_node(spec)

@@ -118,7 +118,7 @@ class Scheduler:
     async def run_once(self) -> None:
         """One reconciliation pass over every deployment."""
         started = time.perf_counter()
-        nodes = self._nodes.snapshot()
+        nodes = self._nodes.snapshot(live=False)
         status = {node.id: node.status for node in nodes}
         self._evictions.paused = self._nodes.liveness.self_suspected
         self._evictions.forget_returned({n for n, s in status.items() if s is NodeStatus.READY})
