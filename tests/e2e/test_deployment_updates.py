@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from automator67.v1 import deployment_pb2
@@ -26,6 +26,12 @@ async def create_settled(
         stub, lambda v: created.deployment.id in v and scheduled(v[created.deployment.id])
     )
     return view[created.deployment.id]
+
+
+async def next_event(call: Any) -> pb.WatchDeploymentsResponse:
+    event = await call.read()
+    assert isinstance(event, pb.WatchDeploymentsResponse), event
+    return event
 
 
 def update(
@@ -103,7 +109,7 @@ async def test_watch_deployments_starts_with_the_current_state_then_follows_chan
     first = await create_settled(deployment_stub, web_deployment("first"))
     call = deployment_stub.WatchDeployments(pb.WatchDeploymentsRequest())
     try:
-        opening = [await call.read(), await call.read()]
+        opening = [await next_event(call), await next_event(call)]
         assert [e.type for e in opening] == [
             pb.DEPLOYMENT_EVENT_TYPE_ADDED,
             pb.DEPLOYMENT_EVENT_TYPE_SYNCED,
@@ -113,7 +119,7 @@ async def test_watch_deployments_starts_with_the_current_state_then_follows_chan
         second = await deployment_stub.CreateDeployment(
             pb.CreateDeploymentRequest(deployment=web_deployment("second"))
         )
-        added = await call.read()
+        added = await next_event(call)
         assert added.type == pb.DEPLOYMENT_EVENT_TYPE_ADDED
         assert added.deployment.id == second.deployment.id
         assert added.revision > opening[1].revision
@@ -133,7 +139,7 @@ async def test_watch_deployments_resumes_after_a_revision(
     call = deployment_stub.WatchDeployments(pb.WatchDeploymentsRequest(start_revision=mark))
     try:
         seen = []
-        while (event := await call.read()).type != pb.DEPLOYMENT_EVENT_TYPE_SYNCED:
+        while (event := await next_event(call)).type != pb.DEPLOYMENT_EVENT_TYPE_SYNCED:
             seen.append((event.type, event.deployment.id))
         assert (pb.DEPLOYMENT_EVENT_TYPE_CHANGED, later.deployment.id) in seen
         assert all(deployment_id != kept.id for _, deployment_id in seen)
