@@ -49,17 +49,27 @@ class Collection(Generic[T]):
         self.revision = revision
 
     def get(self, resource_id: str, field: str) -> T:
+        """The resource as last persisted (see `published`)."""
+        return self.published(self.latest(resource_id, field))
+
+    def latest(self, resource_id: str, field: str) -> T:
+        """The resource with its staged changes: what changes must be derived from."""
         check_id(resource_id, field)
         resource = self.index.get(resource_id)
         if resource is None:
             raise NotFoundError(self.kind, resource_id)
         return resource
 
+    def published(self, resource: T) -> T:
+        """What readers see: the last persisted version, so that content and etag always go
+        together (a staged change keeps the old revision until it is persisted, moments later)."""
+        return self._staged.get(resource.id, resource)
+
     def list(self, filter_text: str, page_size: int, page_token: str) -> paging.Page[T]:
         terms = parse_filter(filter_text, self._filter_fields)
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token, filter_text)
-        items = list(islice(self.index.query(terms, after), size + 1))
+        items = [self.published(r) for r in islice(self.index.query(terms, after), size + 1)]
         token = ""
         if len(items) > size:
             items = items[:size]

@@ -120,11 +120,16 @@ class DeploymentRegistry:
         return self._deployments.list(filter_text, page_size, page_token)
 
     def snapshot(self) -> Sequence[Deployment]:
-        """Every deployment, ordered by id."""
-        return list(self._deployments.index.query([]))
+        """Every deployment as last persisted, ordered by id (for watchers)."""
+        return [self._deployments.published(d) for d in self._deployments.index.query([])]
 
     def snapshot_of(self, deployment_id: str) -> Deployment | None:
-        return self._deployments.index.get(deployment_id)
+        dep = self._deployments.index.get(deployment_id)
+        return self._deployments.published(dep) if dep is not None else None
+
+    def latest(self) -> Sequence[Deployment]:
+        """Every deployment with its staged changes, ordered by id (for the scheduler)."""
+        return list(self._deployments.index.query([]))
 
     async def update(
         self, deployment_id: str, spec: DeploymentSpec, paths: Sequence[str], etag: str = ""
@@ -214,7 +219,7 @@ class DeploymentRegistry:
         return DeploymentStats(len(self._deployments.index), by_status, requested, placed)
 
     def _current(self, deployment_id: str, etag: str, field: str) -> Deployment:
-        current = self._deployments.get(deployment_id, field)
+        current = self._deployments.latest(deployment_id, field)
         expect = parse_etag(etag)
         if expect is not None and expect != current.revision:
             raise ConflictError(

@@ -84,13 +84,15 @@ class NodeRegistry:
     def snapshot_of(self, node_id: str) -> Node | None:
         """The node with its live heartbeat time, or None; no validation (for watch replay)."""
         node = self._nodes.index.get(node_id)
-        return self._live(node) if node is not None else None
+        return self._live(self._nodes.published(node)) if node is not None else None
 
-    def snapshot(self, *, live: bool = True) -> list[Node]:
-        """Every node, ordered by id; with live heartbeat times unless `live` is False (cheaper:
-        the scheduler does not need them)."""
-        nodes = self._nodes.index.query([])
-        return [self._live(node) for node in nodes] if live else list(nodes)
+    def snapshot(self) -> list[Node]:
+        """Every node as last persisted, with live heartbeat times, ordered by id (watchers)."""
+        return [self._live(self._nodes.published(node)) for node in self._nodes.index.query([])]
+
+    def latest(self) -> list[Node]:
+        """Every node with its staged status changes, ordered by id (for the scheduler)."""
+        return list(self._nodes.index.query([]))
 
     async def register(self, spec: NodeSpec, request_id: str = "") -> Node:
         validate_node(spec)
@@ -131,9 +133,9 @@ class NodeRegistry:
 
     def stream_opened(self, node_id: str) -> Node:
         """The node's agent opened a stream. Raises NotFoundError for an unknown node."""
-        node = self._nodes.get(node_id, "hello.node_id")
+        self._nodes.latest(node_id, "hello.node_id")
         self._apply(self.liveness.connected(node_id))
-        return self.get(node.id)
+        return self._live(self._nodes.latest(node_id, "hello.node_id"))
 
     def beat(self, node_id: str) -> None:
         """A beat arrived. Raises NotFoundError if the node was deleted meanwhile."""

@@ -118,11 +118,11 @@ class Scheduler:
     async def run_once(self) -> None:
         """One reconciliation pass over every deployment."""
         started = time.perf_counter()
-        nodes = self._nodes.snapshot(live=False)
+        nodes = self._nodes.latest()
         status = {node.id: node.status for node in nodes}
         self._evictions.paused = self._nodes.liveness.self_suspected
         self._evictions.forget_returned({n for n, s in status.items() if s is NodeStatus.READY})
-        deployments = self._deployments.snapshot()
+        deployments = self._deployments.latest()
         used: dict[str, Resources] = defaultdict(Resources)
         for dep in deployments:
             for r in dep.replica_set:
@@ -153,7 +153,7 @@ class Scheduler:
                 touched |= nodes_of(dep.replica_set) | nodes_of(new.replica_set)
         await self._deployments.persist()
         for deployment_id in removable:
-            last = self._deployments.snapshot_of(deployment_id)
+            last = self._deployments.snapshot_of(deployment_id)  # its nodes, as assigned
             if last is not None:
                 touched |= nodes_of(last.replica_set)
             await self._deployments.remove(deployment_id)
