@@ -2,7 +2,8 @@
 
 The algorithm follows Nomad's: walk the nodes from a random point, keep the feasible ones
 (READY, matching the constraints, with the resources free), stop after `limit` of them
-(ceil(log2 N), at least 2), and pick the best score among those. `spread` scores by how much
+(ceil(log2 N), at least 2) that hold no replica of the same deployment, and pick the best score
+among all those seen. `spread` scores by how much
 stays free (least allocated), `binpack` by how much is used (most allocated); both subtract a
 penalty for each replica of the same deployment already on the node (anti-affinity). So one
 placement costs O(limit / share of feasible nodes), not O(N), and stays fast on 10,000 nodes.
@@ -94,7 +95,8 @@ def place(
             continue
         if best is None or score > best[0]:
             best = (score, node.id)
-        seen += 1
+        if not collocated[node.id]:  # like Nomad, a node with a sibling does not use up the sample
+            seen += 1
         if seen >= limit:
             break
     if best is not None:

@@ -77,6 +77,15 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
             if stopped is not None:
                 kept.append(stopped)
             continue
+        if replica.desired is DesiredState.STOP:  # scaled down, then up again before it stopped
+            replica = (
+                Replica(index, state_time=ctx.now)
+                if replica.state is ReplicaState.STOPPED
+                else replace(replica, desired=DesiredState.RUN, state=ReplicaState.ASSIGNED)
+            )
+        elif replica.state is ReplicaState.STOPPED and replica.node_id:
+            # Its stop raced a new RUN: its agent starts it again.
+            replica = replace(replica, state=ReplicaState.ASSIGNED, state_time=ctx.now)
         replica, lost = _judge_node(replica, ctx)
         if lost is not None:
             kept.append(lost)
@@ -96,14 +105,16 @@ def _stopping(r: Replica, ctx: Context) -> Replica:
     if r.state is ReplicaState.STOPPED:
         return r
     status = ctx.node_status(r.node_id) if r.node_id else None
-    waited = (ctx.now - (r.state_time or ctx.now)).total_seconds()
-    gone = status is None or (status is not NodeStatus.READY and waited >= ctx.stop_timeout_s)
-    if not r.node_id or r.state in ENDED or r.state is ReplicaState.LOST or gone:
-        return replace(r, desired=DesiredState.STOP, state=ReplicaState.STOPPED, state_time=ctx.now)
-    if r.desired is DesiredState.RUN:
+    stopped = replace(r, desired=DesiredState.STOP, state=ReplicaState.STOPPED, state_time=ctx.now)
+    if status is None or r.state in ENDED or r.state is ReplicaState.LOST:
+        return stopped  # nothing runs, or nothing is left to say so
+    if r.desired is DesiredState.RUN:  # the stop timeout counts from the stop request
         return replace(
             r, desired=DesiredState.STOP, state=ReplicaState.STOPPING, state_time=ctx.now
         )
+    waited = (ctx.now - (r.state_time or ctx.now)).total_seconds()
+    if status is not NodeStatus.READY and waited >= ctx.stop_timeout_s:
+        return stopped
     return r
 
 
@@ -126,9 +137,11 @@ def _superseded(
             )
         return old
     assert replacement is not None
-    if status is NodeStatus.READY and old.state is ReplicaState.RUNNING and not replacement.node_id:
-        # Its node came back before the replacement was even placed: keep the original.
-        return replace(old, superseded=False, message="its node came back")
+    if status is NodeStatus.READY and not replacement.node_id:
+        # Its node came back before the replacement was even placed: keep the original (its
+        # agent reports its state again on the next beat).
+        state = ReplicaState.ASSIGNED if old.state is ReplicaState.LOST else old.state
+        return replace(old, superseded=False, state=state, message="its node came back")
     return old
 
 
