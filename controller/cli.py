@@ -8,7 +8,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from controller import __version__
+from controller import __version__, security_cli
 from controller.agent.settings import AgentSettings, SettingsError
 from controller.config import Config, ConfigError
 from controller.logs import setup_logging
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "also be set by the env var shown.",
     )
     AgentSettings.add_arguments(agent)
+    security_cli.add_commands(commands)  # token create, keys rotate | reencrypt
     return parser
 
 
@@ -47,9 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(config.log_level)
         from controller.server import serve  # grpc is imported only when serving
 
-        asyncio.run(serve(config))
+        try:
+            asyncio.run(serve(config))
+        except ConfigError as exc:  # a key or certificate file that cannot be used
+            print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "agent":
         return _agent(args)
+    elif args.command in ("token", "keys"):
+        return security_cli.run(args)
     return 0
 
 

@@ -218,6 +218,15 @@ class ControllerClient:
         request = ns.RegisterNodeRequest(node=node, request_id=request_id)
         return (await self._nodes.RegisterNode(request, **self._unary())).node
 
+    async def register_agent(
+        self, node: node_pb2.Node, *, request_id: str = ""
+    ) -> ns.RegisterNodeResponse:
+        """`register_node` as an agent needs it: the whole response, whose `agent_token` is the
+        token this node's agent streams with (shown only here; empty if the controller issues
+        none)."""
+        request = ns.RegisterNodeRequest(node=node, request_id=request_id)
+        return await self._nodes.RegisterNode(request, **self._unary())
+
     async def get_node(self, node_id: str) -> node_pb2.Node:
         request = ns.GetNodeRequest(node_id=node_id)
         return (await self._nodes.GetNode(request, **self._unary())).node

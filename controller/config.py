@@ -101,6 +101,61 @@ class Config:
         "a deleted deployment's replica on an unreachable node counts as stopped after this",
     )
 
+    # Security: README "Security"; controller/auth/, controller/tls.py, controller/crypto.py.
+    auth: str = _setting(
+        "jwt",
+        "A67_AUTH",
+        "jwt: every RPC but health checks needs a bearer token; off: none does (refused "
+        "beyond loopback unless A67_AUTH_OFF_ALLOW_REMOTE=yes)",
+    )
+    auth_off_allow_remote: str = _setting(
+        "no",
+        "A67_AUTH_OFF_ALLOW_REMOTE",
+        "yes lets A67_AUTH=off listen on a non-loopback address: whoever reaches the port "
+        "controls the fleet",
+    )
+    jwt_private_key_file: str = _setting(
+        "",
+        "A67_JWT_PRIVATE_KEY_FILE",
+        "PEM Ed25519 or RSA private key that signs and verifies tokens; "
+        "default DATA_DIR/jwt-signing-key.pem, generated on first start",
+    )
+    jwt_public_key_file: str = _setting(
+        "", "A67_JWT_PUBLIC_KEY_FILE", "PEM public key: verify tokens only, issue none"
+    )
+    jwt_secret_file: str = _setting(
+        "", "A67_JWT_SECRET_FILE", "file holding an HMAC secret (>= 32 bytes) instead of a key"
+    )
+    jwt_algorithm: str = _setting(
+        "", "A67_JWT_ALGORITHM", "pinned algorithm; default EdDSA, RS256 or HS256 by the key"
+    )
+    jwt_issuer: str = _setting("automator67", "A67_JWT_ISSUER", "iss of issued/accepted tokens")
+    jwt_audience: str = _setting("automator67", "A67_JWT_AUDIENCE", "aud of issued/accepted tokens")
+    jwt_leeway_s: float = _setting(
+        10.0, "A67_JWT_LEEWAY_S", "clock skew tolerated on token expiry and not-before"
+    )
+    node_token_ttl_s: float = _setting(
+        365 * 86400.0, "A67_NODE_TOKEN_TTL_S", "lifetime of the agent token RegisterNode returns"
+    )
+    max_streams_per_principal: int = _setting(
+        100, "A67_MAX_STREAMS_PER_PRINCIPAL", "open streams one token subject may hold at once"
+    )
+    tls_cert_file: str = _setting(
+        "", "A67_TLS_CERT_FILE", "PEM certificate chain; with A67_TLS_KEY_FILE, serve TLS only"
+    )
+    tls_key_file: str = _setting("", "A67_TLS_KEY_FILE", "PEM private key of the certificate")
+    tls_client_ca_file: str = _setting(
+        "",
+        "A67_TLS_CLIENT_CA_FILE",
+        "PEM CA bundle: every client must present a certificate it signed (mTLS)",
+    )
+    credential_keys_file: str = _setting(
+        "",
+        "A67_CREDENTIAL_KEYS_FILE",
+        "AES-256-GCM keys that seal node credentials; default DATA_DIR/credential-keys.json, "
+        "generated on first start",
+    )
+
     def __post_init__(self) -> None:
         if not self.store_url:
             object.__setattr__(self, "store_url", f"sqlite:///{self.data_dir / 'controller.db'}")
@@ -147,6 +202,7 @@ class Config:
             )
         if not self.store_url.startswith(("sqlite://",)):
             raise ConfigError(f"A67_STORE_URL must start with sqlite://, not {self.store_url!r}")
+        self._validate_security()
 
     def _validate_liveness(self) -> None:
         if not 0.05 <= self.heartbeat_interval_s <= 3600:
@@ -176,6 +232,30 @@ class Config:
             raise ConfigError(
                 "A67_KEEPALIVE_TIME_S must be in [1, 7200], A67_KEEPALIVE_TIMEOUT_S in [0.01, 600]"
             )
+
+    def _validate_security(self) -> None:
+        if self.auth not in ("jwt", "off") or self.auth_off_allow_remote not in ("yes", "no"):
+            raise ConfigError("A67_AUTH must be jwt or off; A67_AUTH_OFF_ALLOW_REMOTE yes or no")
+        loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        if self.auth == "off" and not loopback and self.auth_off_allow_remote != "yes":
+            raise ConfigError(
+                f"A67_AUTH=off is refused on the non-loopback address {self.host}: anyone who "
+                "reaches it would control the fleet (set A67_AUTH_OFF_ALLOW_REMOTE=yes to accept)"
+            )
+        if self.jwt_secret_file and (self.jwt_private_key_file or self.jwt_public_key_file):
+            raise ConfigError("A67_JWT_SECRET_FILE excludes A67_JWT_PRIVATE/PUBLIC_KEY_FILE")
+        if not self.jwt_issuer or not self.jwt_audience:
+            raise ConfigError("A67_JWT_ISSUER and A67_JWT_AUDIENCE must not be empty")
+        if not 0 <= self.jwt_leeway_s <= 300 or not 60 <= self.node_token_ttl_s <= 10 * 365 * 86400:
+            raise ConfigError(
+                "A67_JWT_LEEWAY_S must be in [0, 300], A67_NODE_TOKEN_TTL_S in [60, 10 years]"
+            )
+        if not 1 <= self.max_streams_per_principal <= 1_000_000:
+            raise ConfigError("A67_MAX_STREAMS_PER_PRINCIPAL must be between 1 and 1000000")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("A67_TLS_CERT_FILE and A67_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("A67_TLS_CLIENT_CA_FILE needs A67_TLS_CERT_FILE and A67_TLS_KEY_FILE")
 
     @property
     def listen_address(self) -> str:

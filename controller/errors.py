@@ -56,3 +56,12 @@ class UnavailableError(ControllerError):
 
 class ResourceExhaustedError(ControllerError):
     """A limit was reached (a rate, a size, a count); the message names it."""
+
+
+class UnauthenticatedError(ControllerError):
+    """No valid credentials: a missing, malformed, expired or forged token. The message says no
+    more than that; the reason is logged on the server."""
+
+
+class PermissionDeniedError(ControllerError):
+    """Valid credentials whose role (or node) may not do this."""

@@ -37,6 +37,7 @@ from controller.registry.monitor import HealthMonitor
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Sessions
 from controller.scheduler.loop import Scheduler, SchedulerSettings
+from controller.security import Security
 from controller.store import open_store
 
 log = logging.getLogger("controller.server")
@@ -53,7 +54,8 @@ class Controller:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self.store = open_store(config.store_url)
+        self.security = Security.load(config)  # keys: loaded, or generated on first start
+        self.store = open_store(config.store_url, self.security.sealer)
         self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config))
         self.deployments = DeploymentRegistry(self.store, self.clock)
         self.sessions = Sessions()
@@ -76,13 +78,14 @@ class Controller:
         await self.nodes.load()
         await self.deployments.load(self.nodes.revision)
         server = aio.server(
-            interceptors=[RequestInterceptor()], options=server_options(self.config)
+            interceptors=[RequestInterceptor(), self.security.interceptor()],
+            options=server_options(self.config),
         )
         heartbeats = HeartbeatStream(
             self.nodes, self.deployments, self.sessions, stream_settings(self.config), self.clock
         )
         node_watch = Watch("node", self.nodes, NodeEvents(), self.store)
-        node_servicer = NodeServicer(self.nodes, heartbeats, node_watch)
+        node_servicer = NodeServicer(self.nodes, heartbeats, node_watch, self.security.node_token)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentServicer(
@@ -94,7 +97,7 @@ class Controller:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable(server, (*SERVICES, health_name))
-        self.port = server.add_insecure_port(self.config.listen_address)
+        self.port = self.security.add_port(server)  # TLS when configured
         await server.start()
         self._server = server
         self.monitor.start()
@@ -108,10 +111,15 @@ class Controller:
         # Agents are told to reconnect (elsewhere, or here after the restart) before the server
         # stops; their streams then end cleanly instead of being cut at the end of the grace.
         self.sessions.reconnect_all("controller shutting down")
-        if server is not None:
-            await server.stop(self.config.shutdown_grace_s)
+        # Liveness and scheduling stop before the grace: a node whose stream ends now was sent
+        # away by us, so nothing may judge it (the next start gives it the failover grace).
         await self.scheduler.stop()
         await self.monitor.stop()
+        # Watchers are told to resume elsewhere (UNAVAILABLE) instead of holding the grace.
+        self.nodes.events.close()
+        self.deployments.events.close()
+        if server is not None:
+            await server.stop(self.config.shutdown_grace_s)
         await self.store.close()
 
 
@@ -170,6 +178,7 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await controller.start()
+    controller.security.log_summary()
     log.info(
         "serving",
         extra={

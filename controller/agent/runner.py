@@ -6,7 +6,10 @@
            Reconnect from the controller -> reconnect at once (small jitter)
            any other end -> "reconnecting" after full-jitter backoff; reset after a session
            with an acked beat; NOT_FOUND (node deleted) -> resolve the node again
-    SIGTERM/SIGINT: close the stream cleanly (end of the request stream), "stopped", exit 0
+    assignments: each stream hands the controller's Assignments to `Workloads` (workloads.py),
+           which runs them with the configured driver; every beat reports every replica
+    SIGTERM/SIGINT: close the stream cleanly (end of the request stream), stop the replicas
+           (the exec driver's processes), "stopped", exit 0
 
 It never gives up on the controller: every failure but a refused registration is retried."""
 
@@ -18,20 +21,24 @@ import random
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
 
 import grpc
 from automator67.v1 import heartbeat_pb2 as hb
-from automator67.v1 import node_pb2
+from automator67.v1 import node_pb2, node_service_pb2
 from grpc import aio
 
 from controller import __version__
 from controller.agent.backoff import Backoff, Random
+from controller.agent.drivers import make_driver
 from controller.agent.load import HostLoad
 from controller.agent.session import BeatStream, EndKind, SessionEnd, end_of_error, run_session
 from controller.agent.settings import AgentSettings
 from controller.agent.state import AgentState, StateFileError, load_state, save_state
+from controller.agent.workloads import Workloads
+from controller.auth.tokens import unverified_claims
 from controller.client import ControllerClient, HeartbeatProtocolError
 
 log = logging.getLogger("controller.agent")
@@ -53,9 +60,9 @@ class AgentClient(Protocol):
 
     async def get_node(self, node_id: str) -> node_pb2.Node: ...
 
-    async def register_node(
+    async def register_agent(
         self, node: node_pb2.Node, *, request_id: str = ""
-    ) -> node_pb2.Node: ...
+    ) -> node_service_pb2.RegisterNodeResponse: ...
 
     def heartbeat(
         self,
@@ -76,9 +83,10 @@ class _Stopped(Exception):
 
 
 class Agent:
-    """One agent. `run()` returns after `stop()`; `stop()` may be called from a signal handler
-    on the loop's thread. `load`, `rand` and `client` (a factory of clients) are injectable for
-    tests.
+    """One agent. `run()` returns after `stop()`, once its replicas have stopped; `stop()` may
+    be called from a signal handler on the loop's thread. `load`, `rand`, `client` (a factory
+    of clients) and `workloads` are injectable for tests. The replicas outlive each stream:
+    a reconnect does not restart them, the new stream's assignments converge them.
 
     Every attempt (registration and one heartbeat stream) uses a new client, so a new channel
     and a new connection: a Reconnect must be able to land on another controller replica, and
@@ -92,11 +100,13 @@ class Agent:
         load: Callable[[], hb.NodeLoad] | None = None,
         rand: Random = random.random,
         client: Callable[[], AgentClient] | None = None,
+        workloads: Workloads | None = None,
     ) -> None:
         self.settings = settings
         self._load = load or HostLoad().sample
         self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, rand)
         self._client: Callable[[], AgentClient] = client or self._new_client
+        self.workloads = workloads or Workloads(make_driver(settings.driver))
         self._stopping = asyncio.Event()
         self._saved: AgentState | None = None
         self._request_id = _new_request_id()
@@ -132,6 +142,9 @@ class Agent:
         except _Stopped:
             pass
         finally:
+            stopped = await self.workloads.shutdown()
+            if stopped:
+                log.info("replicas stopped", extra={"fields": {"count": stopped}})
             log.info("stopped", extra={"fields": {"node_id": self.node_id}})
 
     async def _guarded_attempt(self) -> SessionEnd:
@@ -163,8 +176,17 @@ class Agent:
         return end
 
     async def _resolve_node(self, client: AgentClient) -> str:
-        """The saved node if the controller still has it, else a new registration."""
+        """The node of a node token, or the saved node if the controller still has it, else a
+        new registration. A node token may not call GetNode: with one, the heartbeat stream is
+        what tells (NOT_FOUND) that the node is gone."""
+        token_node = _node_of(self.settings.token)
+        if token_node:
+            log.info("using the node of the token", extra={"fields": {"node_id": token_node}})
+            return token_node
         saved = self._saved
+        if saved is not None and saved.token:
+            log.info("reusing node", extra={"fields": {"node_id": saved.node_id}})
+            return saved.node_id
         if saved is not None:
             try:
                 node = await self._until_stopped(client.get_node(saved.node_id))
@@ -182,10 +204,12 @@ class Agent:
     async def _register(self, client: AgentClient) -> str:
         # The same request_id across retries: a registration whose answer was lost is returned
         # again instead of registering a second node.
-        registering = client.register_node(self._node(), request_id=self._request_id)
-        node = await self._until_stopped(registering)
+        registering = client.register_agent(self._node(), request_id=self._request_id)
+        response = await self._until_stopped(registering)
+        node = response.node
         self._request_id = _new_request_id()
-        self._saved = AgentState(node.id, self.settings.controller)
+        # The node token is kept (mode 0600) and used from the next connection on.
+        self._saved = AgentState(node.id, self.settings.controller, response.agent_token)
         path = self.settings.state_file
         try:
             save_state(path, self._saved)
@@ -194,9 +218,29 @@ class Agent:
         log.info("registered", extra={"fields": {"node_id": node.id}})
         return node.id
 
+    def _token(self) -> str:
+        """The bearer token of the next connection: a node token from the settings, else the
+        node token saved at registration, else the token from the settings (if any)."""
+        if _node_of(self.settings.token):
+            return self.settings.token
+        if self._saved is not None and self._saved.token:
+            return self._saved.token
+        return self.settings.token
+
+    def _forget_refused_token(self, error: aio.AioRpcError) -> None:
+        """A saved node token the controller refuses (its signing key was rotated) is dropped,
+        so that the next connection uses the configured token instead."""
+        saved = self._saved
+        if error.code() is grpc.StatusCode.UNAUTHENTICATED and saved is not None and saved.token:
+            log.warning("the saved node token was refused; using the configured token")
+            self._saved = AgentState(saved.node_id, saved.controller)
+
     def _new_client(self) -> ControllerClient:
+        token = self._token()
         return ControllerClient(
             self.settings.controller,
+            metadata=(("authorization", f"Bearer {token}"),) if token else (),
+            credentials=_channel_credentials(self.settings),
             timeout_s=self.settings.rpc_timeout_s,
             # Without it, channels to one address share one connection (and its backoff).
             options=[("grpc.use_local_subchannel_pool", 1)],
@@ -217,11 +261,15 @@ class Agent:
 
     async def _session(self, client: AgentClient, node_id: str) -> SessionEnd:
         session = client.heartbeat(
-            node_id, agent_version=__version__, open_timeout_s=self.settings.rpc_timeout_s
+            node_id,
+            agent_version=__version__,
+            drivers=(self.workloads.driver.name,),
+            open_timeout_s=self.settings.rpc_timeout_s,
         )
         try:
             await self._until_stopped(session.open())
         except aio.AioRpcError as error:
+            self._forget_refused_token(error)
             return end_of_error(error)
         except TimeoutError:
             return SessionEnd(EndKind.BROKEN, "no SessionStart in time")
@@ -229,7 +277,7 @@ class Agent:
             return SessionEnd(EndKind.BROKEN, str(error))
         fields = {"session_id": session.session_id, "interval_s": session.interval_s}
         log.info("heartbeat stream opened", extra={"fields": fields})
-        return await run_session(session, self._sample, self._stopping)
+        return await run_session(session, self._sample, self._stopping, workloads=self.workloads)
 
     def _sample(self) -> hb.NodeLoad:
         try:
@@ -267,6 +315,27 @@ def _new_request_id() -> str:
 
 def _describe(error: aio.AioRpcError) -> str:
     return f"{error.code().name}: {error.details()}"
+
+
+def _node_of(token: str) -> str:
+    """The node a node token names, else "". Read without verifying: the agent only decides
+    what to try; the controller decides what is allowed."""
+    claims = unverified_claims(token) if token else {}
+    subject = claims.get("sub")
+    return subject if claims.get("role") == "node" and isinstance(subject, str) else ""
+
+
+def _channel_credentials(settings: AgentSettings) -> grpc.ChannelCredentials | None:
+    """TLS to the controller when a CA is set (with a client certificate for mTLS). Read at
+    each connection, so renewed certificates are picked up."""
+    if not settings.tls_ca_file:
+        return None
+    mutual = bool(settings.tls_cert_file)
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(settings.tls_ca_file).read_bytes(),
+        private_key=Path(settings.tls_key_file).read_bytes() if mutual else None,
+        certificate_chain=Path(settings.tls_cert_file).read_bytes() if mutual else None,
+    )
 
 
 async def run_agent(settings: AgentSettings) -> int:

@@ -1,7 +1,8 @@
 """One heartbeat stream of the agent, from `SessionStart` to its end, and why it ended.
 
 Two tasks share the stream: this loop writes a beat at every slot of a drift-free schedule, and
-a reader takes what the controller sends (acks, Reconnect, kinds added later). The stream ends
+a reader takes what the controller sends (acks, Reconnect, Assignments, kinds added later).
+Assignments go to the agent's workloads; every beat carries their reports. The stream ends
 when the agent stops (it half-closes the stream, so the controller sees a clean end), when the
 controller asks for a reconnect, when the stream fails, or when too many beats go unacked (a
 connection that swallows data without failing; keepalive would find it only much later)."""
@@ -51,6 +52,15 @@ class BeatStream(Protocol):
     def cancel(self) -> None: ...
 
 
+class Assignee(Protocol):
+    """What a session needs of `controller.agent.workloads.Workloads` (or of a fake in tests);
+    the contract is Workloads'."""
+
+    def assign(self, assignments: hb.Assignments) -> None: ...
+
+    def reports(self) -> list[hb.ReplicaReport]: ...
+
+
 class EndKind(enum.Enum):
     STOPPED = "stopped"  # the agent is stopping; the stream was closed cleanly
     RECONNECT = "reconnect"  # the controller asked: reconnect at once
@@ -97,10 +107,11 @@ class BeatSchedule:
 class _Reader:
     """Reads the controller's messages until the stream ends; the result says how."""
 
-    def __init__(self, session: BeatStream) -> None:
+    def __init__(self, session: BeatStream, workloads: Assignee | None) -> None:
         self.acked = 0
         self.last_acked = 0
         self._session = session
+        self._workloads = workloads
 
     async def run(self) -> SessionEnd:
         try:
@@ -111,6 +122,8 @@ class _Reader:
                     self.last_acked = max(self.last_acked, response.ack.sequence)
                 elif kind == "reconnect":
                     return SessionEnd(EndKind.RECONNECT, response.reconnect.reason, self.acked)
+                elif kind == "assignments" and self._workloads is not None:
+                    self._workloads.assign(response.assignments)
                 else:  # a kind this agent does not know yet; newer controllers may send it
                     log.debug("ignored a message", extra={"fields": {"kind": kind}})
         except aio.AioRpcError as error:
@@ -133,10 +146,12 @@ async def run_session(
     stopping: asyncio.Event,
     *,
     monotonic: Callable[[], float] = time.monotonic,
+    workloads: Assignee | None = None,
 ) -> SessionEnd:
     """Beats on the open `session` until it ends; returns why. On `stopping` it closes the
-    stream cleanly; after a Reconnect it closes it too; an unresponsive stream is cancelled."""
-    reader = _Reader(session)
+    stream cleanly; after a Reconnect it closes it too; an unresponsive stream is cancelled.
+    Assignments received go to `workloads`, whose reports every beat carries."""
+    reader = _Reader(session, workloads)
     reading = asyncio.ensure_future(reader.run())
     stop_wait = asyncio.ensure_future(stopping.wait())
     schedule = BeatSchedule(monotonic(), session.interval_s)
@@ -158,7 +173,7 @@ async def run_session(
                 reason = f"no ack for {MAX_UNACKED_BEATS} beats"
                 return SessionEnd(EndKind.BROKEN, reason, reader.acked)
             try:
-                await session.beat(load())
+                await session.beat(load(), workloads.reports() if workloads is not None else ())
             except (aio.AioRpcError, asyncio.InvalidStateError):
                 # The stream ended under the write; the reader has (or soon has) the reason.
                 end = await _reason_of_end(reading, reader.acked)

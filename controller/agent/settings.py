@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from controller import flags
+from controller.agent.drivers import DRIVERS
 
 GIB = 1024**3
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9._/-]{1,63}$")
@@ -66,6 +67,14 @@ class AgentSettings:
         default=0.0,
         metadata=_meta("A67_AGENT_DISK_GB", "disk offered, GiB", "the size of this host's /"),
     )
+    driver: str = field(
+        default="simulated",
+        metadata=_meta(
+            "A67_AGENT_DRIVER",
+            "how assigned replicas run: simulated (pretend) or exec (the deployment's command "
+            "as a local process)",
+        ),
+    )
     backoff_base_s: float = field(
         default=0.5,
         metadata=_meta(
@@ -86,6 +95,33 @@ class AgentSettings:
     )
     log_level: str = field(
         default="info", metadata=_meta("A67_AGENT_LOG_LEVEL", "debug, info, warning or error")
+    )
+    # Security (README "Security"): the bearer token, and TLS to the controller.
+    token: str = field(
+        default="",
+        repr=False,
+        metadata=_meta(
+            "A67_AGENT_TOKEN",
+            "bearer token: admin registers the node (then the node token it gets, kept in the "
+            "state file, is used); node streams for its own node. Prefer the env var: flags "
+            "show in ps",
+            "none",
+        ),
+    )
+    tls_ca_file: str = field(
+        default="",
+        metadata=_meta(
+            "A67_AGENT_TLS_CA_FILE",
+            "PEM CA that signed the controller's certificate; set: connect with TLS",
+            "none: plaintext",
+        ),
+    )
+    tls_cert_file: str = field(
+        default="",
+        metadata=_meta("A67_AGENT_TLS_CERT_FILE", "PEM client certificate, for mTLS", "none"),
+    )
+    tls_key_file: str = field(
+        default="", metadata=_meta("A67_AGENT_TLS_KEY_FILE", "PEM key of the client certificate")
     )
 
     def __post_init__(self) -> None:
@@ -120,6 +156,8 @@ class AgentSettings:
                     f"A67_AGENT_LABELS: bad label {key!r}: keys are 1-63 characters of "
                     "[A-Za-z0-9._/-], values at most 256 characters"
                 )
+        if self.driver not in DRIVERS:
+            raise SettingsError(f"A67_AGENT_DRIVER must be one of {', '.join(DRIVERS)}")
         if self.cpu_cores <= 0 or self.memory_gb <= 0 or self.disk_gb < 0:
             raise SettingsError("need A67_AGENT_CPU_CORES > 0, _MEMORY_GB > 0, _DISK_GB >= 0")
         if not 0 < self.backoff_base_s <= self.backoff_max_s <= 3600:
@@ -130,6 +168,14 @@ class AgentSettings:
             raise SettingsError("A67_AGENT_RPC_TIMEOUT_S must be in (0, 600]")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("A67_AGENT_LOG_LEVEL must be debug, info, warning or error")
+        if len(self.token) > 8192 or any(c.isspace() for c in self.token):
+            raise SettingsError("A67_AGENT_TOKEN must be one JWT, without spaces")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file) or (
+            self.tls_cert_file and not self.tls_ca_file
+        ):
+            raise SettingsError(
+                "A67_AGENT_TLS_CERT_FILE and _KEY_FILE go together, and need A67_AGENT_TLS_CA_FILE"
+            )
 
     @property
     def labels_map(self) -> dict[str, str]:

@@ -1,12 +1,11 @@
 """What the agent keeps across restarts: its node's id, in a small JSON file.
 
-    {"version": 1, "node_id": "1b4e28ba-...", "controller": "10.0.0.5:50051"}
+    {"version": 1, "node_id": "1b4e28ba-...", "controller": "10.0.0.5:50051", "token": "eyJ..."}
 
 Written atomically (a temporary file in the same folder, fsync, `os.replace`, fsync of the
 folder), so a crash or power loss leaves either the old file or the new one, never a torn one;
 a torn file would make the agent register a second node. The file is created with mode 0600:
-the node id is not a secret today, but the file is where later credentials (a node token)
-belong."""
+it holds the node token RegisterNode returned, which lets whoever reads it beat for the node."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 VERSION = 1
@@ -29,6 +28,7 @@ class StateFileError(Exception):
 class AgentState:
     node_id: str
     controller: str = ""  # where the node was registered; for people reading the file
+    token: str = field(default="", repr=False)  # the node token RegisterNode returned, if any
 
 
 def load_state(path: Path) -> AgentState | None:
@@ -48,16 +48,20 @@ def load_state(path: Path) -> AgentState | None:
     node_id = data.get("node_id")
     if not isinstance(node_id, str) or not node_id:
         raise StateFileError(f"{path}: node_id is missing")
-    return AgentState(node_id=node_id, controller=str(data.get("controller", "")))
+    token = data.get("token", "")
+    return AgentState(
+        node_id, str(data.get("controller", "")), token if isinstance(token, str) else ""
+    )
 
 
 def save_state(path: Path, state: AgentState) -> None:
     """Replaces the file with `state` atomically, with mode 0600. Creates missing folders."""
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(
-        {"version": VERSION, "node_id": state.node_id, "controller": state.controller}, indent=2
-    )
+    document = {"version": VERSION, "node_id": state.node_id, "controller": state.controller}
+    if state.token:
+        document["token"] = state.token
+    text = json.dumps(document, indent=2)
     # mkstemp creates the file with mode 0600, so the id is never readable by others, not even
     # between the write and the rename.
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")

@@ -127,6 +127,7 @@ def node_stats_to_pb(stats: NodeStats) -> node_service_pb2.GetNodeStatsResponse:
         by_region=_counts(stats.by_region),
         total_capacity=_capacity(stats.total_capacity),
         ready_capacity=_capacity(stats.ready_capacity),
+        self_suspected=stats.self_suspected,
     )
 
 

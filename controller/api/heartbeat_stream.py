@@ -33,8 +33,14 @@ from controller.api.convert import (
     node_status_pb,
     report_of,
 )
+from controller.auth.principals import current_principal
 from controller.clock import Clock
-from controller.errors import ConflictError, InvalidArgumentError, ResourceExhaustedError
+from controller.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 from controller.registry.collection import check_id
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
@@ -158,6 +164,9 @@ class HeartbeatStream:
             raise InvalidArgumentError.single("hello", "the first message must be hello")
         hello = first.hello
         check_id(hello.node_id, "hello.node_id")
+        principal = current_principal.get()  # set by controller/auth/interceptor.py
+        if principal is not None and principal.node_id not in (None, hello.node_id):
+            raise PermissionDeniedError("a node token may only stream for its own node")
         if len(hello.agent_version) > 64:
             raise InvalidArgumentError.single("hello.agent_version", "at most 64 characters")
         if len(hello.drivers) > 16 or any(len(d) > 64 for d in hello.drivers):
@@ -186,7 +195,6 @@ class HeartbeatStream:
             _Bucket(s.burst, s.rate_factor / s.interval_s, self._clock) if s.rate_factor else None
         )
         last_sequence = -1
-        last_reports: Any = None
         async for request in requests:
             if request.WhichOneof("kind") != "beat":
                 raise InvalidArgumentError.single("beat", "after hello, only beats may be sent")
@@ -202,8 +210,7 @@ class HeartbeatStream:
                     f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)"
                 )
             self._nodes.beat(node_id)
-            if beat.replicas != last_reports:  # agents repeat their reports; apply changes only
-                last_reports = list(beat.replicas)
+            if beat.replicas:  # level-triggered: applying an unchanged report changes nothing
                 self._deployments.report(node_id, [report_of(r) for r in beat.replicas])
             received = timestamp_pb2.Timestamp()
             received.FromDatetime(self._clock.now())

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from controller.api import status
-from controller.errors import ControllerError
+from controller.errors import ControllerError, InvalidArgumentError
 from controller.logs import request_id_var
 
 log = logging.getLogger("controller.api")
@@ -102,6 +103,11 @@ def _wrap(behavior: Behavior, method: str, metadata: Any, *, streaming: bool) ->
             failure = {"method": method, "code": outcome, "error": str(exc)}
             log.info("rpc failed", extra={"fields": failure})
             await _abort(context, status.to_status(exc))
+        except DecodeError:  # a request that is not the message it claims to be
+            outcome = "INVALID_ARGUMENT"
+            log.info("malformed request", extra={"fields": {"method": method}})
+            malformed = InvalidArgumentError.single("request", "not a valid protobuf message")
+            await _abort(context, status.to_status(malformed))
         except aio.AbortError:
             outcome = "ABORTED_BY_HANDLER"
             raise

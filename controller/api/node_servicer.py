@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from automator67.v1 import heartbeat_pb2 as hb
@@ -21,17 +21,23 @@ Context = aio.ServicerContext[Any, Any]
 
 class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
     def __init__(
-        self, nodes: NodeRegistry, heartbeats: HeartbeatStream, watch: Watch[Node]
+        self,
+        nodes: NodeRegistry,
+        heartbeats: HeartbeatStream,
+        watch: Watch[Node],
+        agent_token: Callable[[str], str] | None = None,
     ) -> None:
         self._nodes = nodes
         self._heartbeats = heartbeats
         self._watch = watch
+        self._agent_token = agent_token  # node id -> the token its agent streams with
 
     async def RegisterNode(
         self, request: pb.RegisterNodeRequest, context: Context
     ) -> pb.RegisterNodeResponse:
         node = await self._nodes.register(convert.node_spec(request), request.request_id)
-        return pb.RegisterNodeResponse(node=convert.node_to_pb(node))
+        token = self._agent_token(node.id) if self._agent_token else ""
+        return pb.RegisterNodeResponse(node=convert.node_to_pb(node), agent_token=token)
 
     async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
         return pb.GetNodeResponse(node=convert.node_to_pb(self._nodes.get(request.node_id)))

@@ -15,8 +15,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from google.protobuf.message import Message
 from grpc import aio
 
-from controller.errors import InvalidArgumentError
-from controller.registry.events import Event, EventHub, Overflowed
+from controller.errors import InvalidArgumentError, UnavailableError
+from controller.registry.events import Closed, Event, EventHub, Overflowed
 from controller.store.base import ResourceKind, Store
 
 Context = aio.ServicerContext[Any, Any]
@@ -86,6 +86,10 @@ class Watch(Generic[R]):
                 except Overflowed:
                     sent = await self._send_state(context, reset=True)
                     continue
+                except Closed:
+                    raise UnavailableError(
+                        f"the controller is shutting down; watch again from revision {sent}"
+                    ) from None
                 if event.revision > sent:
                     await context.write(self._encoder.event(event))
         finally:

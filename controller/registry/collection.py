@@ -41,6 +41,7 @@ class Collection(Generic[T]):
         self.revision = 0  # of the latest change applied to the index
         self._filter_fields = filter_fields
         self._staged: dict[str, T] = {}  # id -> its last persisted state
+        self._writing: dict[str, T] = {}  # the same, for the staged changes being written now
 
     async def load(self, revision: int) -> None:
         """Fills the index from the store, which is at `revision`."""
@@ -63,7 +64,8 @@ class Collection(Generic[T]):
     def published(self, resource: T) -> T:
         """What readers see: the last persisted version, so that content and etag always go
         together (a staged change keeps the old revision until it is persisted, moments later)."""
-        return self._staged.get(resource.id, resource)
+        rid = resource.id
+        return self._staged.get(rid) or self._writing.get(rid) or resource
 
     def list(self, filter_text: str, page_size: int, page_token: str) -> paging.Page[T]:
         terms = parse_filter(filter_text, self._filter_fields)
@@ -100,7 +102,8 @@ class Collection(Generic[T]):
         keeps the revision it was derived from, which the store checks when persisting."""
         previous = self.index.get(resource.id)
         if previous is not None:
-            self._staged.setdefault(resource.id, previous)
+            persisted = self._writing.get(resource.id, previous)
+            self._staged.setdefault(resource.id, persisted)
         self.index.put(resource)
 
     async def persist(self) -> int:
@@ -110,12 +113,15 @@ class Collection(Generic[T]):
             return 0
         async with self.lock:
             staged, self._staged = self._staged, {}
+            self._writing = staged
             before = [r for r in map(self.index.get, staged) if r is not None]
             try:
                 written = await self.table.update_many(before)
             except BaseException:
                 self._staged = staged | self._staged  # retried on the next call
                 raise
+            finally:
+                self._writing = {}
             for old, new in zip(before, written, strict=True):
                 current = self.index.get(old.id)
                 if new is None or current is None:

@@ -36,6 +36,10 @@ class Overflowed(Exception):
     """The subscription dropped events; the reader must resync."""
 
 
+class Closed(Exception):
+    """The hub was closed (the controller is shutting down)."""
+
+
 class Subscription(Generic[T]):
     def __init__(self, hub: EventHub[T], limit: int) -> None:
         self._hub: EventHub[T] = hub
@@ -43,6 +47,7 @@ class Subscription(Generic[T]):
         self._events: deque[Event[T]] = deque()
         self._ready = asyncio.Event()
         self.overflowed = False
+        self.closed = False
 
     def _offer(self, event: Event[T]) -> None:
         if self.overflowed:
@@ -55,8 +60,11 @@ class Subscription(Generic[T]):
         self._ready.set()
 
     async def next(self) -> Event[T]:
-        """The next event; raises Overflowed once if events were dropped (then resets)."""
+        """The next event; raises Overflowed once if events were dropped (then resets), and
+        Closed once the hub is closed."""
         while not self._events:
+            if self.closed:
+                raise Closed
             if self.overflowed:
                 self.overflowed = False
                 raise Overflowed
@@ -76,6 +84,12 @@ class EventHub(Generic[T]):
         subscription = Subscription(self, limit)
         self._subscriptions.add(subscription)
         return subscription
+
+    def close(self) -> None:
+        """Ends every subscription: their readers get Closed once their events are read."""
+        for subscription in self._subscriptions:
+            subscription.closed = True
+            subscription._ready.set()
 
     def publish(self, event: Event[T]) -> None:
         for subscription in self._subscriptions:

@@ -123,7 +123,7 @@ def _superseded(
 ) -> Replica | None:
     """What becomes of a superseded placement (None: dropped)."""
     status = ctx.node_status(old.node_id)
-    if status is None or old.state is ReplicaState.STOPPED:
+    if status is None or old.state is ReplicaState.STOPPED or old.state in ENDED:
         return None
     replaced = (
         replacement is None or old.index >= count or replacement.state is ReplicaState.RUNNING

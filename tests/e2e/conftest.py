@@ -13,7 +13,7 @@ from automator67.v1 import deployment_service_pb2_grpc, node_service_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
-from .controller_process import ControllerProcess
+from .controller_process import ADMIN_TOKENS, ControllerProcess
 
 if TYPE_CHECKING:
     from automator67.v1.deployment_service_pb2_grpc import DeploymentServiceAsyncStub
@@ -29,9 +29,13 @@ StartController = Callable[..., ControllerProcess]
 if TYPE_CHECKING:
     _UnaryUnary = aio.UnaryUnaryClientInterceptor[Any, Any]
     _UnaryStream = aio.UnaryStreamClientInterceptor[Any, Any]
+    _StreamUnary = aio.StreamUnaryClientInterceptor[Any, Any]
+    _StreamStream = aio.StreamStreamClientInterceptor[Any, Any]
 else:  # not generic at run time
     _UnaryUnary = aio.UnaryUnaryClientInterceptor
     _UnaryStream = aio.UnaryStreamClientInterceptor
+    _StreamUnary = aio.StreamUnaryClientInterceptor
+    _StreamStream = aio.StreamStreamClientInterceptor
 
 
 class _DefaultDeadline(_UnaryUnary, _UnaryStream):
@@ -57,9 +61,65 @@ class _DefaultDeadline(_UnaryUnary, _UnaryStream):
         return await continuation(details, request)
 
 
-def open_channel(address: str) -> aio.Channel:
-    """An insecure grpc.aio channel to `address` with the default deadline on unary calls."""
+class _Bearer:
+    """Adds `authorization: Bearer TOKEN` to every call that does not carry one. grpc.aio files
+    an interceptor under the first call kind it implements only, hence one subclass per kind."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._header)
+        return aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            aio.Metadata(*metadata),
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class _BearerUnaryUnary(_Bearer, _UnaryUnary):
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+class _BearerUnaryStream(_Bearer, _UnaryStream):
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+class _BearerStreamUnary(_Bearer, _StreamUnary):
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(self._with_token(details), requests)
+
+
+class _BearerStreamStream(_Bearer, _StreamStream):
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(self._with_token(details), requests)
+
+
+_BEARERS = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+
+
+def open_channel(address: str, token: str | None = None) -> aio.Channel:
+    """An insecure grpc.aio channel to `address` with the default deadline on unary calls. It
+    sends `token` (default: the admin token of the test controller at `address`; "" for none)
+    as a bearer token on every call that names no other."""
+    token = ADMIN_TOKENS.get(address, "") if token is None else token
     interceptors: list[Any] = [_DefaultDeadline()]  # grpc-stubs types this list too narrowly
+    if token:
+        interceptors += [bearer(token) for bearer in _BEARERS]
     return aio.insecure_channel(address, interceptors=interceptors)
 
 

@@ -3,7 +3,12 @@
 The server logs JSON lines to stderr. A reader thread collects them, so a test can wait for a line
 (the `serving` line that carries the port, a request's log line) with a timeout instead of
 sleeping. One `ControllerProcess` is one data folder; it can be stopped and started again on it,
-which is how restarts are tested."""
+which is how restarts are tested.
+
+Authentication is on, as it is by default: once started, `admin_token` holds a token made with
+the key the server generated in its data folder, `metadata` carries it, and `open_channel`
+(conftest) sends it on every call. `token(role, node=...)` makes others. `auth=False` starts the
+server with `--auth off` instead."""
 
 from __future__ import annotations
 
@@ -17,12 +22,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from controller.config import parse_config
+from controller.security import issue_token
+
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: a loaded 2-core CI machine may take seconds to import grpc and open the store.
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
 LogLine = dict[str, Any]
+Metadata = tuple[tuple[str, str], ...]
+
+# address -> the admin token of the controller serving there, for `open_channel`.
+ADMIN_TOKENS: dict[str, str] = {}
 
 
 def controller_env(**overrides: str) -> dict[str, str]:
@@ -101,11 +113,14 @@ class ControllerProcess:
         *,
         log_level: str = "info",
         extra_args: Sequence[str] = (),
+        auth: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.log_level = log_level
-        self.extra_args = tuple(extra_args)
+        self.extra_args = tuple(extra_args) + (() if auth else ("--auth", "off"))
+        self.auth = auth
         self.port = 0
+        self.admin_token = ""
         self._process: subprocess.Popen[str] | None = None
         self._log: ServerLog | None = None
 
@@ -161,7 +176,22 @@ class ControllerProcess:
         # The suite must never expose a server beyond this machine.
         assert serving.get("address") == "127.0.0.1", serving
         self.port = int(serving["port"])
+        if self.auth:
+            self.admin_token = self.token("admin", subject="e2e-admin")
+            ADMIN_TOKENS[self.address] = self.admin_token
         return self
+
+    def token(
+        self, role: str, *, node: str | None = None, subject: str = "e2e", ttl_s: float = 3600
+    ) -> str:
+        """A token signed with this controller's key (its own settings decide which key)."""
+        config = parse_config(["--data-dir", str(self.data_dir), *self.extra_args], environ={})
+        return issue_token(config, role, node or subject, ttl_s)
+
+    @property
+    def metadata(self) -> Metadata:
+        """`authorization: Bearer ADMIN_TOKEN`, or nothing when auth is off."""
+        return (("authorization", f"Bearer {self.admin_token}"),) if self.admin_token else ()
 
     def terminate(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """Sends SIGTERM and returns the exit code once the process has exited."""

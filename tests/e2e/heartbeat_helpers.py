@@ -13,13 +13,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
 
 import grpc
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as pb
-from google.protobuf.message import Message
 from grpc import aio
 from grpc.aio import EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,9 +33,8 @@ if TYPE_CHECKING:
 # controllers and two test processes; a healthy run waits milliseconds.
 WAIT_S = 10.0
 
-M = TypeVar("M", bound=Message)
-NodeStatus = node_pb2.NodeStatus.ValueType
-EventType = pb.NodeEventType.ValueType
+M = TypeVar("M")
+NodeStatus: TypeAlias = node_pb2.NodeStatus.ValueType
 
 READY = node_pb2.NODE_STATUS_READY
 PENDING = node_pb2.NODE_STATUS_PENDING
@@ -127,23 +125,23 @@ class Inbox(Generic[M]):
         news, self._news = self._news, asyncio.Event()
         news.set()
 
-    async def wait_until(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
-        """Returns once `ready()` holds; fails the test after `timeout` seconds."""
+    async def wait_until(self, ready: Callable[[], bool], what: str, wait_s: float) -> None:
+        """Returns once `ready()` holds; fails the test after `wait_s` seconds."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait_s):
                 while not ready():
                     await self._news.wait()
         except TimeoutError:
             raise AssertionError(
-                f"waited {timeout}s for {what}; received {self.items}; "
+                f"waited {wait_s}s for {what}; received {self.items}; "
                 f"ended={self.ended} error={self.error!r}"
             ) from None
 
     async def first(
-        self, predicate: Callable[[M], bool], what: str, *, start: int = 0, timeout: float = WAIT_S
+        self, predicate: Callable[[M], bool], what: str, *, start: int = 0, wait_s: float = WAIT_S
     ) -> int:
         """The index of the first item from `start` on that matches; fails the test if the
-        stream ends, or `timeout` passes, without one."""
+        stream ends, or `wait_s` passes, without one."""
         found: list[int] = []
         cursor = start  # items before it are known not to match
 
@@ -156,15 +154,15 @@ class Inbox(Generic[M]):
                 cursor += 1
             return self.ended
 
-        await self.wait_until(ready, what, timeout)
+        await self.wait_until(ready, what, wait_s)
         if not found:
             raise AssertionError(f"the stream ended without {what}: {self.items} {self.error!r}")
         return found[0]
 
-    async def finished(self, timeout: float = WAIT_S) -> grpc.StatusCode:
+    async def finished(self, wait_s: float = WAIT_S) -> grpc.StatusCode:
         """The call's status code, once it has ended."""
-        await self.wait_until(lambda: self.ended, "the end of the stream", timeout)
-        return await asyncio.wait_for(self.call.code(), timeout)
+        await self.wait_until(lambda: self.ended, "the end of the stream", wait_s)
+        return await asyncio.wait_for(self.call.code(), wait_s)
 
     async def close(self) -> None:
         """Cancels the call and waits for the reader (teardown; idempotent)."""
@@ -190,7 +188,7 @@ class Agent:
     (`beat()`) or in the background (`keep_beating()`); never both at once."""
 
     def __init__(self, stub: NodeServiceAsyncStub) -> None:
-        self.call = stub.Heartbeat()
+        self.call = stub.Heartbeat(None)  # requests are written one by one
         self.inbox = Inbox(self.call, hb.HeartbeatResponse)
         self.sequence = 0
         self.hello_sent_at = 0.0
@@ -259,10 +257,10 @@ class Agent:
             beater.cancel()
             await asyncio.gather(beater, return_exceptions=True)
 
-    async def more_acks(self, count: int, timeout: float = WAIT_S) -> None:
+    async def more_acks(self, count: int, wait_s: float = WAIT_S) -> None:
         """Waits until `count` more acks than now have arrived."""
         target = len(self.acks) + count
-        await self.inbox.wait_until(lambda: len(self.acks) >= target, f"{count} more acks", timeout)
+        await self.inbox.wait_until(lambda: len(self.acks) >= target, f"{count} more acks", wait_s)
 
     @property
     def reconnects(self) -> list[hb.Reconnect]:
@@ -274,9 +272,9 @@ class Agent:
         await asyncio.wait_for(self.call.done_writing(), WAIT_S)
         return await self.inbox.finished()
 
-    async def ended(self, timeout: float = WAIT_S) -> grpc.StatusCode:
+    async def ended(self, wait_s: float = WAIT_S) -> grpc.StatusCode:
         """The status the controller ended the stream with, once it has."""
-        return await self.inbox.finished(timeout)
+        return await self.inbox.finished(wait_s)
 
     async def discard(self) -> None:
         """Cancels the stream (teardown, or a killed agent) and stops its tasks."""
@@ -292,29 +290,29 @@ class Watch:
         self.inbox = Inbox(self.call, pb.WatchNodesResponse)
         self.consumed = 0
 
-    async def next(self, what: str = "the next event", timeout: float = WAIT_S) -> int:
+    async def next(self, what: str = "the next event", wait_s: float = WAIT_S) -> int:
         """Consumes the next event; returns its index in `inbox.items`."""
-        index = await self.inbox.first(lambda e: True, what, start=self.consumed, timeout=timeout)
+        index = await self.inbox.first(lambda e: True, what, start=self.consumed, wait_s=wait_s)
         self.consumed = index + 1
         return index
 
-    async def next_event(self, timeout: float = WAIT_S) -> pb.WatchNodesResponse:
-        return self.inbox.items[await self.next(timeout=timeout)]
+    async def next_event(self, wait_s: float = WAIT_S) -> pb.WatchNodesResponse:
+        return self.inbox.items[await self.next(wait_s=wait_s)]
 
     async def until(
         self,
         predicate: Callable[[pb.WatchNodesResponse], bool],
         what: str,
-        timeout: float = WAIT_S,
+        wait_s: float = WAIT_S,
     ) -> tuple[pb.WatchNodesResponse, list[pb.WatchNodesResponse]]:
         """Consumes events up to the first that matches; returns it and those before it."""
         start = self.consumed
-        index = await self.inbox.first(predicate, what, start=start, timeout=timeout)
+        index = await self.inbox.first(predicate, what, start=start, wait_s=wait_s)
         self.consumed = index + 1
         return self.inbox.items[index], self.inbox.items[start:index]
 
     async def status_change(
-        self, node_id: str, status: NodeStatus, timeout: float = WAIT_S
+        self, node_id: str, status: NodeStatus, wait_s: float = WAIT_S
     ) -> tuple[pb.WatchNodesResponse, float]:
         """Consumes events up to the node's STATUS_CHANGED to `status`; returns that event and
         when it arrived. Fails if the node changes to another status first."""
@@ -322,11 +320,38 @@ class Watch:
         event, before = await self.until(
             lambda e: is_status_change(e, node_id, status),
             f"{node_id} becoming {node_pb2.NodeStatus.Name(status)}",
-            timeout,
+            wait_s,
         )
         others = [e for e in before if e.type == STATUS_CHANGED and e.node.id == node_id]
         assert not others, f"{node_id} changed otherwise first: {others}"
         return event, self.inbox.arrivals[start + len(before)]
+
+    async def all_become(
+        self, node_ids: Iterable[str], status: NodeStatus, wait_s: float = WAIT_S
+    ) -> dict[str, float]:
+        """Consumes events until every one of the nodes has changed to `status`, in any order;
+        returns when each did."""
+        pending = set(node_ids)
+        when: dict[str, float] = {}
+        cursor = self.consumed
+        items, arrivals = self.inbox.items, self.inbox.arrivals
+
+        def ready() -> bool:
+            nonlocal cursor
+            while pending and cursor < len(items):
+                event = items[cursor]
+                if event.node.id in pending and is_status_change(event, event.node.id, status):
+                    pending.discard(event.node.id)
+                    when[event.node.id] = arrivals[cursor]
+                cursor += 1
+            return not pending or self.inbox.ended
+
+        name = node_pb2.NodeStatus.Name(status)
+        await self.inbox.wait_until(ready, f"{sorted(pending)} becoming {name}", wait_s)
+        if pending:
+            raise AssertionError(f"the stream ended before {sorted(pending)} became {name}")
+        self.consumed = cursor
+        return when
 
     async def state(self) -> tuple[dict[str, node_pb2.Node], pb.WatchNodesResponse]:
         """Consumes the opening ADDED events and the SYNCED after them."""
@@ -336,6 +361,37 @@ class Watch:
 
     async def close(self) -> None:
         await self.inbox.close()
+
+
+class NodeView:
+    """What a watcher knows from the events it has read: every node, the revision it has seen,
+    and whether it is in the middle of a resync (after RESET, before SYNCED)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, node_pb2.Node] = {}
+        self.revision = 0
+        self.resyncing = False
+        self.resets = 0
+        self._applied = 0
+
+    def apply(self, events: list[pb.WatchNodesResponse]) -> None:
+        """Applies the events it has not applied yet (`events` only ever grows)."""
+        for event in events[self._applied :]:
+            if event.type == RESET:
+                self.nodes.clear()
+                self.resyncing = True
+                self.resets += 1
+            elif event.type == SYNCED:
+                self.resyncing = False
+            elif event.type == DELETED:
+                self.nodes.pop(event.node.id, None)
+            else:
+                self.nodes[event.node.id] = event.node
+            self.revision = max(self.revision, event.revision)
+        self._applied = len(events)
+
+    def caught_up(self, revision: int) -> bool:
+        return not self.resyncing and self.revision >= revision
 
 
 def is_status_change(event: pb.WatchNodesResponse, node_id: str, status: NodeStatus) -> bool:
@@ -357,19 +413,11 @@ async def list_all_nodes(stub: NodeServiceAsyncStub) -> dict[str, node_pb2.Node]
     nodes: dict[str, node_pb2.Node] = {}
     token = ""
     while True:
-        page = await stub.ListNodes(pb.ListNodesRequest(page_size=1000, page_token=token))
+        page = await stub.ListNodes(pb.ListNodesRequest(page_size=500, page_token=token))
         nodes.update((n.id, n) for n in page.nodes)
         token = page.next_page_token
         if not token:
             return nodes
-
-
-async def statuses(stub: NodeServiceAsyncStub, node_ids: Iterable[str]) -> dict[str, str]:
-    """The status name of each node, as GetNode reports it now."""
-    return {
-        node_id: node_pb2.NodeStatus.Name((await get_node(stub, node_id)).status)
-        for node_id in node_ids
-    }
 
 
 async def assert_serving(channel: aio.Channel) -> None:
@@ -380,7 +428,7 @@ async def assert_serving(channel: aio.Channel) -> None:
 
 
 async def logged(
-    process: ControllerProcess, predicate: Callable[[LogLine], bool], timeout: float = WAIT_S
+    process: ControllerProcess, predicate: Callable[[LogLine], bool], wait_s: float = WAIT_S
 ) -> LogLine:
     """The first server log line that matches, waiting for it without blocking the loop."""
-    return await asyncio.to_thread(process.log.wait_for, predicate, timeout)
+    return await asyncio.to_thread(process.log.wait_for, predicate, wait_s)

@@ -21,7 +21,7 @@ from grpc import aio
 from controller.client import ControllerClient, WatchCall
 
 from .conftest import StartController
-from .controller_process import ROOT, LogLine, ServerLog, controller_env
+from .controller_process import ADMIN_TOKENS, ROOT, LogLine, ServerLog, controller_env
 
 # A fast controller: beats every 0.5 s, SUSPECT after 0.75 s without one, OFFLINE after 1.5 s.
 CONTROLLER_ARGS = ("--heartbeat-interval-s", "0.5", "--keepalive-timeout-s", "1")
@@ -45,6 +45,9 @@ class AgentProcess:
             "--state-file",
             str(state_file),
         ]
+        # The controller's admin token: the agent registers with it, then streams with the node
+        # token it gets back (kept in the state file).
+        self.env = controller_env(A67_AGENT_TOKEN=ADMIN_TOKENS.get(controller_address, ""))
         self._process: subprocess.Popen[str] | None = None
         self.log: ServerLog | None = None
 
@@ -52,7 +55,7 @@ class AgentProcess:
         self._process = subprocess.Popen(
             self.command,
             cwd=ROOT,
-            env=controller_env(),
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -125,7 +128,7 @@ async def test_the_agent_registers_stops_cleanly_and_comes_back_as_the_same_node
 ) -> None:
     controller = start_controller(extra_args=CONTROLLER_ARGS)
     state_file = tmp_path / "agent" / "state.json"
-    async with ControllerClient(controller.address) as client:
+    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
         watch = client.watch_nodes()
         try:
             # First run: registers, saves the id, streams; the node turns READY.
@@ -168,7 +171,7 @@ async def test_the_typed_client_speaks_to_a_real_controller(
         endpoint="host-1",
         capabilities=node_pb2.Capabilities(cpu_cores=2, memory_gb=4),
     )
-    async with ControllerClient(controller.address) as client:
+    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
         node = await client.register_node(spec, request_id="client-test-1")
         assert (await client.register_node(spec, request_id="client-test-1")).id == node.id
         assert (await client.get_node(node.id)).status == node_pb2.NODE_STATUS_PENDING

@@ -40,10 +40,12 @@ def grpcurl(
     body: Any = None,
     flags: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `grpcurl -plaintext [-d @] FLAGS... ADDRESS ARGS...` with `body` as JSON on stdin."""
+    """Runs `grpcurl -plaintext [-d @] -H 'authorization: Bearer ADMIN_TOKEN' FLAGS... ADDRESS
+    ARGS...` with `body` as JSON on stdin (the header goes to reflection and the call alike)."""
     data = ["-d", "@"] if body is not None else []
+    auth = [f"-H={key}: {value}" for key, value in controller.metadata]
     return subprocess.run(
-        [grpcurl_path(), "-plaintext", *data, *flags, controller.address, *args],
+        [grpcurl_path(), "-plaintext", *data, *auth, *flags, controller.address, *args],
         input=json.dumps(body) if body is not None else None,
         capture_output=True,
         text=True,

@@ -7,21 +7,24 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from automator67.v1 import deployment_pb2
+from automator67.v1 import deployment_pb2, node_service_pb2_grpc
 from automator67.v1 import heartbeat_pb2 as hb
 
-from .conftest import StartController
+from .conftest import StartController, open_channel
 from .controller_process import ControllerProcess
 from .heartbeat_helpers import (
+    ADDED,
     FAST,
     OFFLINE,
     PENDING,
     READY,
+    STEADY,
     SUSPECT,
     WAIT_S,
     Agent,
@@ -138,7 +141,7 @@ async def test_a_clean_close_ends_ok_then_the_node_goes_suspect_then_offline(
 
     suspect, _ = await watch.status_change(node.id, SUSPECT)
     assert suspect.previous_status == READY
-    offline, offline_at = await watch.status_change(node.id, OFFLINE, timeout=WAIT_S + SLACK_S)
+    offline, offline_at = await watch.status_change(node.id, OFFLINE, wait_s=WAIT_S + SLACK_S)
     assert offline.previous_status == SUSPECT
     # OFFLINE is judged from the last beat the controller received, never sooner.
     silent = offline_at - last_beat_sent
@@ -169,7 +172,7 @@ async def test_a_node_that_beats_again_after_going_offline_is_ready(
 
     # The stream stays open but silent until the node is OFFLINE.
     await watch.status_change(node.id, SUSPECT)
-    await watch.status_change(node.id, OFFLINE, timeout=WAIT_S + SLACK_S)
+    await watch.status_change(node.id, OFFLINE, wait_s=WAIT_S + SLACK_S)
     assert not agent.call.done()
 
     ack = await agent.beat()
@@ -203,7 +206,7 @@ async def test_beats_carrying_load_and_replica_reports_are_accepted(
         )
         for i in range(1000)
     ]
-    beats = [
+    beats: list[dict[str, Any]] = [
         {"load": hb.NodeLoad(cpu_percent=37.5, memory_used_gb=3.25, disk_used_gb=20.0)},
         {"load": hb.NodeLoad(cpu_percent=100.0), "replicas": every_state},
         {"load": hb.NodeLoad(cpu_percent=0.0), "replicas": most_replicas},
@@ -215,3 +218,38 @@ async def test_beats_carrying_load_and_replica_reports_are_accepted(
     assert [ack.sequence for ack in acks] == [1, 2, 3, 4]
     assert not agent.call.done()
     assert (await get_node(node_stub, node.id)).status == READY
+
+
+async def test_a_stream_past_its_max_age_is_asked_to_reconnect_and_its_node_stays_ready(
+    start_controller: StartController,
+) -> None:
+    # SUSPECT after 3 s: the agent needs no beats to stay READY past the stream's age (the least
+    # allowed: 10 intervals), so no write of its races the stream's end.
+    steady = replace(STEADY, interval_s=0.1)
+    max_age_s = 10 * steady.interval_s
+    process = start_controller(extra_args=[*steady.args, "--stream-max-age-s", f"{max_age_s:g}"])
+    async with open_channel(process.address) as channel:
+        stub = node_service_pb2_grpc.NodeServiceStub(channel)
+        node = await register_node(stub)
+        watch = Watch(stub)
+        await watch.state()
+        agent = await Agent.connect(stub, node.id)
+        await watch.status_change(node.id, READY)
+
+        index = await agent.inbox.first(
+            lambda m: m.WhichOneof("kind") == "reconnect", "Reconnect", wait_s=max_age_s + WAIT_S
+        )
+        assert await agent.ended() == grpc.StatusCode.OK
+        again = await Agent.connect(stub, node.id)  # as an agent does, at once
+        await again.beat()
+
+        age = agent.inbox.arrivals[index] - agent.hello_sent_at
+        assert agent.reconnects[0].reason == "stream lifetime reached"
+        assert 0.9 * max_age_s <= age <= 1.1 * max_age_s + SLACK_S, age
+        assert again.session.node_status == READY
+        # A planned end is no broken stream: the node never left READY.
+        marker = await register_node(stub)
+        _, before = await watch.until(
+            lambda e: e.type == ADDED and e.node.id == marker.id, "the marker node"
+        )
+        assert [e for e in before if e.node.id == node.id] == []

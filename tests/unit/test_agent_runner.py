@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from automator67.v1 import heartbeat_pb2 as hb
-from automator67.v1 import node_pb2
+from automator67.v1 import node_pb2, node_service_pb2
 
 from controller.agent.runner import Agent, RegistrationRefused
 from controller.agent.settings import AgentSettings
@@ -32,6 +32,7 @@ class FakeController:
         self.nodes: dict[str, node_pb2.Node] = {}
         self.registrations: list[tuple[node_pb2.Node, str]] = []
         self.register_errors: list[grpc.aio.AioRpcError] = []
+        self.agent_tokens: list[str] = []  # what each registration answers as the agent token
         self.streams = list(streams)
         self.hellos: list[tuple[str, str]] = []
         self.clients = 0
@@ -73,6 +74,13 @@ class FakeClient:
         registered.MergeFrom(node)
         c.nodes[registered.id] = registered
         return registered
+
+    async def register_agent(
+        self, node: node_pb2.Node, *, request_id: str = ""
+    ) -> node_service_pb2.RegisterNodeResponse:
+        registered = await self.register_node(node, request_id=request_id)
+        token = self._controller.agent_tokens.pop(0) if self._controller.agent_tokens else ""
+        return node_service_pb2.RegisterNodeResponse(node=registered, agent_token=token)
 
     def heartbeat(
         self,

@@ -26,6 +26,7 @@ def test_defaults_describe_this_host() -> None:
     assert settings.memory_gb == pytest.approx(psutil.virtual_memory().total / 1024**3, abs=0.01)
     assert settings.disk_gb == pytest.approx(psutil.disk_usage("/").total / 1024**3, abs=0.01)
     assert (settings.backoff_base_s, settings.backoff_max_s) == (0.5, 15.0)
+    assert settings.driver == "simulated"
 
 
 def test_every_setting_has_a_flag_and_an_env_var() -> None:
@@ -39,10 +40,15 @@ def test_every_setting_has_a_flag_and_an_env_var() -> None:
         "A67_AGENT_CPU_CORES": "2.5",
         "A67_AGENT_MEMORY_GB": "3",
         "A67_AGENT_DISK_GB": "0.5",
+        "A67_AGENT_DRIVER": "exec",
         "A67_AGENT_BACKOFF_BASE_S": "1",
         "A67_AGENT_BACKOFF_MAX_S": "60",
         "A67_AGENT_RPC_TIMEOUT_S": "3",
         "A67_AGENT_LOG_LEVEL": "debug",
+        "A67_AGENT_TOKEN": "eyJ.a.b",
+        "A67_AGENT_TLS_CA_FILE": "/etc/a67/ca.pem",
+        "A67_AGENT_TLS_CERT_FILE": "/etc/a67/agent.pem",
+        "A67_AGENT_TLS_KEY_FILE": "/etc/a67/agent-key.pem",
     }
     assert len(environ) == len(dataclasses.fields(AgentSettings))
 
@@ -58,11 +64,17 @@ def test_every_setting_has_a_flag_and_an_env_var() -> None:
         cpu_cores=2.5,
         memory_gb=3.0,
         disk_gb=0.5,
+        driver="exec",
         backoff_base_s=1.0,
         backoff_max_s=60.0,
         rpc_timeout_s=3.0,
         log_level="debug",
+        token="eyJ.a.b",
+        tls_ca_file="/etc/a67/ca.pem",
+        tls_cert_file="/etc/a67/agent.pem",
+        tls_key_file="/etc/a67/agent-key.pem",
     )
+    assert "eyJ" not in repr(settings)  # the token never shows in a log line
     assert settings.labels_map == {"tier": "gpu", "zone": "a"}
 
 
@@ -89,6 +101,7 @@ def test_a_flag_wins_over_its_env_var() -> None:
         ),
         pytest.param([*CONTROLLER, "--backoff-base-s", "0"], "BACKOFF", id="a zero base"),
         pytest.param([*CONTROLLER, "--log-level", "loud"], "LOG_LEVEL", id="an unknown level"),
+        pytest.param([*CONTROLLER, "--driver", "docker"], "DRIVER", id="an unknown driver"),
     ],
 )
 def test_invalid_settings_are_refused_with_one_clear_line(argv: list[str], message: str) -> None:

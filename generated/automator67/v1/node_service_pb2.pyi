@@ -103,6 +103,13 @@ class RegisterNodeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_FIELD_NUMBER: _builtins.int
+    AGENT_TOKEN_FIELD_NUMBER: _builtins.int
+    agent_token: _builtins.str
+    """Output only. A bearer token (JWT, role `node`) that lets this node's agent open its heartbeat
+    stream and nothing else. Shown only here, never stored or returned again: a retry with the
+    same `request_id` gets a new token for the same node. Empty when the controller has no
+    signing key (it verifies tokens only) or runs without authentication.
+    """
     @_builtins.property
     def node(self) -> _node_pb2.Node:
         """The registered node."""
@@ -111,10 +118,11 @@ class RegisterNodeResponse(_message.Message):
         self,
         *,
         node: _node_pb2.Node | None = ...,
+        agent_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_token", b"agent_token", "node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

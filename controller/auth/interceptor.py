@@ -1,0 +1,199 @@
+"""The auth interceptor: authenticates every RPC but health checks, authorizes it by role, bounds
+the streams one principal holds open, and audits mutating calls.
+
+    no, malformed, expired, forged token  -> UNAUTHENTICATED ("a valid bearer token is required";
+                                             why is logged here, never sent)
+    valid token, role may not call this   -> PERMISSION_DENIED
+    one more stream than allowed          -> RESOURCE_EXHAUSTED
+
+It runs inside the request interceptor (`controller/api/interceptors.py`), which gives the call
+its request id and turns the errors raised here into statuses through the one error table. The
+principal is in `current_principal` for the whole call; the heartbeat stream reads it to keep a
+node token to its own node. With authentication off (`verifier` None) only auditing remains."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+from controller import audit
+from controller.api import status
+from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
+from controller.auth.tokens import InvalidTokenError, TokenVerifier
+from controller.errors import (
+    ControllerError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+from controller.logs import request_id_var
+
+log = logging.getLogger("controller.auth")
+AUTHORIZATION_KEY = "authorization"
+UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
+
+Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
+Metadata = tuple[tuple[str, str | bytes], ...] | None
+
+if TYPE_CHECKING:
+    _Interceptor = aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+_KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
+class AuthInterceptor(_Interceptor):
+    def __init__(self, verifier: TokenVerifier | None, max_streams_per_principal: int) -> None:
+        self._verifier = verifier
+        self._max_streams = max_streams_per_principal
+        self._open_streams: Counter[tuple[str, str]] = Counter()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        rule = rule_for(handler_call_details.method)
+        if handler is None or (rule.roles is None and not rule.mutating):
+            return handler  # health checks: open, and nothing to audit
+        kind = (handler.request_streaming, handler.response_streaming)
+        attribute, make = _KINDS[kind]
+        call = _Call(
+            self,
+            handler_call_details.method,
+            handler_call_details.invocation_metadata,
+            rule,
+            kind,
+        )
+        wrapped: _Handler = make(
+            call.wrap(getattr(handler, attribute)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        return wrapped
+
+    def authenticate(self, metadata: Metadata, method: str) -> Principal | None:
+        """The caller, or None when authentication is off. Raises UnauthenticatedError."""
+        if self._verifier is None:
+            return None
+        values = [value for key, value in metadata or () if key == AUTHORIZATION_KEY]
+        try:
+            if len(values) != 1 or not isinstance(values[0], str):
+                raise InvalidTokenError("no authorization header, or more than one")
+            scheme, _, token = values[0].strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidTokenError("the authorization header is not 'Bearer TOKEN'")
+            return self._verifier.verify(token.strip())
+        except InvalidTokenError as error:
+            fields = {"method": method, "reason": str(error)}
+            log.info("authentication failed", extra={"fields": fields})
+            raise UnauthenticatedError(UNAUTHENTICATED_MESSAGE) from None
+
+    def open_stream(self, principal: Principal) -> tuple[str, str]:
+        key = (principal.role.value, principal.subject)
+        if self._open_streams[key] >= self._max_streams:
+            raise ResourceExhaustedError(
+                f"at most {self._max_streams} open streams per token subject; close some first"
+            )
+        self._open_streams[key] += 1
+        return key
+
+    def close_stream(self, key: tuple[str, str]) -> None:
+        self._open_streams[key] -= 1
+        if self._open_streams[key] <= 0:
+            del self._open_streams[key]
+
+
+class _Call:
+    """One RPC method as the interceptor wraps it."""
+
+    def __init__(
+        self,
+        interceptor: AuthInterceptor,
+        method: str,
+        metadata: Metadata,
+        rule: Rule,
+        kind: tuple[bool, bool],
+    ) -> None:
+        self._interceptor = interceptor
+        self._method = method
+        self._metadata = metadata
+        self._rule = rule
+        self._request_streaming, self._response_streaming = kind
+
+    def wrap(self, behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            principal: Principal | None = None
+            stream_key: tuple[str, str] | None = None
+            response: Any = None
+            result = "OK"
+            token = None
+            try:
+                principal = self._interceptor.authenticate(self._metadata, self._method)
+                self._authorize(principal)
+                if principal is not None and (self._request_streaming or self._response_streaming):
+                    stream_key = self._interceptor.open_stream(principal)
+                token = current_principal.set(principal)
+                response = await self._run(behavior, request, context)
+                return response
+            except ControllerError as error:
+                result = status.code_of(error).name
+                raise
+            except aio.AbortError:
+                code = context.code()
+                result = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+                raise
+            except asyncio.CancelledError:
+                result = "CANCELLED"
+                raise
+            except Exception:
+                result = "INTERNAL"
+                raise
+            finally:
+                if token is not None:
+                    current_principal.reset(token)
+                if stream_key is not None:
+                    self._interceptor.close_stream(stream_key)
+                if self._rule.mutating:
+                    target = audit.resource_id(
+                        None if self._request_streaming else request, response
+                    )
+                    audit.record(principal, self._method, target, result, request_id_var.get())
+
+        return wrapped
+
+    def _authorize(self, principal: Principal | None) -> None:
+        if principal is not None and not allowed(principal, self._rule):
+            name = self._method.rsplit("/", 1)[-1]
+            raise PermissionDeniedError(f"the {principal.role.value} role may not call {name}")
+
+    async def _run(
+        self, behavior: Behavior, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> Any:
+        result = behavior(request, context)
+        if not self._response_streaming:
+            return await result
+        # Response streams are written through the context, whether the behavior is an async
+        # generator or a coroutine that writes itself (as in the request interceptor).
+        if inspect.isasyncgen(result):
+            async for message in result:
+                await context.write(message)
+        else:
+            await result
+        return None

@@ -1,0 +1,159 @@
+"""The keys that sign and verify tokens, and the algorithm they pin.
+
+From config: an Ed25519 or RSA private key (PEM; signs and verifies), or the public key alone
+(verifies only: a replica that never issues tokens), or an HMAC secret file. With none of them
+configured, the key is `DATA_DIR/jwt-signing-key.pem`: an Ed25519 key generated on first start
+(mode 0600), so that a laptop install is secure without any set-up.
+
+The algorithm follows from the key (EdDSA for Ed25519, RS256 for RSA, HS256 for a secret) unless
+A67_JWT_ALGORITHM names another one of the same family; tokens never choose it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from controller.config import Config, ConfigError
+
+log = logging.getLogger("controller.auth")
+
+DEFAULT_KEY_FILE = "jwt-signing-key.pem"
+MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "ed25519": ("EdDSA",),
+    "rsa": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    "hmac": ("HS256", "HS384", "HS512"),
+}
+ALGORITHMS = tuple(a for family in FAMILIES.values() for a in family)
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """`signing_key` is None when only verification is possible."""
+
+    algorithm: str
+    verifying_key: Any  # a public key object, or the HMAC secret
+    signing_key: Any | None  # a private key object, or the HMAC secret
+    source: str  # the file the keys came from, for log lines
+    generated: bool = False  # created by this call
+
+
+def default_key_file(config: Config) -> Path:
+    return config.data_dir / DEFAULT_KEY_FILE
+
+
+def signing_keys(config: Config, *, generate: bool) -> SigningKeys:
+    """The keys `config` names; with none named, the data dir's key, created if `generate` and
+    missing. Raises ConfigError (one line naming the setting) for anything unusable."""
+    if config.jwt_secret_file:
+        return _secret(Path(config.jwt_secret_file), config.jwt_algorithm)
+    if config.jwt_private_key_file:
+        return _private(
+            Path(config.jwt_private_key_file), config.jwt_algorithm, "A67_JWT_PRIVATE_KEY_FILE"
+        )
+    if config.jwt_public_key_file:
+        return _public(Path(config.jwt_public_key_file), config.jwt_algorithm)
+    path = default_key_file(config)
+    if not path.exists():
+        if not generate:
+            raise ConfigError(
+                f"no signing key at {path}: start the controller once with this data dir "
+                "(it generates one) or set A67_JWT_PRIVATE_KEY_FILE"
+            )
+        write_private_file(path, generate_ed25519_pem())
+        keys = _private(path, config.jwt_algorithm, "A67_DATA_DIR")
+        return SigningKeys(keys.algorithm, keys.verifying_key, keys.signing_key, str(path), True)
+    return _private(path, config.jwt_algorithm, "A67_DATA_DIR")
+
+
+def generate_ed25519_pem() -> bytes:
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Creates `path` with mode 0600 (never readable by others, not even for an instant) and
+    its folder with 0700 if missing. Refuses to overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_secret_file(path: Path, setting: str) -> bytes:
+    """The file's bytes; warns when others may read it."""
+    try:
+        data = path.read_bytes()
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as error:
+        raise ConfigError(f"{setting}: cannot read {path}: {error.strerror}") from None
+    if mode & 0o077:
+        fields = {"file": str(path), "mode": oct(mode)}
+        log.warning("key file is readable by other users; chmod 600 it", extra={"fields": fields})
+    return data
+
+
+def _pick(family: str, wanted: str, setting: str) -> str:
+    allowed = FAMILIES[family]
+    if not wanted:
+        return allowed[0]
+    if wanted not in allowed:
+        raise ConfigError(
+            f"A67_JWT_ALGORITHM {wanted!r} does not fit the {family} key of {setting}; "
+            f"use one of {', '.join(allowed)}"
+        )
+    return wanted
+
+
+def _family(key: Any, setting: str) -> str:
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+        return "ed25519"
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(f"{setting}: RSA keys need at least {MIN_RSA_BITS} bits")
+        return "rsa"
+    raise ConfigError(f"{setting}: only Ed25519 and RSA keys are supported")
+
+
+def _private(path: Path, algorithm: str, setting: str) -> SigningKeys:
+    data = read_secret_file(path, setting)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{setting}: {path} is not an unencrypted PEM private key") from None
+    family = _family(key, setting)
+    public = key.public_key()
+    return SigningKeys(_pick(family, algorithm, setting), public, key, str(path))
+
+
+def _public(path: Path, algorithm: str) -> SigningKeys:
+    setting = "A67_JWT_PUBLIC_KEY_FILE"
+    data = read_secret_file(path, setting)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{setting}: {path} is not a PEM public key") from None
+    return SigningKeys(_pick(_family(key, setting), algorithm, setting), key, None, str(path))
+
+
+def _secret(path: Path, algorithm: str) -> SigningKeys:
+    setting = "A67_JWT_SECRET_FILE"
+    secret = read_secret_file(path, setting).strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{setting}: the secret must be at least {MIN_SECRET_BYTES} bytes")
+    if b"-----BEGIN" in secret:
+        raise ConfigError(f"{setting}: holds a PEM key; use A67_JWT_PRIVATE_KEY_FILE for keys")
+    return SigningKeys(_pick("hmac", algorithm, setting), secret, secret, str(path))

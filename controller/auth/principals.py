@@ -1,0 +1,92 @@
+"""Who calls (a `Principal`: subject and role) and what each role may call (the permission table).
+
+    admin     everything
+    operator  deployments (read and write), nodes (read)
+    viewer    read only: Get, List, Watch, Stats, and server reflection
+    node      only NodeService/Heartbeat, and only for the node id in its token's subject
+              (checked by the heartbeat stream against the hello)
+
+Health checking is open to everyone. An RPC this table does not know is admin-only, so a new RPC
+is never open by accident; new automator67.v1 RPCs follow the verb rule below."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from dataclasses import dataclass
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+    NODE = "node"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. For a node token, `subject` is the node id."""
+
+    subject: str
+    role: Role
+    token_id: str = ""  # the token's `jti`, for audit lines
+
+    @property
+    def node_id(self) -> str | None:
+        return self.subject if self.role is Role.NODE else None
+
+
+# The principal of the RPC being served, set by the auth interceptor for the whole call (None
+# when authentication is off). Read it where a rule needs the caller (the heartbeat hello).
+current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+NODE_SERVICE = "automator67.v1.NodeService"
+DEPLOYMENT_SERVICE = "automator67.v1.DeploymentService"
+HEARTBEAT = f"/{NODE_SERVICE}/Heartbeat"
+
+_READ_VERBS = ("Get", "List", "Watch")
+_READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
+_ADMIN = frozenset({Role.ADMIN})
+# (readers, writers) per service; a method is a read when its name starts with a read verb.
+_SERVICES: dict[str, tuple[frozenset[Role], frozenset[Role]]] = {
+    NODE_SERVICE: (_READERS, _ADMIN),
+    DEPLOYMENT_SERVICE: (_READERS, frozenset({Role.ADMIN, Role.OPERATOR})),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one RPC. `roles` is None for an open RPC; `mutating` calls are audited."""
+
+    roles: frozenset[Role] | None
+    mutating: bool
+
+
+def rule_for(method: str) -> Rule:
+    """The rule for a full method name, `/package.Service/Method`."""
+    service, _, name = method.lstrip("/").partition("/")
+    if service == HEALTH_SERVICE:
+        return Rule(None, mutating=False)
+    if service in REFLECTION_SERVICES:
+        return Rule(_READERS, mutating=False)
+    if method == HEARTBEAT:
+        # Beats change liveness, but a line per beat would drown the audit log; the stream's
+        # open and close are logged by the heartbeat stream itself.
+        return Rule(frozenset({Role.ADMIN, Role.NODE}), mutating=False)
+    if service in _SERVICES:
+        readers, writers = _SERVICES[service]
+        if name.startswith(_READ_VERBS):
+            return Rule(readers, mutating=False)
+        return Rule(writers, mutating=True)
+    return Rule(_ADMIN, mutating=True)
+
+
+def allowed(principal: Principal, rule: Rule) -> bool:
+    return rule.roles is None or principal.role in rule.roles

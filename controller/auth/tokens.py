@@ -1,0 +1,110 @@
+"""Bearer tokens: JWTs issued and verified with PyJWT, the algorithm pinned by the key.
+
+Claims: `iss`, `aud`, `sub` (a person or service; the node id for a node token), `role`, `iat`,
+`nbf`, `exp`, `jti`. Every one is required. The verifier accepts exactly one algorithm, the one
+its key was loaded for, so neither `alg: none` nor an algorithm switch (an RS256 public key
+used as an HS256 secret) can pass; the token's header is never trusted to choose."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from controller.auth.keys import SigningKeys
+from controller.auth.principals import Principal, Role
+
+MAX_TOKEN_CHARS = 8192  # far above a real token (~400 characters); bounds the work on junk
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti")
+
+
+class InvalidTokenError(Exception):
+    """The token cannot be trusted. The message is for the server log (why), never the client."""
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    issuer: str = "automator67"
+    audience: str = "automator67"
+    leeway_s: float = 10.0  # clock skew tolerated on exp, nbf and iat
+
+
+class TokenIssuer:
+    """Signs tokens with the private key or secret. `now` (Unix seconds) is injectable."""
+
+    def __init__(
+        self,
+        keys: SigningKeys,
+        settings: TokenSettings,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if keys.signing_key is None:
+            raise ValueError("these keys can only verify tokens: no private key or secret")
+        self._keys = keys
+        self._signing_key: Any = keys.signing_key
+        self._settings = settings
+        self._now = now
+
+    def issue(self, role: Role, subject: str, ttl_s: float) -> str:
+        """A token for `subject` with `role`, valid from now for `ttl_s` seconds."""
+        if not subject:
+            raise ValueError("a token needs a subject")
+        now = int(self._now())
+        claims = {
+            "iss": self._settings.issuer,
+            "aud": self._settings.audience,
+            "sub": subject,
+            "role": role.value,
+            "iat": now,
+            "nbf": now,
+            "exp": now + int(ttl_s),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._signing_key, algorithm=self._keys.algorithm)
+
+
+class TokenVerifier:
+    """Checks signature, expiry, not-before, issuer and audience, then reads the principal."""
+
+    def __init__(self, keys: SigningKeys, settings: TokenSettings) -> None:
+        self._keys = keys
+        self._settings = settings
+
+    @property
+    def algorithm(self) -> str:
+        return self._keys.algorithm
+
+    def verify(self, token: str) -> Principal:
+        """The principal the token names. Raises InvalidTokenError saying why not."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidTokenError("token too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys.verifying_key,
+                algorithms=[self._keys.algorithm],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_s,
+                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
+            )
+        except jwt.PyJWTError as error:
+            raise InvalidTokenError(f"{type(error).__name__}: {error}") from None
+        role, subject, token_id = claims["role"], claims["sub"], claims["jti"]
+        if role not in set(Role) or not isinstance(subject, str) or not subject:
+            raise InvalidTokenError("unknown role or empty subject")
+        return Principal(subject=subject, role=Role(role), token_id=str(token_id))
+
+
+def unverified_claims(token: str) -> dict[str, object]:
+    """The claims of a token WITHOUT checking anything: for a client deciding what its own token
+    lets it do (an agent with a node token skips registration), never for granting access."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return claims if isinstance(claims, dict) else {}

@@ -1,0 +1,173 @@
+"""`automator67 token create` and `automator67 keys rotate | reencrypt`.
+
+    automator67 token create --role admin                  # prints a token for 24 h
+    automator67 token create --role node --node NODE_ID --ttl 30d
+    automator67 keys rotate      # a new credential key seals from the next start on
+    automator67 keys reencrypt   # reseals every stored credential with the newest key
+
+They read the same settings as `serve` (flags or env vars: the data dir, key files, issuer,
+audience, store URL), so a token made here is one the controller accepts. Only the token goes
+to stdout (for `$(...)`); everything else goes to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+from controller.config import Config, ConfigError
+from controller.errors import InvalidArgumentError
+
+_TOKEN_SETTINGS = (
+    "data_dir",
+    "jwt_private_key_file",
+    "jwt_secret_file",
+    "jwt_algorithm",
+    "jwt_issuer",
+    "jwt_audience",
+)
+_KEY_SETTINGS = ("data_dir", "store_url", "credential_keys_file")
+_TTL = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_TTL = "24h"
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = commands.add_parser("token", help="issue bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    create = token_commands.add_parser(
+        "create",
+        help="print a new token",
+        description="Print a new bearer token signed with the controller's key. Roles: admin "
+        "(everything), operator (deployments, read nodes), viewer (read only), node (only the "
+        "heartbeat stream of --node).",
+    )
+    create.add_argument("--role", required=True, choices=["admin", "operator", "viewer", "node"])
+    create.add_argument("--subject", help="who the token is for (audit log); default: your user")
+    create.add_argument("--node", help="the node id (required for --role node)")
+    create.add_argument(
+        "--ttl", default=None, help=f"lifetime: 90s, 30m, 12h, 30d [default {DEFAULT_TTL}]"
+    )
+    _add_settings(create, _TOKEN_SETTINGS)
+    keys = commands.add_parser("keys", help="rotate the credential encryption keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    rotate = key_commands.add_parser(
+        "rotate",
+        help="add a new credential key",
+        description="Append a new AES-256-GCM key to the credential key file. Restart the "
+        "controller to seal with it, then run `keys reencrypt`. Old keys still decrypt.",
+    )
+    _add_settings(rotate, _KEY_SETTINGS)
+    reencrypt = key_commands.add_parser(
+        "reencrypt",
+        help="reseal every stored credential with the newest key",
+        description="Rewrite every stored node credential sealed with an older key (or none) "
+        "with the newest key. Safe while the controller runs.",
+    )
+    _add_settings(reencrypt, _KEY_SETTINGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `token ...` or `keys ...`; returns the exit code."""
+    try:
+        config = Config.load(args)
+        if args.command == "token":
+            print(create_token(config, args.role, args.subject, args.node, args.ttl))
+        elif args.keys_command == "rotate":
+            _rotate(config)
+        else:
+            return asyncio.run(_reencrypt(config))
+    except (ConfigError, ValueError) as error:
+        print(f"automator67 {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def create_token(
+    config: Config, role: str, subject: str | None, node: str | None, ttl: str | None
+) -> str:
+    """A token signed with `config`'s key. Raises ConfigError or ValueError."""
+    from controller.registry.collection import check_id
+    from controller.security import issue_token
+
+    if (role == "node") != bool(node):
+        raise ValueError("--node is required with --role node, and only with it")
+    if node:
+        try:
+            check_id(node, "--node")
+        except InvalidArgumentError as error:
+            raise ValueError(str(error)) from None
+    ttl_s = parse_ttl(ttl) if ttl else config.node_token_ttl_s if node else parse_ttl(DEFAULT_TTL)
+    subject = node or subject or _user()
+    token = issue_token(config, role, subject, ttl_s)
+    expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat(timespec="seconds")
+    print(f"{role} token for {subject!r}, expires {expires}", file=sys.stderr)
+    return token
+
+
+def parse_ttl(text: str) -> float:
+    match = _TTL.fullmatch(text.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"--ttl must look like 90s, 30m, 12h or 30d, not {text!r}")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > 10 * 365 * 86400:
+        raise ValueError("--ttl must be at most 10 years")
+    return seconds
+
+
+def _rotate(config: Config) -> None:
+    from controller.crypto import keys_file, rotate
+
+    key = rotate(keys_file(config))
+    print(
+        f"added credential key {key.id} to {keys_file(config)}; restart the controller to seal "
+        "with it, then run `automator67 keys reencrypt`",
+        file=sys.stderr,
+    )
+
+
+async def _reencrypt(config: Config) -> int:
+    from controller.crypto import load_sealer
+    from controller.store import open_store
+    from controller.store.reseal import reseal_all
+    from controller.store.sqlite import SQLiteStore
+
+    sealer, _ = load_sealer(config, generate=False)
+    store = open_store(config.store_url, sealer)
+    if not isinstance(store, SQLiteStore):
+        raise ValueError("keys reencrypt supports the SQLite store only")
+    await store.open()
+    try:
+        report = await reseal_all(store, sealer)
+    finally:
+        await store.close()
+    print(
+        f"resealed {report.resealed} credentials with key {report.key_id} "
+        f"({report.current} already used it)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """The `serve` flags named, documented as `serve` documents them."""
+    for f in dataclasses.fields(Config):
+        if f.name in names:
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=None,
+                metavar=f.metadata["env"],
+                help=f"{f.metadata['help']} [env {f.metadata['env']}]",
+            )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"

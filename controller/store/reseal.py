@@ -1,0 +1,56 @@
+"""Re-encrypts every stored node credential with the sealer's newest key (`automator67 keys
+reencrypt`), after a rotation.
+
+Each node document is decoded and encoded again through the codec, in one transaction, and only
+its sealed credential changes: no revision, no change-log entry, no etag change (the resource is
+the same). With `secure_delete` on, SQLite zeroes the pages it frees, and the WAL is checkpointed
+at the end, so old ciphertexts (and plaintext written before encryption was on) do not linger.
+Safe while a controller runs on the same file: SQLite serializes the writers."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from controller.crypto import AesGcmSealer
+from controller.store import codec
+from controller.store.sqlite import SQLiteStore
+
+
+@dataclass(frozen=True)
+class ResealReport:
+    resealed: int  # credentials rewritten with the newest key
+    current: int  # credentials already under the newest key
+    key_id: str  # the newest key
+
+
+async def reseal_all(store: SQLiteStore, sealer: AesGcmSealer) -> ResealReport:
+    """Rewrites every credential not sealed with `sealer.current_key_id`. Raises ValueError (and
+    changes nothing) if any credential cannot be opened with the keys the sealer has."""
+
+    def rewrite(conn: sqlite3.Connection) -> ResealReport:
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            resealed = current = 0
+            rows = conn.execute("SELECT id, revision, data FROM nodes").fetchall()
+            for node_id, revision, data in rows:
+                credentials = json.loads(data).get("credentials")
+                if credentials is None:
+                    continue
+                if credentials["key_id"] == sealer.current_key_id:
+                    current += 1
+                    continue
+                node = codec.decode_node(node_id, revision, data, sealer)
+                document = codec.encode_node(node, sealer)
+                conn.execute("UPDATE nodes SET data = ? WHERE id = ?", (document, node_id))
+                resealed += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ResealReport(resealed, current, sealer.current_key_id)
+
+    return await store.run(rewrite)
