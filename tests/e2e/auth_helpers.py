@@ -167,7 +167,8 @@ async def call_status_once(
                 except aio.AioRpcError:
                     # The server may refuse the call before our write lands; the write then
                     # fails with a client-side error, and the call's own status says why.
-                    return await call.code()
+                    refused: grpc.StatusCode = await call.code()
+                    return refused
             try:
                 answer = await call.read()
                 return grpc.StatusCode.OK if answer is not EOF else await call.code()
