@@ -13,21 +13,20 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
 from controller.api import status
+from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap
 from controller.errors import ControllerError, InvalidArgumentError
 from controller.logs import request_id_var
 
 log = logging.getLogger("controller.api")
 REQUEST_ID_KEY = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
 
 
 def request_id_of(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
@@ -38,44 +37,21 @@ def request_id_of(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     return uuid.uuid4().hex
 
 
-if TYPE_CHECKING:
-    _Interceptor = aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
-
-# Which handler attribute and constructor serve each (request_streaming, response_streaming).
-_KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
-    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-}
-
-
-class RequestInterceptor(_Interceptor):
+class RequestInterceptor(ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        attribute, make = _KINDS[(handler.request_streaming, handler.response_streaming)]
-        behavior = _wrap(
-            getattr(handler, attribute),
-            handler_call_details.method,
-            handler_call_details.invocation_metadata,
-            streaming=handler.response_streaming,
+        method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        streaming = handler.response_streaming
+        return rewrap(
+            handler, lambda behavior: _wrap(behavior, method, metadata, streaming=streaming)
         )
-        wrapped: _Handler = make(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        return wrapped
 
 
 def _wrap(behavior: Behavior, method: str, metadata: Any, *, streaming: bool) -> Behavior:

@@ -18,13 +18,14 @@ import inspect
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from grpc import aio
 
 from controller import audit
 from controller.api import status
+from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (
@@ -39,25 +40,10 @@ log = logging.getLogger("controller.auth")
 AUTHORIZATION_KEY = "authorization"
 UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
 
-Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
 Metadata = tuple[tuple[str, str | bytes], ...] | None
 
-if TYPE_CHECKING:
-    _Interceptor = aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:
-    _Interceptor = aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
 
-_KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
-    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
-    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
-    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
-    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
-}
-
-
-class AuthInterceptor(_Interceptor):
+class AuthInterceptor(ServerInterceptor):
     def __init__(self, verifier: TokenVerifier | None, max_streams_per_principal: int) -> None:
         self._verifier = verifier
         self._max_streams = max_streams_per_principal
@@ -65,15 +51,14 @@ class AuthInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         rule = rule_for(handler_call_details.method)
         if handler is None or (rule.roles is None and not rule.mutating):
             return handler  # health checks: open, and nothing to audit
         kind = (handler.request_streaming, handler.response_streaming)
-        attribute, make = _KINDS[kind]
         call = _Call(
             self,
             handler_call_details.method,
@@ -81,12 +66,7 @@ class AuthInterceptor(_Interceptor):
             rule,
             kind,
         )
-        wrapped: _Handler = make(
-            call.wrap(getattr(handler, attribute)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        return wrapped
+        return rewrap(handler, call.wrap)
 
     def authenticate(self, metadata: Metadata, method: str) -> Principal | None:
         """The caller, or None when authentication is off. Raises UnauthenticatedError."""
