@@ -36,6 +36,8 @@ class _Checker:
             self.fail(path, "is required")
         elif len(value) > limit:
             self.fail(path, f"must be at most {limit} characters (got {len(value)})")
+        elif "\x00" in value:
+            self.fail(path, "must not contain NUL characters")
 
     def name(self, path: str, value: str, *, required: bool = False) -> None:
         self.text(path, value, limit=64, required=required)
@@ -59,6 +61,8 @@ class _Checker:
                 self.fail(f"{path}[{key[:64]!r}]", "key must be 1-63 characters of [A-Za-z0-9._/-]")
             elif len(value) > MAX_LABEL_VALUE:
                 self.fail(f"{path}[{key!r}]", f"value must be at most {MAX_LABEL_VALUE} characters")
+            elif "\x00" in value:
+                self.fail(f"{path}[{key!r}]", "value must not contain NUL characters")
 
     def raise_if_any(self) -> None:
         if self.violations:

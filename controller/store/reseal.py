@@ -5,7 +5,13 @@ Each node document is decoded and encoded again through the codec, in one transa
 its sealed credential changes: no revision, no change-log entry, no etag change (the resource is
 the same). With `secure_delete` on, SQLite zeroes the pages it frees, and the WAL is checkpointed
 at the end, so old ciphertexts (and plaintext written before encryption was on) do not linger.
-Safe while a controller runs on the same file: SQLite serializes the writers."""
+Safe while a controller runs on the same file: SQLite serializes the writers.
+
+On PostgreSQL the rewrite is one transaction that locks every node row (`FOR UPDATE`, in id
+order, as the store's writers do), so it is safe while replicas run. A `VACUUM` of the nodes
+table afterwards lets PostgreSQL reuse the space of the old row versions; it does not zero them,
+and the WAL and backups keep old ciphertexts until they are recycled (old keys stay needed for
+those until then)."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 from controller.crypto import AesGcmSealer
 from controller.store import codec
+from controller.store.postgres import Connection, PostgresStore
 from controller.store.sqlite import SQLiteStore
 
 
@@ -25,9 +32,11 @@ class ResealReport:
     key_id: str  # the newest key
 
 
-async def reseal_all(store: SQLiteStore, sealer: AesGcmSealer) -> ResealReport:
+async def reseal_all(store: SQLiteStore | PostgresStore, sealer: AesGcmSealer) -> ResealReport:
     """Rewrites every credential not sealed with `sealer.current_key_id`. Raises ValueError (and
     changes nothing) if any credential cannot be opened with the keys the sealer has."""
+    if isinstance(store, PostgresStore):
+        return await _reseal_postgres(store, sealer)
 
     def rewrite(conn: sqlite3.Connection) -> ResealReport:
         conn.execute("PRAGMA secure_delete = ON")
@@ -54,3 +63,32 @@ async def reseal_all(store: SQLiteStore, sealer: AesGcmSealer) -> ResealReport:
         return ResealReport(resealed, current, sealer.current_key_id)
 
     return await store.run(rewrite)
+
+
+async def _reseal_postgres(store: PostgresStore, sealer: AesGcmSealer) -> ResealReport:
+    async def rewrite(conn: Connection) -> ResealReport:
+        resealed = current = 0
+        cursor = await conn.execute(
+            "SELECT id, revision, data::text FROM nodes ORDER BY id FOR UPDATE"
+        )
+        for node_id, revision, data in await cursor.fetchall():
+            credentials = json.loads(data).get("credentials")
+            if credentials is None:
+                continue
+            if credentials["key_id"] == sealer.current_key_id:
+                current += 1
+                continue
+            node = codec.decode_node(node_id, int(revision), data, sealer)
+            document = codec.encode_node(node, sealer)
+            await conn.execute(
+                "UPDATE nodes SET data = %s::jsonb WHERE id = %s", (document, node_id)
+            )
+            resealed += 1
+        return ResealReport(resealed, current, sealer.current_key_id)
+
+    async def vacuum(conn: Connection) -> None:
+        await conn.execute("VACUUM nodes")
+
+    report = await store.transaction(rewrite, "node", logged=False)
+    await store.run(vacuum)
+    return report

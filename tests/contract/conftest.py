@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +28,13 @@ from controller.models import (
 from controller.store import open_store
 from controller.store.base import ResourceKind, Store, Table
 
+from . import postgres_server
+
 # The store implementations under test, each with the URL of a new, empty store in a test's
 # temporary directory. Testing another implementation is one more line here.
 STORE_URLS: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda tmp_path: f"sqlite:///{tmp_path / 'a67.db'}",
+    "postgres": lambda tmp_path: postgres_server.database_url(),
 }
 
 CREATE_TIME = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -135,6 +138,13 @@ class OpenStores:
             # The test may have closed it already; closing again may then raise this.
             with contextlib.suppress(UnavailableError):
                 await self.current.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_session() -> Iterator[None]:
+    """Stops the PostgreSQL server at the end of the session, if a test started one."""
+    yield
+    postgres_server.stop()
 
 
 @pytest.fixture(params=sorted(STORE_URLS))

@@ -134,6 +134,11 @@ def test_an_explicit_store_url_is_kept_whatever_the_data_dir() -> None:
     assert config.store_url == "sqlite:///other.db"
 
 
+def test_a_postgresql_store_url_is_accepted() -> None:
+    url = "postgresql://a67:secret@db.internal:5432/a67?sslmode=verify-full"
+    assert parse_config([], {"A67_STORE_URL": url}).store_url == url
+
+
 LISTEN_ADDRESSES = {
     "IPv4": ("10.1.2.3", "7000", "10.1.2.3:7000"),
     "IPv6 in brackets": ("::", "7000", "[::]:7000"),
@@ -181,7 +186,7 @@ INVALID: dict[str, tuple[dict[str, str], str]] = {
         "A67_MAX_MESSAGE_BYTES",
     ),
     "a message limit with a unit": ({"A67_MAX_MESSAGE_BYTES": "16MB"}, "A67_MAX_MESSAGE_BYTES"),
-    "a postgres store url": ({"A67_STORE_URL": "postgresql://db/a67"}, "A67_STORE_URL"),
+    "a mysql store url": ({"A67_STORE_URL": "mysql://db/a67"}, "A67_STORE_URL"),
     "a store url without a scheme": ({"A67_STORE_URL": "/tmp/a.db"}, "A67_STORE_URL"),
     "a port of 5000 digits": ({"PORT": "9" * 5000}, "PORT"),
 }

@@ -448,3 +448,18 @@ def test_the_error_message_lists_every_violation() -> None:
     message = str(caught.value)
     assert "deployment.name: is required" in message
     assert "deployment.replicas: must be between 0 and 1000" in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"endpoint": "a\x00b"}, "node.endpoint"),
+        ({"labels": frozen_map({"zone": "a\x00"})}, "node.labels['zone']"),
+    ],
+    ids=["endpoint", "label value"],
+)
+def test_a_nul_character_is_refused_by_every_store(changes: dict[str, Any], field: str) -> None:
+    # PostgreSQL's JSONB cannot hold U+0000; refusing it here keeps the stores interchangeable.
+    with pytest.raises(InvalidArgumentError) as caught:
+        validate_node(replace(NODE, **changes))
+    assert [v.field for v in caught.value.violations] == [field]

@@ -1,0 +1,391 @@
+"""The shared store: PostgreSQL, for several controller replicas on one database.
+
+Writes run at READ COMMITTED in one transaction each, and each write transaction that logs a
+change first takes one transaction-scoped advisory lock (`WRITE_LOCK`). Writers are therefore
+serialized across every replica, like SQLite's single writer: a revision is taken from the
+change log's sequence and committed before the next writer takes its own, so the change log
+becomes visible in revision order and a watcher resuming after revision N never misses a change
+that commits later with a smaller revision. The revision check of `update` and `delete` reads
+the row with `SELECT ... FOR UPDATE`, so it also holds for a writer that does not take the lock
+(heartbeats, re-encryption). Heartbeats lock their rows in id order, as `update_many` does, so
+the two cannot deadlock; a transaction that still fails to serialize is retried.
+
+One connection for now: calls take turns on it (an asyncio lock, first come first served), which
+is also how `close` waits for the writes in progress. A broken connection is reopened on the
+next call; the call that saw it break raises UnavailableError."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
+from controller.models import Deployment, Node
+from controller.store import codec
+from controller.store.base import Change, RequestKey, RequestRecord, ResourceKind, T
+from controller.store.postgres_migrations import MIGRATIONS
+from controller.store.sealing import PlaintextSealer, Sealer
+
+R = TypeVar("R")
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+# pg_advisory_xact_lock keys (any 64-bit numbers unique to this application).
+WRITE_LOCK = 0x0A67_0001
+MIGRATION_LOCK = 0x0A67_0002
+# Attempts of a transaction that PostgreSQL aborted to serialize it (deadlock, serialization).
+ATTEMPTS = 5
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class _Layout(Generic[T]):
+    """How one kind maps to its table: indexed columns beside the JSON document."""
+
+    kind: ResourceKind
+    table: str
+    columns: Callable[[T], dict[str, str]]
+    encode: Callable[[T], str]
+    decode: Callable[[str, int, str], T]
+
+
+class PostgresStore:
+    """`Store` on a PostgreSQL database (`postgresql://user@host:port/dbname?...`, any libpq
+    connection URL). The database must exist; the schema is created on open."""
+
+    def __init__(self, url: str, sealer: Sealer | None = None) -> None:
+        self.url = url
+        self.sealer: Sealer = sealer or PlaintextSealer()
+        sealer = self.sealer
+        self._conn: Connection | None = None
+        self._open = False
+        self._turn = asyncio.Lock()
+        self._nodes = PostgresTable[Node](
+            self,
+            _Layout(
+                kind="node",
+                table="nodes",
+                columns=lambda n: {
+                    "status": n.status.value,
+                    "provider": n.provider,
+                    "region": n.region,
+                },
+                encode=lambda n: codec.encode_node(n, sealer),
+                decode=lambda i, r, d: codec.decode_node(i, r, d, sealer),
+            ),
+        )
+        self._deployments = PostgresTable[Deployment](
+            self,
+            _Layout(
+                kind="deployment",
+                table="deployments",
+                columns=lambda d: {"status": d.status.value, "name": d.name},
+                encode=codec.encode_deployment,
+                decode=codec.decode_deployment,
+            ),
+        )
+
+    @property
+    def nodes(self) -> PostgresTable[Node]:
+        return self._nodes
+
+    @property
+    def deployments(self) -> PostgresTable[Deployment]:
+        return self._deployments
+
+    async def open(self) -> None:
+        conn = await self._connect()
+        try:
+            await _migrate(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self._open = True
+
+    async def _connect(self) -> Connection:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.OperationalError as exc:
+            raise UnavailableError(f"cannot connect to the PostgreSQL store: {exc}") from exc
+
+    async def close(self) -> None:
+        async with self._turn:
+            if not self._open:
+                return
+            self._open = False
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    async def _connection(self) -> Connection:
+        """The open connection (reopened if it broke). Call only in your turn."""
+        if not self._open:
+            raise UnavailableError("the store is closed")
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._connect()
+        return self._conn
+
+    async def run(self, fn: Callable[[Connection], Awaitable[R]]) -> R:
+        """Runs `fn(connection)` in this call's turn, each statement on its own (reads).
+        Raises UnavailableError once closed or if the database cannot be reached."""
+        async with self._turn:
+            conn = await self._connection()
+            try:
+                return await fn(conn)
+            except psycopg.OperationalError as exc:
+                raise UnavailableError(f"the PostgreSQL store failed: {exc}") from exc
+
+    async def transaction(
+        self, fn: Callable[[Connection], Awaitable[R]], kind: str, *, logged: bool = True
+    ) -> R:
+        """Runs `fn(connection)` in one transaction, after taking the write lock if `logged`
+        (the transaction writes the change log). A unique-key clash becomes AlreadyExistsError;
+        a transaction aborted to serialize it is retried."""
+        async with self._turn:
+            for attempt in range(1, ATTEMPTS + 1):
+                conn = await self._connection()
+                try:
+                    async with conn.transaction():
+                        if logged:
+                            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        return await fn(conn)
+                except pg_errors.UniqueViolation as exc:
+                    raise AlreadyExistsError(
+                        f"a {kind} with the same id or name already exists"
+                    ) from exc
+                except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected):
+                    if attempt == ATTEMPTS:
+                        raise
+                except psycopg.OperationalError as exc:
+                    raise UnavailableError(f"the PostgreSQL store failed: {exc}") from exc
+            raise AssertionError("unreachable")
+
+    async def revision(self) -> int:
+        async def query(conn: Connection) -> int:
+            cursor = await conn.execute("SELECT coalesce(max(revision), 0) FROM changes")
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self.run(query)
+
+    async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
+        async def query(conn: Connection) -> list[Change]:
+            cursor = await conn.execute(
+                "SELECT revision, kind, resource_id, deleted FROM changes"
+                " WHERE revision > %s ORDER BY revision LIMIT %s",
+                (revision, limit),
+            )
+            return [Change(int(r[0]), r[1], r[2], bool(r[3])) for r in await cursor.fetchall()]
+
+        return await self.run(query)
+
+    async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
+        ids = sorted(times)
+        stamps = [times[node_id].isoformat() for node_id in ids]
+
+        async def write(conn: Connection) -> None:
+            # Lock in id order first (as update_many does), then set every time in one statement.
+            await conn.execute(
+                "SELECT id FROM nodes WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,)
+            )
+            await conn.execute(
+                "UPDATE nodes SET data = jsonb_set(nodes.data, '{last_heartbeat_time}',"
+                " to_jsonb(t.time)) FROM unnest(%s::text[], %s::text[]) AS t(id, time)"
+                " WHERE nodes.id = t.id",
+                (ids, stamps),
+            )
+
+        if ids:
+            await self.transaction(write, "node", logged=False)
+
+
+class PostgresTable(Generic[T]):
+    """`Table` for one kind. Each write is one transaction with its change-log row; the change
+    row and the resource row are written by one statement (a data-modifying CTE)."""
+
+    def __init__(self, store: PostgresStore, layout: _Layout[T]) -> None:
+        self._store = store
+        self._layout: _Layout[T] = layout
+
+    async def get(self, resource_id: str) -> T | None:
+        table = self._layout.table
+
+        async def query(conn: Connection) -> T | None:
+            cursor = await conn.execute(
+                f"SELECT revision, data::text FROM {table} WHERE id = %s", (resource_id,)
+            )
+            row = await cursor.fetchone()
+            return self._layout.decode(resource_id, int(row[0]), row[1]) if row else None
+
+        return await self._store.run(query)
+
+    async def list_all(self) -> list[T]:
+        table = self._layout.table
+
+        async def query(conn: Connection) -> list[T]:
+            cursor = await conn.execute(f"SELECT id, revision, data::text FROM {table} ORDER BY id")
+            rows = await cursor.fetchall()
+            return [self._layout.decode(r[0], int(r[1]), r[2]) for r in rows]
+
+        return await self._store.run(query)
+
+    async def create(self, resource: T, request: RequestKey | None = None) -> T:
+        layout = self._layout
+
+        async def write(conn: Connection) -> int:
+            if request and await self._find_request(conn, request.request_id):
+                raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
+            columns: dict[str, object] = {"id": resource.id, **layout.columns(resource)}
+            names = ", ".join(["revision", *columns, "data"])
+            marks = ", ".join(["c.revision", *("%s" for _ in columns), "%s::jsonb"])
+            cursor = await conn.execute(
+                f"WITH c AS ({_LOG_CHANGE}) INSERT INTO {layout.table} ({names})"
+                f" SELECT {marks} FROM c RETURNING revision",
+                (layout.kind, resource.id, False, *columns.values(), layout.encode(resource)),
+            )
+            revision = await _returned(cursor)
+            if request:
+                await conn.execute(
+                    "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (layout.table, request.request_id, request.fingerprint, resource.id),
+                )
+            return revision
+
+        revision = await self._store.transaction(write, layout.kind)
+        return replace(resource, revision=revision)
+
+    async def update(self, resource: T, expect_revision: int) -> T:
+        async def write(conn: Connection) -> int:
+            await self._check_revision(conn, resource.id, expect_revision)
+            return await self._write_update(conn, resource)
+
+        revision = await self._store.transaction(write, self._layout.kind)
+        return replace(resource, revision=revision)
+
+    async def _write_update(self, conn: Connection, resource: T) -> int:
+        """Logs the change and writes the row (which the caller has locked and checked)."""
+        layout = self._layout
+        columns: dict[str, str] = layout.columns(resource)
+        assignments = ", ".join(
+            ["revision = c.revision", *(f"{name} = %s" for name in columns), "data = %s::jsonb"]
+        )
+        cursor = await conn.execute(
+            f"WITH c AS ({_LOG_CHANGE}) UPDATE {layout.table} SET {assignments}"
+            f" FROM c WHERE id = %s RETURNING {layout.table}.revision",
+            (
+                layout.kind,
+                resource.id,
+                False,
+                *columns.values(),
+                layout.encode(resource),
+                resource.id,
+            ),
+        )
+        return await _returned(cursor)
+
+    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+        table = self._layout.table
+
+        async def write(conn: Connection) -> list[T | None]:
+            # Lock every row in id order (concurrent batches cannot deadlock), then write those
+            # still at the caller's revision.
+            cursor = await conn.execute(
+                f"SELECT id, revision FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                (sorted({r.id for r in resources}),),
+            )
+            stored = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+            results: list[T | None] = []
+            for resource in resources:
+                if stored.get(resource.id) != resource.revision:
+                    results.append(None)
+                    continue
+                revision = await self._write_update(conn, resource)
+                stored[resource.id] = revision
+                results.append(replace(resource, revision=revision))
+            return results
+
+        if not resources:
+            return []
+        return await self._store.transaction(write, self._layout.kind)
+
+    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+        layout = self._layout
+
+        async def write(conn: Connection) -> int:
+            await self._check_revision(conn, resource_id, expect_revision)
+            cursor = await conn.execute(
+                f"WITH c AS ({_LOG_CHANGE}),"
+                f" d AS (DELETE FROM {layout.table} WHERE id = %s)"
+                " SELECT revision FROM c",
+                (layout.kind, resource_id, True, resource_id),
+            )
+            return await _returned(cursor)
+
+        return await self._store.transaction(write, layout.kind)
+
+    async def find_request(self, request_id: str) -> RequestRecord | None:
+        return await self._store.run(lambda conn: self._find_request(conn, request_id))
+
+    async def _find_request(self, conn: Connection, request_id: str) -> RequestRecord | None:
+        cursor = await conn.execute(
+            "SELECT fingerprint, resource_id FROM requests WHERE scope = %s AND request_id = %s",
+            (self._layout.table, request_id),
+        )
+        row = await cursor.fetchone()
+        return RequestRecord(row[0], row[1]) if row else None
+
+    async def _check_revision(self, conn: Connection, resource_id: str, expect: int | None) -> None:
+        """Locks the row until the transaction ends and checks its revision."""
+        cursor = await conn.execute(
+            f"SELECT revision FROM {self._layout.table} WHERE id = %s FOR UPDATE", (resource_id,)
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFoundError(self._layout.kind, resource_id)
+        if expect is not None and row[0] != expect:
+            kind = self._layout.kind
+            raise ConflictError(f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}")
+
+
+# Appends one row to the change log; parameters: kind, resource id, deleted.
+_LOG_CHANGE = (
+    "INSERT INTO changes (kind, resource_id, deleted) VALUES (%s, %s, %s) RETURNING revision"
+)
+
+
+async def _returned(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> int:
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _migrate(conn: Connection) -> None:
+    """Applies the pending migrations, each in the transaction that records it. Replicas that
+    start together take turns (an advisory lock), so each migration runs once."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version    INTEGER     PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+        row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise UnavailableError(
+                f"the PostgreSQL store is at schema version {version}, newer than this"
+                f" controller knows ({len(MIGRATIONS)}); upgrade the controller"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))

@@ -1,0 +1,47 @@
+"""The PostgreSQL schema, as an ordered list of migrations. The `schema_version` table records
+which have been applied; append new migrations, never edit applied ones.
+
+The shape mirrors `sqlite_migrations.py`: the change log's identity column is the revision (a
+sequence, so it never goes backwards or repeats, even after deletes and restarts; gaps left by
+rolled-back transactions are allowed), and each resource table has its indexed columns beside a
+JSONB document. Ids sort
+bytewise (COLLATE "C"), as in SQLite, whatever the database's locale."""
+
+MIGRATIONS: list[str] = [
+    # 1: nodes, deployments, the change log (its identity column is the revision) and
+    # idempotency keys.
+    """
+    CREATE TABLE changes (
+        revision    BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind        TEXT    NOT NULL,
+        resource_id TEXT    NOT NULL,
+        deleted     BOOLEAN NOT NULL
+    );
+    CREATE TABLE nodes (
+        id       TEXT   COLLATE "C" PRIMARY KEY,
+        revision BIGINT NOT NULL,
+        status   TEXT   NOT NULL,
+        provider TEXT   NOT NULL,
+        region   TEXT   NOT NULL,
+        data     JSONB  NOT NULL
+    );
+    CREATE INDEX nodes_by_status ON nodes (status, id);
+    CREATE INDEX nodes_by_provider ON nodes (provider, id);
+    CREATE INDEX nodes_by_region ON nodes (region, id);
+    CREATE TABLE deployments (
+        id       TEXT   COLLATE "C" PRIMARY KEY,
+        revision BIGINT NOT NULL,
+        name     TEXT   COLLATE "C" NOT NULL UNIQUE,
+        status   TEXT   NOT NULL,
+        data     JSONB  NOT NULL
+    );
+    CREATE INDEX deployments_by_status ON deployments (status, id);
+    CREATE TABLE requests (
+        scope       TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        PRIMARY KEY (scope, request_id)
+    );
+    """,
+]
