@@ -43,6 +43,11 @@ class Config:
     max_message_bytes: int = _setting(
         16 * 1024 * 1024, "A67_MAX_MESSAGE_BYTES", "largest request message accepted"
     )
+    metrics_port: int = _setting(
+        0,
+        "A67_METRICS_PORT",
+        "port of the Prometheus /metrics endpoint, on the gRPC host; 0: off (9464 is usual)",
+    )
 
     heartbeat_interval_s: float = _setting(
         5.0, "A67_HEARTBEAT_INTERVAL_S", "how often agents must send a heartbeat"
@@ -174,6 +179,13 @@ class Config:
                 raise ConfigError(f"{f.metadata['env']} must be a finite number, not {value}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"PORT must be between 0 and 65535, not {self.port}")
+        if not 0 <= self.metrics_port <= 65535 or (
+            self.metrics_port and self.metrics_port == self.port
+        ):
+            raise ConfigError(
+                f"A67_METRICS_PORT must be between 0 (off) and 65535 and differ from PORT, "
+                f"not {self.metrics_port}"
+            )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
                 f"LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}"
@@ -200,8 +212,10 @@ class Config:
             raise ConfigError(
                 "A67_EVICTION_RATE_PER_S must be in (0, 1000], A67_STOP_TIMEOUT_S in [0, 86400]"
             )
-        if not self.store_url.startswith(("sqlite://",)):
-            raise ConfigError(f"A67_STORE_URL must start with sqlite://, not {self.store_url!r}")
+        if not self.store_url.startswith(("sqlite://", "postgresql://")):
+            raise ConfigError(
+                f"A67_STORE_URL must start with sqlite:// or postgresql://, not {self.store_url!r}"
+            )
         self._validate_security()
 
     def _validate_liveness(self) -> None:

@@ -2,7 +2,8 @@
 health, reflection and the request interceptor.
 
 Shutdown order (SIGTERM/SIGINT): health turns NOT_SERVING so balancers stop routing here; the
-server refuses new RPCs and gives in-flight ones `shutdown_grace_s`; then the store closes, after
+server refuses new RPCs and gives in-flight ones `shutdown_grace_s`; the metrics endpoint (on
+while the grace runs, so the shutdown itself is visible) stops; then the store closes, after
 the last RPC that could write to it."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controller.api.watch import Watch
 from controller.api.watch_events import DeploymentEvents, NodeEvents
 from controller.clock import Clock, SystemClock
 from controller.config import Config
+from controller.metrics import Exporter, StateSource
 from controller.models import PlacementStrategy
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.liveness import LivenessSettings
@@ -71,12 +73,18 @@ class Controller:
         self.nodes.on_transition.append(self.deployments.changed.set)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
+        self.metrics: Exporter | None = None
+        if config.metrics_port:
+            source = StateSource(self.nodes.stats, self.deployments.stats)
+            self.metrics = Exporter(config.host, config.metrics_port, source)
         self._server: aio.Server | None = None
 
     async def start(self) -> None:
         await self.store.open()
         await self.nodes.load()
         await self.deployments.load(self.nodes.revision)
+        if self.metrics is not None:
+            self.metrics.start()  # first: a taken port stops the start before gRPC serves
         server = aio.server(
             interceptors=[RequestInterceptor(), self.security.interceptor()],
             options=server_options(self.config),
@@ -120,6 +128,8 @@ class Controller:
         self.deployments.events.close()
         if server is not None:
             await server.stop(self.config.shutdown_grace_s)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.store.close()
 
 
@@ -185,6 +195,7 @@ async def serve(config: Config) -> None:
             "fields": {
                 "address": config.host,
                 "port": controller.port,
+                "metrics_port": controller.metrics.port if controller.metrics else 0,
                 "store": controller.store.__class__.__name__,
                 "nodes": controller.nodes.stats().total,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -26,6 +26,7 @@ from automator67.v1 import heartbeat_pb2 as hb
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 
+from controller import metrics
 from controller.api.convert import (
     REPORTABLE_STATES_PB,
     assignment_spec_pb,
@@ -99,6 +100,8 @@ class HeartbeatStream:
         fields = {"node_id": node.id, "session_id": session.id, "agent": hello.agent_version}
         log.info("heartbeat stream opened", extra={"fields": fields})
         reason, planned = "heartbeat stream broke", False
+        ended = "broken"  # the reason label of automator67_heartbeat_stream_ends_total
+        metrics.HEARTBEAT_STREAMS_OPEN.inc()
         reader: asyncio.Future[None] | None = None
         lifetime = asyncio.get_running_loop().call_later(
             self._settings.max_age_s * random.uniform(0.9, 1.1),
@@ -133,7 +136,9 @@ class HeartbeatStream:
                     session.assignments_changed.clear()
                     await send(self._assignments(node.id))
             if reader.done():
+                ended = "error"
                 reader.result()  # a bad beat raises here
+                ended = "agent_closed"
                 reason = "agent closed its heartbeat stream"
                 log.info("heartbeat stream closed by agent", extra={"fields": fields})
                 return
@@ -141,10 +146,14 @@ class HeartbeatStream:
             await asyncio.gather(reader, return_exceptions=True)
             stop = session.stopped.result()
             if stop.kind is StopKind.REPLACED:
+                ended = "replaced"
                 raise ConflictError(stop.reason)
             await context.write(hb.HeartbeatResponse(reconnect=hb.Reconnect(reason=stop.reason)))
             reason, planned = stop.reason, True
+            ended = "reconnect"
         finally:
+            metrics.HEARTBEAT_STREAMS_OPEN.dec()
+            metrics.HEARTBEAT_STREAM_ENDS.labels(ended).inc()
             lifetime.cancel()
             if reader is not None and not reader.done():
                 reader.cancel()
@@ -195,6 +204,7 @@ class HeartbeatStream:
             _Bucket(s.burst, s.rate_factor / s.interval_s, self._clock) if s.rate_factor else None
         )
         last_sequence = -1
+        received_beat = metrics.HEARTBEATS.inc  # bound once: a beat costs one unlabelled inc()
         async for request in requests:
             if request.WhichOneof("kind") != "beat":
                 raise InvalidArgumentError.single("beat", "after hello, only beats may be sent")
@@ -209,6 +219,7 @@ class HeartbeatStream:
                 raise ResourceExhaustedError(
                     f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)"
                 )
+            received_beat()
             self._nodes.beat(node_id)
             if beat.replicas:  # level-triggered: applying an unchanged report changes nothing
                 self._deployments.report(node_id, [report_of(r) for r in beat.replicas])

@@ -1,5 +1,6 @@
 """The request interceptor: every RPC gets a request id, domain errors become statuses through
 `status.py`, and anything unexpected becomes INTERNAL (logged with the id, shown without detail).
+Each finished RPC is counted by method and code, and unary ones timed (`controller/metrics.py`).
 
 It wraps each method handler instead of the servicers, so servicers hold no error handling and
 health and reflection get request ids too."""
@@ -19,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from controller import metrics
 from controller.api import status
 from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap
 from controller.errors import ControllerError, InvalidArgumentError
@@ -49,17 +51,31 @@ class RequestInterceptor(ServerInterceptor):
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
         streaming = handler.response_streaming
+        unary = not (streaming or handler.request_streaming)
+        counted = metrics.rpc_metrics(method)  # label children, bound once per method
         return rewrap(
-            handler, lambda behavior: _wrap(behavior, method, metadata, streaming=streaming)
+            handler,
+            lambda behavior: _wrap(
+                behavior, method, metadata, streaming=streaming, unary=unary, counted=counted
+            ),
         )
 
 
-def _wrap(behavior: Behavior, method: str, metadata: Any, *, streaming: bool) -> Behavior:
+def _wrap(
+    behavior: Behavior,
+    method: str,
+    metadata: Any,
+    *,
+    streaming: bool,
+    unary: bool,
+    counted: metrics.RpcMetrics,
+) -> Behavior:
     async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id = request_id_of(metadata)
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         outcome = "OK"
+        code = "OK"  # the status the caller sees, for the metrics
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             result = behavior(request, context)
@@ -74,28 +90,30 @@ def _wrap(behavior: Behavior, method: str, metadata: Any, *, streaming: bool) ->
                 await result
             return None
         except ControllerError as exc:
-            code = status.code_of(exc)
-            outcome = code.name
+            outcome = code = status.code_of(exc).name
             failure = {"method": method, "code": outcome, "error": str(exc)}
             log.info("rpc failed", extra={"fields": failure})
             await _abort(context, status.to_status(exc))
         except DecodeError:  # a request that is not the message it claims to be
-            outcome = "INVALID_ARGUMENT"
+            outcome = code = "INVALID_ARGUMENT"
             log.info("malformed request", extra={"fields": {"method": method}})
             malformed = InvalidArgumentError.single("request", "not a valid protobuf message")
             await _abort(context, status.to_status(malformed))
         except aio.AbortError:
             outcome = "ABORTED_BY_HANDLER"
+            code = metrics.code_name(context.code())
             raise
         except asyncio.CancelledError:
-            outcome = "CANCELLED"
+            outcome = code = "CANCELLED"
             raise
         except Exception:
-            outcome = "INTERNAL"
+            outcome = code = "INTERNAL"
             log.exception("rpc crashed", extra={"fields": {"method": method}})
             await _abort(context, status.internal_status(request_id))
         finally:
-            elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+            elapsed_s = time.perf_counter() - start
+            counted.done(code, elapsed_s, unary=unary)
+            elapsed_ms = round(elapsed_s * 1000, 3)
             fields: dict[str, object] = {"method": method, "code": outcome, "ms": elapsed_ms}
             log.debug("rpc done", extra={"fields": fields})
             request_id_var.reset(token)

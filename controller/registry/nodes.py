@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from controller import metrics
 from controller.clock import Clock
 from controller.errors import NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus, Resources
@@ -174,6 +175,7 @@ class NodeRegistry:
                 }
             },
         )
+        metrics.node_transition(node.status.value, transition.status.value)
         now = self._clock.now()
         seen = self.liveness.last_seen(node.id) or node.last_heartbeat_time
         self._nodes.stage(

@@ -16,10 +16,19 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from controller import metrics
 from controller.clock import Clock
-from controller.models import Capabilities, NodeStatus, PlacementStrategy, ReplicaState, Resources
+from controller.models import (
+    Capabilities,
+    NodeStatus,
+    PlacementStrategy,
+    Replica,
+    ReplicaState,
+    Resources,
+)
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import nodes_of
@@ -143,12 +152,14 @@ class Scheduler:
         )
         touched = self._deployments.drain_touched_nodes()
         removable: list[str] = []
+        placements = 0
         for dep in deployments:
             new, remove = reconcile(dep, ctx)
             if remove:
                 removable.append(dep.id)
             if new is not dep:
                 self._deployments.stage(new)
+                placements += _placements(dep.replica_set, new.replica_set)
             if new.replica_set != dep.replica_set or new.spec_version != dep.spec_version:
                 touched |= nodes_of(dep.replica_set) | nodes_of(new.replica_set)
         await self._deployments.persist()
@@ -160,6 +171,9 @@ class Scheduler:
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
         self._sessions.assignments_changed(touched)
         self.passes += 1
+        if placements:
+            metrics.SCHEDULER_PLACEMENTS.inc(placements)
+        metrics.SCHEDULER_PASS_DURATION.observe(time.perf_counter() - started)
         log.debug(
             "scheduling pass",
             extra={
@@ -169,6 +183,12 @@ class Scheduler:
                 }
             },
         )
+
+
+def _placements(old: Iterable[Replica], new: Iterable[Replica]) -> int:
+    """Replicas newly assigned to a node: (index, node) pairs in `new` that `old` lacks."""
+    before = {(r.index, r.node_id) for r in old if r.node_id}
+    return sum(1 for r in new if r.node_id and (r.index, r.node_id) not in before)
 
 
 def _capacity(caps: Capabilities) -> Resources:

@@ -216,6 +216,8 @@ async def test_delete_with_a_stale_etag_is_aborted_and_keeps_the_deployment(
     )
 
     assert error.code() == grpc.StatusCode.ABORTED
+    # Once the scheduler has seen both, their etags hold still.
+    await wait_for_view(deployment_stub, lambda view: all(scheduled(d) for d in view.values()))
     kept = await deployment_stub.GetDeployment(pb.GetDeploymentRequest(deployment_id=created.id))
     assert users_part(kept.deployment) == users_part(created)
     await deployment_stub.DeleteDeployment(
