@@ -9,6 +9,7 @@ the last RPC that could write to it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -188,6 +189,12 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await controller.start()
+    # The store's nodes and deployments, the registries and grpc live as long as the process:
+    # moving them out of the collector's reach keeps full collections short (a full collection
+    # of a 10,000-node heap stalled the loop for ~1 s); young collections run less often too.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     controller.security.log_summary()
     log.info(
         "serving",

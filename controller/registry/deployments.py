@@ -209,6 +209,9 @@ class DeploymentRegistry:
             if replica.node_id == node_id
         ]
 
+    def count(self) -> int:
+        return len(self._deployments.index)
+
     def stats(self) -> DeploymentStats:
         by_status: Counter[str] = Counter()
         requested = placed = 0

@@ -49,6 +49,7 @@ class SchedulerSettings:
     eviction_burst: int = 10
     stop_timeout_s: float = 30.0
     tick_s: float = 1.0
+    min_pass_interval_s: float = 0.05
 
 
 class Evictions:
@@ -118,6 +119,9 @@ class Scheduler:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._settings.tick_s)
+            # A pass costs O(nodes): let a burst of changes (a fleet connecting) accumulate
+            # instead of running one pass per change and starving the event loop.
+            await asyncio.sleep(self._settings.min_pass_interval_s)
             wake.clear()
             try:
                 await self.run_once()
@@ -127,6 +131,8 @@ class Scheduler:
     async def run_once(self) -> None:
         """One reconciliation pass over every deployment."""
         started = time.perf_counter()
+        if not self._deployments.count():
+            return  # nothing to place or move: skip the O(nodes) snapshot
         nodes = self._nodes.latest()
         status = {node.id: node.status for node in nodes}
         self._evictions.paused = self._nodes.liveness.self_suspected
