@@ -1,225 +1,265 @@
-"""Simulated fleet: N agents, each with its own heartbeat stream, beating every T seconds, against
-a controller this script starts (or one at --target). Reports beats/s, ack latency percentiles,
-and the controller's CPU and RSS from /proc.
+"""Heartbeat fleet, paced: N simulated agents, each holding one real heartbeat stream to a real
+controller and beating every T seconds, spread over several client processes and many
+connections; side by side with etcd's LeaseKeepAlive at the same N (the anchor), same client.
 
-    python scripts/bench/fleet.py --agents 1000 --interval-s 1 --duration-s 30
+    python scripts/bench/fleet.py --agents 10000 --interval-s 10 --duration-s 30 --runs 3
 
-The controller runs as its own process with its own data dir; every process started is stopped.
-Not part of the test suite (tests/e2e/test_bench_smoke.py runs it tiny so that it never rots)."""
+Reports streams held, beats/s, ack latency p50/p99/p99.9, the server's CPU and RSS (from /proc),
+RSS per stream, errors and reconnects, the client processes' CPU, and the ratios to etcd.
+Also the home of the controller's side of every stream scenario (its driver and registration)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import queue
-import random
-import subprocess
+import dataclasses
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import grpc
+import common
+import etcd
+import report
+import streams
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as ns
 from automator67.v1 import node_service_pb2_grpc as nsg
+from grpc import aio
 
 if TYPE_CHECKING:
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-south-1")
+PROVIDERS = ("render", "fly", "bare-metal")
+TIERS = ("web", "batch", "gpu")
 
 
-@dataclass
-class Tally:
-    latencies: list[float] = field(default_factory=list)
-    beats: int = 0
-    errors: int = 0
-    streams: int = 0
+class ControllerStream:
+    """One agent's heartbeat stream: hello, then beats; each beat returns on its ack."""
+
+    def __init__(self, stub: NodeServiceAsyncStub, node_id: str, token: str) -> None:
+        self._stub = stub
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._hello = hb.HeartbeatRequest(
+            hello=hb.AgentHello(node_id=node_id, agent_version="bench", drivers=["simulated"])
+        )
+        self._call: aio.StreamStreamCall[hb.HeartbeatRequest, hb.HeartbeatResponse] | None = None
+        self._sequence = 0
+
+    async def open(self) -> None:
+        self._call = self._stub.Heartbeat(None, metadata=self._metadata)  # written via write()
+        await self._call.write(self._hello)
+        while await self._next() != "session":
+            pass  # nothing else comes before the session
+
+    async def beat(self) -> None:
+        assert self._call is not None
+        self._sequence += 1
+        load = hb.NodeLoad(cpu_percent=12.5, memory_used_gb=1.5, disk_used_gb=10)
+        await self._call.write(
+            hb.HeartbeatRequest(beat=hb.Beat(sequence=self._sequence, load=load))
+        )
+        while (kind := await self._next()) != "ack":
+            if kind == "reconnect":
+                raise streams.StreamEndedError("the controller asked to reconnect")
+
+    async def _next(self) -> str:
+        assert self._call is not None
+        response = await self._call.read()
+        if response is streams.EOF:
+            raise streams.StreamEndedError("the controller ended the stream")
+        assert isinstance(response, hb.HeartbeatResponse)
+        return response.WhichOneof("kind") or ""
+
+    def cancel(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+class ControllerDriver:
+    def stream(self, channel: aio.Channel, ident: str, token: str) -> ControllerStream:
+        return ControllerStream(nsg.NodeServiceStub(channel), ident, token)
 
 
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def start_controller(data_dir: Path, interval_s: float) -> tuple[subprocess.Popen[str], str]:
-    """Starts a controller on a free port; its stderr is drained by a thread (a full pipe would
-    stall it) and the port read from its "serving" log line."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "controller",
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        "--heartbeat-interval-s",
-        str(interval_s),
-    ]
-    proc = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "LOG_LEVEL": "info"}
+def node(i: int) -> node_pb2.Node:
+    """A simulated node; regions, providers and tiers vary so that filters select a part."""
+    return node_pb2.Node(
+        provider=PROVIDERS[i % len(PROVIDERS)],
+        endpoint=f"https://sim-{i}.bench.invalid",
+        region=REGIONS[(i // 3) % len(REGIONS)],
+        labels={"tier": TIERS[(i // 12) % len(TIERS)]},
+        capabilities=node_pb2.Capabilities(cpu_cores=4, memory_gb=8, disk_gb=50),
     )
-    ports: queue.Queue[int] = queue.Queue()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if '"serving"' in line:
-                ports.put(json.loads(line)["port"])
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        return proc, f"127.0.0.1:{ports.get(timeout=30)}"
-    except queue.Empty:
-        proc.kill()
-        raise RuntimeError("the controller did not start") from None
 
 
-async def register(stub: NodeServiceAsyncStub, count: int) -> list[str]:
-    caps = node_pb2.Capabilities(cpu_cores=4, memory_gb=8)
-    ids: list[str] = []
-    for start in range(0, count, 200):
-        batch = [
-            stub.RegisterNode(
-                ns.RegisterNodeRequest(
-                    node=node_pb2.Node(provider="sim", endpoint=f"sim-{i}", capabilities=caps)
-                )
-            )
-            for i in range(start, min(count, start + 200))
-        ]
-        ids += [r.node.id for r in await asyncio.gather(*batch)]
-    return ids
-
-
-async def agent(
-    stub: NodeServiceAsyncStub, node_id: str, interval_s: float, stop: asyncio.Event, tally: Tally
-) -> None:
-    sent: dict[int, float] = {}
-
-    async def requests() -> AsyncIterator[hb.HeartbeatRequest]:
-        yield hb.HeartbeatRequest(hello=hb.AgentHello(node_id=node_id, agent_version="bench"))
-        await asyncio.sleep(random.uniform(0, interval_s))  # spread the fleet over the interval
-        sequence = 0
-        while not stop.is_set():
-            sequence += 1
-            sent[sequence] = time.perf_counter()
-            yield hb.HeartbeatRequest(
-                beat=hb.Beat(sequence=sequence, load=hb.NodeLoad(cpu_percent=10))
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-
-    call = stub.Heartbeat(requests())
-    try:
-        async for response in call:
-            if response.WhichOneof("kind") == "session":
-                tally.streams += 1
-            elif response.WhichOneof("kind") == "ack":
-                started = sent.pop(response.ack.sequence, None)
-                if started is not None:
-                    tally.latencies.append(time.perf_counter() - started)
-                    tally.beats += 1
-    except grpc.aio.AioRpcError:
-        if not stop.is_set():
-            tally.errors += 1
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def run(args: argparse.Namespace, target: str, pid: int | None) -> dict[str, float]:
-    channels = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(args.connections)
-    ]
+async def register_nodes(
+    address: str,
+    count: int,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    concurrency: int = 64,
+) -> tuple[list[str], list[str]]:
+    """Registers `count` nodes; returns their ids and agent tokens (empty strings without auth)."""
+    channels = [aio.insecure_channel(address, options=streams.CHANNEL_OPTIONS) for _ in range(4)]
     stubs = [nsg.NodeServiceStub(c) for c in channels]
-    ids = await register(stubs[0], args.agents)
-    stop = asyncio.Event()
-    tally = Tally()
-    tasks = [
-        asyncio.create_task(agent(stubs[i % len(stubs)], node_id, args.interval_s, stop, tally))
-        for i, node_id in enumerate(ids)
-    ]
-    await asyncio.sleep(args.warmup_s)
-    tally.latencies.clear()
-    beats0 = tally.beats
-    cpu0 = proc_cpu_s(pid) if pid else 0.0
-    own0 = time.process_time()
-    t0 = time.perf_counter()
-    await asyncio.sleep(args.duration_s)
-    elapsed = time.perf_counter() - t0
-    beats = tally.beats - beats0
-    result = {
-        "agents": args.agents,
-        "streams": tally.streams,
-        "interval_s": args.interval_s,
-        "beats_per_s": round(beats / elapsed, 1),
-        "ack_p50_ms": round(percentile(tally.latencies, 0.5) * 1000, 2),
-        "ack_p99_ms": round(percentile(tally.latencies, 0.99) * 1000, 2),
-        "ack_p999_ms": round(percentile(tally.latencies, 0.999) * 1000, 2),
-        "errors": tally.errors,
-        "client_cpu_pct": round((time.process_time() - own0) / elapsed * 100, 1),
-    }
-    if pid:
-        cpu = proc_cpu_s(pid) - cpu0
-        result["controller_cpu_pct"] = round(cpu / elapsed * 100, 1)
-        result["controller_cpu_us_per_beat"] = round(cpu / max(beats, 1) * 1e6, 1)
-        result["controller_rss_mb"] = round(proc_rss_mb(pid), 1)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels:
-        await channel.close(None)
+    ids: list[str] = [""] * count
+    tokens: list[str] = [""] * count
+    next_index = 0
+
+    async def registrar(stub: NodeServiceAsyncStub) -> None:
+        nonlocal next_index
+        while next_index < count:
+            i, next_index = next_index, next_index + 1
+            reply = await stub.RegisterNode(
+                ns.RegisterNodeRequest(node=node(i), request_id=f"bench-{i}"),
+                timeout=60,
+                metadata=metadata,
+            )
+            ids[i], tokens[i] = reply.node.id, reply.agent_token
+
+    try:
+        await asyncio.gather(*(registrar(stubs[i % len(stubs)]) for i in range(concurrency)))
+    finally:
+        for channel in channels:
+            await channel.close(None)
+    return ids, tokens if any(tokens) else []
+
+
+def controller_target(
+    server_args: Sequence[str],
+    *,
+    restored: bool = False,
+    log_level: str = "info",
+    gc_stats: bool = False,
+) -> streams.Target:
+    """The controller, with `n` nodes registered through RegisterNode (their agent tokens kept).
+
+    `restored`: the fleet is then marked READY in the store and the controller restarted on it,
+    as after a restart with a live fleet: the streams then open without a status transition.
+    (A fresh fleet's first connections each wake the scheduler, whose pass costs O(nodes): see
+    docs/benchmarks.md. `restored` measures the steady state at N without that storm.)
+    `gc_stats`: the controller runs through gcstats.py, which logs its long collections."""
+
+    @contextlib.contextmanager
+    def session(tmp: Path, count: int) -> Iterator[tuple[common.Server, streams.Prepared]]:
+        with common.controller(tmp, server_args, log_level=log_level, gc_stats=gc_stats) as server:
+            started = time.perf_counter()
+            ids, tokens = asyncio.run(register_nodes(server.address, count, server.metadata))
+            seconds = time.perf_counter() - started
+            if not restored:
+                yield server, streams.Prepared(ids, tokens, {}, seconds)
+                return
+        marked = asyncio.run(mark_ready(tmp / "data"))
+        common.log(f"  marked {marked} nodes READY in the store; restarting the controller")
+        with common.controller(tmp, server_args, log_level=log_level, gc_stats=gc_stats) as server:
+            yield server, streams.Prepared(ids, tokens, {}, seconds)
+
+    return streams.Target("controller", "fleet:ControllerDriver", session)
+
+
+async def mark_ready(data_dir: Path) -> int:
+    """Marks every node READY through the store's contract (controller/store/base.py), with the
+    controller stopped."""
+    from controller.models import NodeStatus
+    from controller.store import open_store
+
+    store = open_store(f"sqlite:///{data_dir / 'controller.db'}")
+    await store.open()
+    try:
+        nodes = await store.nodes.list_all()
+        ready = [dataclasses.replace(n, status=NodeStatus.READY) for n in nodes]
+        written = await store.nodes.update_many(ready)
+        return sum(1 for n in written if n is not None)
+    finally:
+        await store.close()
+
+
+def paced_server_args(interval_s: float) -> list[str]:
+    """The controller as deployed, with the agents' interval."""
+    return ["--heartbeat-interval-s", f"{interval_s:g}"]
+
+
+def paced(
+    agents: int,
+    settings: streams.Settings,
+    runs: int,
+    *,
+    anchor: bool,
+    restored: bool = False,
+    gc_stats: bool = False,
+) -> dict[str, Any]:
+    """The paced scenario at one N: the controller, then etcd (if `anchor`), and the ratios."""
+    args = paced_server_args(settings.interval_s)
+    target = controller_target(args, restored=restored, gc_stats=gc_stats)
+    ours = streams.measure(target, agents, settings, runs, gc_stats=gc_stats)
+    result: dict[str, Any] = {"agents": agents, "fleet": "restored" if restored else "fresh"}
+    result["controller"] = ours
+    if anchor:
+        theirs = streams.measure(
+            etcd.etcd_target(ttl_s=3 * settings.interval_s), agents, settings, runs
+        )
+        result["etcd"] = theirs
+        result["ratios"] = streams.ratios(ours, theirs)
     return result
 
 
-def main() -> int:
+def add_fleet_arguments(parser: argparse.ArgumentParser, *, interval_s: float) -> None:
+    parser.add_argument("--agents", type=int, nargs="+", default=[1000], help="one run set per N")
+    parser.add_argument("--interval-s", type=float, default=interval_s)
+    parser.add_argument("--duration-s", type=float, default=20.0, help="the measured window")
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=3, help="client processes")
+    parser.add_argument("--streams-per-connection", type=int, default=50)
+    parser.add_argument("--no-anchor", action="store_true", help="skip etcd")
+    parser.add_argument(
+        "--restored",
+        action="store_true",
+        help="controller: mark the fleet READY and restart before the streams open",
+    )
+    parser.add_argument("--open-timeout-s", type=float, default=300.0)
+    parser.add_argument(
+        "--gc-stats", action="store_true", help="log the controller's long garbage collections"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def settings_from(args: argparse.Namespace, mode: str) -> streams.Settings:
+    return streams.Settings(
+        mode=mode,
+        interval_s=args.interval_s,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        workers=args.workers,
+        streams_per_connection=args.streams_per_connection,
+        open_timeout_s=args.open_timeout_s,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--agents", type=int, default=1000)
-    parser.add_argument("--interval-s", type=float, default=1.0)
-    parser.add_argument("--duration-s", type=float, default=20.0)
-    parser.add_argument("--warmup-s", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=20)
-    parser.add_argument("--target", help="an already running controller (CPU/RSS not measured)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, target = (
-            (None, args.target) if args.target else start_controller(Path(tmp), args.interval_s)
-        )
-        try:
-            idle_rss = proc_rss_mb(proc.pid) if proc else 0.0
-            result = asyncio.run(run(args, target, proc.pid if proc else None))
-            if proc:
-                result["controller_idle_rss_mb"] = round(idle_rss, 1)
-        finally:
-            if proc:
-                proc.terminate()
-                proc.wait(timeout=30)
-    print(json.dumps(result, indent=2))
+    add_fleet_arguments(parser, interval_s=10.0)
+    args = parser.parse_args(argv)
+    common.install_signal_handlers()
+    anchor = not args.no_anchor and etcd.available()
+    settings = settings_from(args, "paced")
+    results = [
+        paced(n, settings, args.runs, anchor=anchor, restored=args.restored, gc_stats=args.gc_stats)
+        for n in args.agents
+    ]
+    print(report.fleet_table("Heartbeat fleet, paced", results))
+    if args.json:
+        common.write_json(args.json, {"machine": common.machine(), "fleet_paced": results})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)

@@ -3,18 +3,23 @@ pure functions the scheduler runs (`reconcile` -> `place`), with no I/O.
 
     python scripts/bench/placement.py --nodes 10000 --deployments 1000 --replicas 3
 
-Prints a JSON line: placements per second for the whole pass (snapshot build included) and
-for placement alone."""
+Prints a markdown table: placements per second for the whole pass (snapshot build included),
+median, min and max of `--runs` passes."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import common
+import report
 
 from controller.models import (
     Deployment,
@@ -66,27 +71,21 @@ def deployments(count: int, replicas: int, rng: random.Random, now: datetime) ->
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--nodes", type=int, default=10_000)
-    parser.add_argument("--deployments", type=int, default=1_000)
-    parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=67)
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
+def placement(
+    nodes: int, deployments_n: int, replicas: int, runs: int, seed: int = 67
+) -> dict[str, Any]:
+    """Placements per second over `runs` passes (snapshot build included)."""
+    rng = random.Random(seed)
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    nodes = fleet(args.nodes, rng)
+    views = fleet(nodes, rng)
     rates = []
-    for _ in range(args.runs):
-        deps = deployments(args.deployments, args.replicas, rng, now)
+    for _ in range(runs):
+        deps = deployments(deployments_n, replicas, rng, now)
         started = time.perf_counter()
         ctx = Context(
             now=now,
-            snapshot=Snapshot(nodes, {}),
-            node_status={n.id: n.status for n in nodes}.get,
+            snapshot=Snapshot(views, {}),
+            node_status={n.id: n.status for n in views}.get,
             may_evict=lambda _node: True,
             default_strategy=PlacementStrategy.SPREAD,
             rng=rng,
@@ -95,22 +94,32 @@ def main() -> int:
         for dep in deps:
             new, _ = reconcile(dep, ctx)
             placed += sum(1 for r in new.replica_set if r.node_id)
-        elapsed = time.perf_counter() - started
-        rates.append(placed / elapsed)
-    rates.sort()
-    print(
-        json.dumps(
-            {
-                "nodes": args.nodes,
-                "deployments": args.deployments,
-                "replicas_each": args.replicas,
-                "placements_per_s_median": round(rates[len(rates) // 2]),
-                "placements_per_s_min": round(rates[0]),
-                "placements_per_s_max": round(rates[-1]),
-                "runs": args.runs,
-            }
-        )
+        rates.append(placed / (time.perf_counter() - started))
+    return {
+        "nodes": nodes,
+        "deployments": deployments_n,
+        "replicas_each": replicas,
+        "runs": runs,
+        "placements_per_s": {k: round(v) for k, v in common.spread(rates).items()},
+        "per_run": [round(r) for r in rates],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--deployments", type=int, default=1_000)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=67)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = placement(args.nodes, args.deployments, args.replicas, args.runs, args.seed)
+    print(report.placement_table(result))
+    if args.json:
+        common.write_json(args.json, {"machine": common.machine(), "placement": result})
     return 0
 
 

@@ -1,0 +1,174 @@
+"""Markdown tables of the scenarios' results. Each cell is `median (min-max)` over the runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from common import fmt, markdown_table, med
+
+FLEET_HEADERS = (
+    "N",
+    "server",
+    "streams held",
+    "beats/s",
+    "ack p50 ms",
+    "ack p99 ms",
+    "ack p99.9 ms",
+    "server CPU %",
+    "server CPU us/beat",
+    "server RSS MB",
+    "RSS/stream KB",
+    "client CPU %",
+    "errors / reconnects / lost",
+)
+
+
+def fleet_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for result in results:
+        for side in ("controller", "etcd"):
+            r = result.get(side)
+            if not r:
+                continue
+            problems = (
+                f"{fmt(r['errors'], 0)} / {fmt(r['reconnects'], 0)} / {fmt(r['lost_beats'], 0)}"
+            )
+            rows.append(
+                [
+                    f"{result['agents']:,}",
+                    side,
+                    fmt(r["streams_open"], 0),
+                    fmt(r["beats_per_s"], 0),
+                    fmt(r["ack_p50_ms"], 2),
+                    fmt(r["ack_p99_ms"], 2),
+                    fmt(r["ack_p999_ms"], 2),
+                    fmt(r["server_cpu_pct"], 1),
+                    fmt(r["server_cpu_us_per_beat"], 0),
+                    fmt(r["server_rss_mb"], 0),
+                    fmt(r["rss_per_stream_kb"], 1),
+                    fmt(r["client_cpu_pct"], 0),
+                    problems,
+                ]
+            )
+        ratios = result.get("ratios")
+        if ratios:
+            rows.append(
+                [
+                    f"{result['agents']:,}",
+                    "**controller / etcd**",
+                    "",
+                    _x(ratios["beats_per_s"]),
+                    "",
+                    _x(ratios["ack_p99"]),
+                    "",
+                    "",
+                    _x(ratios["cpu_per_beat"]),
+                    "",
+                    _x(ratios["rss_per_stream"]),
+                    "",
+                    "",
+                ]
+            )
+    return rows
+
+
+def _x(value: float) -> str:
+    return "n/a" if value != value else f"**{value:.2f}x**"
+
+
+def fleet_table(title: str, results: Sequence[Mapping[str, Any]]) -> str:
+    text = f"### {title}\n\n" + markdown_table(FLEET_HEADERS, fleet_rows(results)) + "\n"
+    gc = [
+        f"N={r['agents']:,}: {fmt(c['gc_pauses_over_100ms'], 0)} pauses over 100 ms, "
+        f"longest {fmt(c['gc_pause_max_ms'], 0)} ms, {fmt(c['gc_pause_total_ms'], 0)} ms in all"
+        for r in results
+        if "gc_pause_max_ms" in (c := r.get("controller") or {})
+    ]
+    if gc:
+        text += "\nController garbage collections in the window (gcstats.py): " + "; ".join(gc)
+        text += ".\n"
+    return text
+
+
+def unary_table(result: Mapping[str, Any]) -> str:
+    headers = (
+        "call",
+        "load",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "server CPU %",
+        "server CPU us/call",
+        "client CPU %",
+        "errors",
+    )
+    rows = []
+    for name, r in result["calls"].items():
+        for load in ("paced", "saturated"):
+            x = r.get(load)
+            if not x:
+                continue
+            rows.append(
+                [
+                    name,
+                    load if load == "saturated" else f"paced {result['paced_rate']:g}/s",
+                    fmt(x["requests_per_s"], 0),
+                    fmt(x["p50_ms"], 2),
+                    fmt(x["p99_ms"], 2),
+                    fmt(x["p999_ms"], 2),
+                    fmt(x["server_cpu_pct"], 1),
+                    fmt(x["server_cpu_us_per_call"], 0),
+                    fmt(x["client_cpu_pct"], 0),
+                    fmt(x["errors"], 0),
+                ]
+            )
+    title = f"### Unary calls, {result['nodes']:,} nodes registered\n\n"
+    idle = ""
+    if "idle_cpu_pct" in result:
+        idle = (
+            f"\nIdle (no calls, no streams) with these nodes: {result['idle_cpu_pct']:.1f}% CPU, "
+            f"RSS {result['rss_mb']:.0f} MB.\n"
+        )
+    return title + markdown_table(headers, rows) + "\n" + idle
+
+
+def startup_table(result: Mapping[str, Any]) -> str:
+    headers = ("exec to SERVING ms", "idle RSS MB", "runs")
+    rows = [
+        [fmt(result["exec_to_serving_ms"], 0), fmt(result["idle_rss_mb"], 1), str(result["runs"])]
+    ]
+    return "### Start-up (empty store)\n\n" + markdown_table(headers, rows) + "\n"
+
+
+def placement_table(result: Mapping[str, Any]) -> str:
+    headers = ("nodes", "deployments", "replicas each", "placements/s (whole pass)", "runs")
+    rows = [
+        [
+            f"{result['nodes']:,}",
+            f"{result['deployments']:,}",
+            str(result["replicas_each"]),
+            fmt(result["placements_per_s"], 0),
+            str(result["runs"]),
+        ]
+    ]
+    return (
+        "### Placement (scheduler's pure functions, no I/O)\n\n"
+        + markdown_table(headers, rows)
+        + "\n"
+    )
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def targets_table(rows: Sequence[tuple[str, str, str, bool | None]]) -> str:
+    headers = ("target (issue 6)", "goal", "measured (median)", "")
+    body = [[name, goal, measured, verdict(ok)] for name, goal, measured, ok in rows]
+    return "### Against the issue's targets\n\n" + markdown_table(headers, body) + "\n"
+
+
+def median_of(value: Any) -> float:
+    return med(value)

@@ -1,0 +1,469 @@
+"""The load generator behind every stream scenario: N long-lived bidirectional streams spread
+over several client processes and many connections, each stream beating either on a schedule
+(paced) or as soon as its previous beat is acknowledged (closed loop).
+
+What a stream speaks is a `Driver` (the controller's Heartbeat, etcd's LeaseKeepAlive), named as
+"module:Class" so that each spawned client process builds its own. The client is the same for
+every server, so that the comparison is between the servers.
+
+    parent                              client process (one of --workers)
+    ------                              ---------------------------------
+    spawn(idents slice) --------------> open M channels, open its streams
+                        <-------------- ("opened", ...)       streams start beating
+    (all opened + warmup)
+    ("window", start, end) -----------> records beats scheduled in [start, end)
+    samples /proc at start and end
+                        <-------------- ("result", counts, latencies)    at end + grace
+
+Latency is measured from the time a beat was *scheduled* to the time its ack arrived, so a server
+that stalls shows up in the percentiles instead of silently slowing the senders (no coordinated
+omission). Every client process is joined, and killed if it does not end in time."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import importlib
+import multiprocessing
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Protocol
+
+import common
+import grpc
+from grpc import aio
+
+# Several channels to one address share one TCP connection unless each has its own subchannel
+# pool; a fleet of agents has one connection each (or a few per client process here).
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+# The end-of-stream sentinel of `read()`; grpc-stubs does not declare it.
+EOF: Any = aio.EOF  # type: ignore[attr-defined]
+
+
+class StreamEndedError(Exception):
+    """The server ended the stream (EOF, a Reconnect, an expired lease)."""
+
+
+class Stream(Protocol):
+    async def open(self) -> None:
+        """Opens the stream and completes its handshake."""
+
+    async def beat(self) -> None:
+        """Sends one beat and returns when it is acknowledged."""
+
+    def cancel(self) -> None: ...
+
+
+class Driver(Protocol):
+    def stream(self, channel: aio.Channel, ident: str, token: str) -> Stream: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "paced"  # or "closed"
+    interval_s: float = 10.0  # paced: each stream beats this often
+    duration_s: float = 20.0  # the measured window
+    warmup_s: float = 5.0  # after every stream is open, before the window
+    workers: int = 3  # client processes
+    streams_per_connection: int = 50
+    open_concurrency: int = 100  # stream opens in flight per client process
+    open_timeout_s: float = 300.0  # streams not open by then are left out (and reported)
+    grace_s: float = 2.0  # after the window, for the acks of its last beats
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    driver: str  # "module:Class"
+    driver_args: dict[str, Any]
+    address: str
+    idents: list[str]
+    tokens: list[str]
+    settings: Settings
+    seed: int
+
+
+@dataclass
+class _Tally:
+    open_now: int = 0
+    opened_total: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    sent_in_window: int = 0
+    acked_in_window: int = 0
+    latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
+    window: tuple[float, float] = (float("inf"), float("inf"))
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def in_window(self, t: float) -> bool:
+        return self.window[0] <= t < self.window[1]
+
+    def error(self, exc: BaseException) -> None:
+        self.errors += 1
+        kind = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+
+def load_driver(spec: str, args: dict[str, Any]) -> Driver:
+    module, _, name = spec.partition(":")
+    driver: Driver = getattr(importlib.import_module(module), name)(**args)
+    return driver
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of one client process."""
+    try:
+        asyncio.run(_worker(spec, conn))
+    finally:
+        conn.close()
+
+
+async def _worker(spec: WorkerSpec, conn: Connection) -> None:
+    s = spec.settings
+    rng = random.Random(spec.seed)
+    driver = load_driver(spec.driver, spec.driver_args)
+    connections = max(1, -(-len(spec.idents) // s.streams_per_connection))
+    channels = [
+        aio.insecure_channel(spec.address, options=CHANNEL_OPTIONS) for _ in range(connections)
+    ]
+    streams = [
+        driver.stream(channels[i % connections], ident, spec.tokens[i] if spec.tokens else "")
+        for i, ident in enumerate(spec.idents)
+    ]
+    tally = _Tally()
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(s.open_concurrency)
+    started = time.monotonic()
+
+    async def open_one(stream: Stream) -> bool:
+        async with gate:
+            try:
+                await asyncio.wait_for(stream.open(), 60)
+            except (grpc.RpcError, StreamEndedError, TimeoutError) as exc:
+                tally.error(exc)
+                return False
+            tally.open_now += 1
+            tally.opened_total += 1
+            return True
+
+    # Opening is bounded: streams not open by the deadline are left out of the run (and
+    # reported), so that a server that opens streams slowly still gets measured.
+    opening = [asyncio.create_task(open_one(st)) for st in streams]
+    await asyncio.wait(opening, timeout=s.open_timeout_s)
+    for pending in opening:
+        pending.cancel()
+    await asyncio.gather(*opening, return_exceptions=True)
+    opened = [t.done() and not t.cancelled() and t.result() for t in opening]
+    conn.send(("opened", sum(opened), len(opened) - sum(opened), time.monotonic() - started))
+    tasks = [
+        asyncio.create_task(_run_stream(st, True, s, tally, rng.uniform(0, s.interval_s)))
+        for st, ok in zip(streams, opened, strict=True)
+        if ok
+    ]
+    open_at_end = 0
+    try:
+        message = await loop.run_in_executor(None, conn.recv)
+        if message[0] != "window":
+            return
+        tally.window = (message[1], message[2])
+        await asyncio.sleep(max(0.0, tally.window[1] - time.monotonic()))
+        open_at_end = tally.open_now
+        await asyncio.sleep(s.grace_s)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for st in streams:
+            st.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*(c.close(None) for c in channels)), 10)
+    result = {
+        "open_at_end": open_at_end,
+        "opened_total": tally.opened_total,
+        "errors": tally.errors,
+        "error_kinds": tally.error_kinds,
+        "reconnects": tally.reconnects,
+        "sent_in_window": tally.sent_in_window,
+        "acked_in_window": tally.acked_in_window,
+    }
+    await loop.run_in_executor(None, conn.send, ("result", result, tally.latencies.tobytes()))
+
+
+async def _run_stream(
+    stream: Stream, is_open: bool, s: Settings, tally: _Tally, phase_s: float
+) -> None:
+    """Beats until cancelled; reopens the stream (after a jittered pause) when it breaks."""
+    paced = s.mode == "paced"
+    next_at = time.monotonic() + (phase_s if paced else 0.0)
+    while True:
+        if not is_open:
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+            try:
+                await asyncio.wait_for(stream.open(), 60)
+            except (grpc.RpcError, StreamEndedError, TimeoutError) as exc:
+                tally.error(exc)
+                continue
+            is_open = True
+            tally.open_now += 1
+            tally.reconnects += 1
+            next_at = max(next_at, time.monotonic())
+        if paced:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            scheduled = next_at
+            next_at += s.interval_s  # keeps the schedule even when the server falls behind
+        else:
+            scheduled = time.monotonic()
+        counted = tally.in_window(scheduled)
+        if counted:
+            tally.sent_in_window += 1
+        try:
+            await stream.beat()
+        except (grpc.RpcError, StreamEndedError) as exc:
+            tally.error(exc)
+            tally.open_now -= 1
+            is_open = False
+            stream.cancel()
+            continue
+        if counted:
+            tally.acked_in_window += 1
+            tally.latencies.append(time.monotonic() - scheduled)
+
+
+# The parent side
+
+
+@dataclass
+class FleetRun:
+    """What the parent measured around one run of the fleet."""
+
+    streams_open: int = 0
+    open_s: float = 0.0
+    beats_per_s: float = 0.0
+    ack_p50_ms: float = float("nan")
+    ack_p99_ms: float = float("nan")
+    ack_p999_ms: float = float("nan")
+    lost_beats: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    server_cpu_pct: float = 0.0
+    server_cpu_us_per_beat: float = float("nan")
+    server_rss_mb: float = 0.0
+    rss_per_stream_kb: float = float("nan")
+    client_cpu_pct: float = 0.0
+    client_cpu_us_per_beat: float = float("nan")
+    window_wall: tuple[float, float] = (0.0, 0.0)  # the window in wall-clock seconds
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+def split(items: Sequence[str], parts: int) -> list[list[str]]:
+    return [list(items[i::parts]) for i in range(parts) if items[i::parts]]
+
+
+def run_fleet(
+    server: common.Server,
+    driver: str,
+    driver_args: dict[str, Any],
+    idents: Sequence[str],
+    tokens: Sequence[str],
+    settings: Settings,
+    baseline_rss_mb: float,
+) -> FleetRun:
+    """Runs the fleet against `server` once and measures it. `baseline_rss_mb` is the server's RSS
+    before any stream was opened (after registration), for RSS per stream."""
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+    slices = split(idents, settings.workers)
+    token_slices = split(tokens, settings.workers) if tokens else [[] for _ in slices]
+    pipes: list[Connection] = []
+    procs: list[multiprocessing.process.BaseProcess] = []
+    deadline = time.monotonic() + settings.open_timeout_s + 120  # spawning, channels
+    try:
+        for i, (part, part_tokens) in enumerate(zip(slices, token_slices, strict=True)):
+            parent_end, child_end = ctx.Pipe()
+            spec = WorkerSpec(driver, driver_args, server.address, part, part_tokens, settings, i)
+            child = ctx.Process(target=worker_main, args=(spec, child_end), daemon=True)
+            child.start()
+            child_end.close()
+            pipes.append(parent_end)
+            procs.append(child)
+        opened = [expect(p, "opened", deadline, server) for p in pipes]
+        run = FleetRun(streams_open=sum(m[1] for m in opened), open_s=max(m[3] for m in opened))
+        start = time.monotonic() + settings.warmup_s
+        end = start + settings.duration_s
+        for p in pipes:
+            p.send(("window", start, end))
+        pids = [p.pid for p in procs if p.pid is not None]
+        sleep_until(start)
+        server_cpu0, client_cpu0 = common.cpu_seconds(server.pid), common.cpu_of(pids)
+        wall0 = time.time()
+        sleep_until(end)
+        run.window_wall = (wall0, time.time())
+        server_cpu = common.cpu_seconds(server.pid) - server_cpu0
+        client_cpu = common.cpu_of(pids) - client_cpu0
+        run.server_rss_mb = common.rss_mb(server.pid)
+        results = [expect(p, "result", end + settings.grace_s + 60, server) for p in pipes]
+    finally:
+        for p in pipes:
+            with contextlib.suppress(OSError):
+                p.send(("stop",))
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(10)
+        for p in pipes:
+            p.close()
+    latencies = array.array("d")
+    for _, counts, raw in results:
+        latencies.frombytes(raw)
+        run.errors += counts["errors"]
+        run.reconnects += counts["reconnects"]
+        run.lost_beats += counts["sent_in_window"] - counts["acked_in_window"]
+        for kind, n in counts["error_kinds"].items():
+            run.error_kinds[kind] = run.error_kinds.get(kind, 0) + n
+    held = sum(counts["open_at_end"] for _, counts, _ in results)
+    run.streams_open = min(run.streams_open, held)
+    ordered = sorted(latencies)
+    beats = len(ordered)
+    run.beats_per_s = beats / settings.duration_s
+    run.ack_p50_ms = common.percentile(ordered, 0.5) * 1000
+    run.ack_p99_ms = common.percentile(ordered, 0.99) * 1000
+    run.ack_p999_ms = common.percentile(ordered, 0.999) * 1000
+    run.server_cpu_pct = server_cpu / settings.duration_s * 100
+    run.client_cpu_pct = client_cpu / settings.duration_s * 100
+    if beats:
+        run.server_cpu_us_per_beat = server_cpu / beats * 1e6
+        run.client_cpu_us_per_beat = client_cpu / beats * 1e6
+    if held:
+        run.rss_per_stream_kb = (run.server_rss_mb - baseline_rss_mb) * 1024 / held
+    return run
+
+
+def sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def expect(pipe: Connection, kind: str, deadline: float, server: common.Server) -> Any:
+    """The next message of `kind` from a client process, waiting until `deadline`."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"a client process sent no {kind!r} in time")
+        if not server.alive():
+            raise RuntimeError(f"{server.name} died during the run:\n{server.log_tail()}")
+        if wait([pipe], min(left, 1.0)):
+            try:
+                message = pipe.recv()
+            except EOFError:
+                raise RuntimeError(f"a client process ended before {kind!r}") from None
+            if message[0] == kind:
+                return message
+
+
+# Scenarios: one target (a server and how to prepare it), several runs
+
+
+@dataclass
+class Prepared:
+    """What a target's preparation made: one ident (node id, lease id) per stream."""
+
+    idents: list[str]
+    tokens: list[str]
+    driver_args: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server under test: `session(workdir, n)` starts it, prepares `n` idents (nodes, leases)
+    and yields both; it stops the server on exit."""
+
+    name: str
+    driver: str  # "module:Class", built in each client process
+    session: Callable[[Path, int], AbstractContextManager[tuple[common.Server, Prepared]]]
+
+
+def measure(
+    target: Target, agents: int, settings: Settings, runs: int, *, gc_stats: bool = False
+) -> dict[str, Any]:
+    """`runs` fresh runs (a new server each time, with fresh data) of `agents` streams; the
+    median, min and max of each figure, and each run's figures under `per_run`. `gc_stats`: the
+    server logs its long garbage collections (gcstats.py); their count and length in the window
+    are added."""
+    results: list[dict[str, Any]] = []
+    for run in range(runs):
+        common.log(f"{target.name}: {settings.mode} {agents} streams, run {run + 1}/{runs}")
+        with common.workdir(target.name) as tmp, target.session(tmp, agents) as (server, prep):
+            common.log(f"  prepared {agents} in {prep.seconds:.1f}s")
+            time.sleep(1.0)  # let the preparation's garbage settle before the baseline
+            baseline = common.rss_mb(server.pid)
+            fleet = run_fleet(
+                server,
+                target.driver,
+                prep.driver_args,
+                prep.idents,
+                prep.tokens,
+                settings,
+                baseline,
+            )
+            if gc_stats:
+                pauses = common.gc_pauses(server.log_path, *fleet.window_wall)
+        result = fleet.as_dict()
+        del result["window_wall"]
+        if gc_stats:
+            result.update(pauses)
+        result["streams_wanted"] = agents
+        result["prepared_rss_mb"] = round(baseline, 1)
+        result["prepare_per_s"] = round(agents / max(prep.seconds, 1e-9), 1)
+        result["load_average_1m"] = common.load_average()[0]
+        common.log(
+            f"  {result['streams_open']} open in {result['open_s']:.1f}s, "
+            f"{result['beats_per_s']:.0f} beats/s, p99 {result['ack_p99_ms']:.1f} ms, "
+            f"server {result['server_cpu_pct']:.0f}% CPU {result['server_rss_mb']:.0f} MB, "
+            f"client {result['client_cpu_pct']:.0f}% CPU, errors {result['errors']}"
+        )
+        results.append(result)
+    summary = common.aggregate(results)
+    summary["error_kinds"] = _merge_kinds(r["error_kinds"] for r in results)
+    summary.update(target=target.name, agents=agents, mode=settings.mode)
+    summary["settings"] = vars(settings).copy()
+    summary["per_run"] = results
+    return summary
+
+
+def _merge_kinds(kinds: Iterable[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for k in kinds:
+        for name, n in k.items():
+            merged[name] = merged.get(name, 0) + n
+    return merged
+
+
+def ratios(ours: dict[str, Any], anchor: dict[str, Any]) -> dict[str, float]:
+    """Ours / anchor for the figures the issue compares (below 1 is better for all but beats/s)."""
+    return {
+        "cpu_per_beat": common.ratio(
+            ours.get("server_cpu_us_per_beat"), anchor.get("server_cpu_us_per_beat")
+        ),
+        "rss_per_stream": common.ratio(
+            ours.get("rss_per_stream_kb"), anchor.get("rss_per_stream_kb")
+        ),
+        "ack_p99": common.ratio(ours.get("ack_p99_ms"), anchor.get("ack_p99_ms")),
+        "beats_per_s": common.ratio(ours.get("beats_per_s"), anchor.get("beats_per_s")),
+    }
