@@ -157,6 +157,8 @@ class HeartbeatStream:
             lifetime.cancel()
             if reader is not None and not reader.done():
                 reader.cancel()
+            elif reader is not None and not reader.cancelled():
+                reader.exception()  # retrieved: an ack that failed as the agent left is no news
             if self._sessions.close(session):
                 self._nodes.stream_closed(node.id, reason, planned=planned)
 

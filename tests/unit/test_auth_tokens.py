@@ -192,3 +192,35 @@ def test_verify_only_keys_cannot_issue(tmp_path: Path) -> None:
 
 def test_unverified_claims_of_junk_are_empty() -> None:
     assert unverified_claims("junk") == {}
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = keys_of(tmp_path, "ed25519")
+    verifier = TokenVerifier(keys, SETTINGS)
+    token = signed(keys, exp=int(time.time()) + 60)
+    calls: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        calls.append("decode")
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    first, second = verifier.verify(token), verifier.verify(token)
+    assert first == second and calls == ["decode"]  # the second call was remembered
+
+    later = time.time() + 120  # past its exp by the cache's clock: verified in full again
+    monkeypatch.setattr(time, "time", lambda: later)
+    verifier.verify(token)  # (PyJWT keeps its own clock, for which it is still valid)
+    assert calls == ["decode", "decode"]
+
+
+def test_a_refused_token_is_never_remembered(tmp_path: Path) -> None:
+    keys = keys_of(tmp_path, "ed25519")
+    verifier = TokenVerifier(keys, SETTINGS)
+    token = tampered(keys)
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            verifier.verify(token)
