@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from controller.models import (
     Capabilities,
@@ -25,7 +27,10 @@ from controller.models import (
     StatusChange,
     frozen_map,
 )
+from controller.store.base import ResourceKind
 from controller.store.sealing import Sealed, Sealer
+
+K = TypeVar("K", Node, Deployment)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -174,3 +179,33 @@ def _decode_replica(d: dict[str, Any]) -> Replica:
         superseded=d["superseded"],
         state_time=_parse_time(d["state_time"]),
     )
+
+
+@dataclass(frozen=True)
+class Layout(Generic[K]):
+    """How one kind maps to its table in every store: indexed columns beside the document."""
+
+    kind: ResourceKind
+    table: str
+    columns: Callable[[K], dict[str, str]]
+    encode: Callable[[K], str]
+    decode: Callable[[str, int, str], K]
+
+
+def node_layout(sealer: Sealer) -> Layout[Node]:
+    return Layout(
+        kind="node",
+        table="nodes",
+        columns=lambda n: {"status": n.status.value, "provider": n.provider, "region": n.region},
+        encode=lambda n: encode_node(n, sealer),
+        decode=lambda i, r, d: decode_node(i, r, d, sealer),
+    )
+
+
+DEPLOYMENT_LAYOUT: Layout[Deployment] = Layout(
+    kind="deployment",
+    table="deployments",
+    columns=lambda d: {"status": d.status.value, "name": d.name},
+    encode=encode_deployment,
+    decode=decode_deployment,
+)

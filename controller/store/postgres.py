@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -28,7 +28,7 @@ from psycopg import errors as pg_errors
 from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
 from controller.models import Deployment, Node
 from controller.store import codec
-from controller.store.base import Change, RequestKey, RequestRecord, ResourceKind, T
+from controller.store.base import Change, RequestKey, RequestRecord, T
 from controller.store.postgres_migrations import MIGRATIONS
 from controller.store.sealing import PlaintextSealer, Sealer
 
@@ -43,17 +43,6 @@ ATTEMPTS = 5
 CONNECT_TIMEOUT_S = 10
 
 
-@dataclass(frozen=True)
-class _Layout(Generic[T]):
-    """How one kind maps to its table: indexed columns beside the JSON document."""
-
-    kind: ResourceKind
-    table: str
-    columns: Callable[[T], dict[str, str]]
-    encode: Callable[[T], str]
-    decode: Callable[[str, int, str], T]
-
-
 class PostgresStore:
     """`Store` on a PostgreSQL database (`postgresql://user@host:port/dbname?...`, any libpq
     connection URL). The database must exist; the schema is created on open."""
@@ -65,30 +54,8 @@ class PostgresStore:
         self._conn: Connection | None = None
         self._open = False
         self._turn = asyncio.Lock()
-        self._nodes = PostgresTable[Node](
-            self,
-            _Layout(
-                kind="node",
-                table="nodes",
-                columns=lambda n: {
-                    "status": n.status.value,
-                    "provider": n.provider,
-                    "region": n.region,
-                },
-                encode=lambda n: codec.encode_node(n, sealer),
-                decode=lambda i, r, d: codec.decode_node(i, r, d, sealer),
-            ),
-        )
-        self._deployments = PostgresTable[Deployment](
-            self,
-            _Layout(
-                kind="deployment",
-                table="deployments",
-                columns=lambda d: {"status": d.status.value, "name": d.name},
-                encode=codec.encode_deployment,
-                decode=codec.decode_deployment,
-            ),
-        )
+        self._nodes = PostgresTable[Node](self, codec.node_layout(sealer))
+        self._deployments = PostgresTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
     @property
     def nodes(self) -> PostgresTable[Node]:
@@ -211,9 +178,9 @@ class PostgresTable(Generic[T]):
     """`Table` for one kind. Each write is one transaction with its change-log row; the change
     row and the resource row are written by one statement (a data-modifying CTE)."""
 
-    def __init__(self, store: PostgresStore, layout: _Layout[T]) -> None:
+    def __init__(self, store: PostgresStore, layout: codec.Layout[T]) -> None:
         self._store = store
-        self._layout: _Layout[T] = layout
+        self._layout: codec.Layout[T] = layout
 
     async def get(self, resource_id: str) -> T | None:
         table = self._layout.table

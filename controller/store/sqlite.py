@@ -10,7 +10,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -18,22 +18,11 @@ from typing import Generic, TypeVar
 from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
 from controller.models import Deployment, Node
 from controller.store import codec
-from controller.store.base import Change, RequestKey, RequestRecord, ResourceKind, T
+from controller.store.base import Change, RequestKey, RequestRecord, T
 from controller.store.sealing import PlaintextSealer, Sealer
 from controller.store.sqlite_migrations import MIGRATIONS
 
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class _Layout(Generic[T]):
-    """How one kind maps to its table: indexed columns beside the JSON document."""
-
-    kind: ResourceKind
-    table: str
-    columns: Callable[[T], dict[str, str]]
-    encode: Callable[[T], str]
-    decode: Callable[[str, int, str], T]
 
 
 class SQLiteStore:
@@ -44,30 +33,8 @@ class SQLiteStore:
         sealer = sealer or PlaintextSealer()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._nodes = SQLiteTable[Node](
-            self,
-            _Layout(
-                kind="node",
-                table="nodes",
-                columns=lambda n: {
-                    "status": n.status.value,
-                    "provider": n.provider,
-                    "region": n.region,
-                },
-                encode=lambda n: codec.encode_node(n, sealer),
-                decode=lambda i, r, d: codec.decode_node(i, r, d, sealer),
-            ),
-        )
-        self._deployments = SQLiteTable[Deployment](
-            self,
-            _Layout(
-                kind="deployment",
-                table="deployments",
-                columns=lambda d: {"status": d.status.value, "name": d.name},
-                encode=codec.encode_deployment,
-                decode=codec.decode_deployment,
-            ),
-        )
+        self._nodes = SQLiteTable[Node](self, codec.node_layout(sealer))
+        self._deployments = SQLiteTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
     @property
     def nodes(self) -> SQLiteTable[Node]:
@@ -143,9 +110,9 @@ class SQLiteStore:
 class SQLiteTable(Generic[T]):
     """`Table` for one kind. Each write is `BEGIN IMMEDIATE ... COMMIT` with its change-log row."""
 
-    def __init__(self, store: SQLiteStore, layout: _Layout[T]) -> None:
+    def __init__(self, store: SQLiteStore, layout: codec.Layout[T]) -> None:
         self._store = store
-        self._layout: _Layout[T] = layout
+        self._layout: codec.Layout[T] = layout
 
     async def get(self, resource_id: str) -> T | None:
         table = self._layout.table
