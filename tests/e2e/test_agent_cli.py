@@ -140,7 +140,9 @@ async def test_the_agent_registers_stops_cleanly_and_comes_back_as_the_same_node
             assert node.provider == "bare-metal" and node.capabilities.cpu_cores > 0
 
             # SIGTERM: the agent ends its request stream (a clean close, which the controller
-            # logs as such) and exits 0; the node turns SUSPECT at once.
+            # logs as such) and exits 0; the node turns SUSPECT at once. (Once its session is
+            # up: a SIGTERM while the stream is still opening cancels the call instead.)
+            agent.wait_for_line("heartbeat stream opened")
             assert await agent.signal_and_wait(signal.SIGTERM) == 0
             await next_node(watch, node.id, SUSPECT)
             closed = controller.log.wait_for(
