@@ -138,18 +138,17 @@ def etcd_target(ttl_s: float) -> streams.Target:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import fleet
     import report
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    fleet.add_fleet_arguments(parser, interval_s=10.0)
+    streams.add_fleet_arguments(parser, interval_s=10.0)
     parser.add_argument("--mode", choices=("paced", "closed"), default="paced")
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     common.require_etcd()
-    settings = fleet.settings_from(args, args.mode)
+    settings = streams.settings_from(args, args.mode)
     ttl_s = 3 * settings.interval_s if args.mode == "paced" else 60.0
     results = [
         {"agents": n, "etcd": streams.measure(etcd_target(ttl_s), n, settings, args.runs)}

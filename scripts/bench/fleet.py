@@ -207,48 +207,15 @@ def paced(
     return result
 
 
-def add_fleet_arguments(parser: argparse.ArgumentParser, *, interval_s: float) -> None:
-    parser.add_argument("--agents", type=int, nargs="+", default=[1000], help="one run set per N")
-    parser.add_argument("--interval-s", type=float, default=interval_s)
-    parser.add_argument("--duration-s", type=float, default=20.0, help="the measured window")
-    parser.add_argument("--warmup-s", type=float, default=5.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=3, help="client processes")
-    parser.add_argument("--streams-per-connection", type=int, default=50)
-    parser.add_argument("--no-anchor", action="store_true", help="skip etcd")
-    parser.add_argument(
-        "--restored",
-        action="store_true",
-        help="controller: mark the fleet READY and restart before the streams open",
-    )
-    parser.add_argument("--open-timeout-s", type=float, default=300.0)
-    parser.add_argument(
-        "--gc-stats", action="store_true", help="log the controller's long garbage collections"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results here")
-
-
-def settings_from(args: argparse.Namespace, mode: str) -> streams.Settings:
-    return streams.Settings(
-        mode=mode,
-        interval_s=args.interval_s,
-        duration_s=args.duration_s,
-        warmup_s=args.warmup_s,
-        workers=args.workers,
-        streams_per_connection=args.streams_per_connection,
-        open_timeout_s=args.open_timeout_s,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_fleet_arguments(parser, interval_s=10.0)
+    streams.add_fleet_arguments(parser, interval_s=10.0)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     anchor = not args.no_anchor and etcd.available()
-    settings = settings_from(args, "paced")
+    settings = streams.settings_from(args, "paced")
     results = [
         paced(n, settings, args.runs, anchor=anchor, restored=args.restored, gc_stats=args.gc_stats)
         for n in args.agents

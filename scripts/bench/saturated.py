@@ -65,10 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    fleet.add_fleet_arguments(parser, interval_s=SATURATED_INTERVAL_S)
+    streams.add_fleet_arguments(parser, interval_s=SATURATED_INTERVAL_S)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
-    settings = fleet.settings_from(args, "closed")
+    settings = streams.settings_from(args, "closed")
     anchor = not args.no_anchor and etcd.available()
     results = [
         saturated(

@@ -21,6 +21,7 @@ omission). Every client process is joined, and killed if it does not end in time
 
 from __future__ import annotations
 
+import argparse
 import array
 import asyncio
 import contextlib
@@ -467,3 +468,36 @@ def ratios(ours: dict[str, Any], anchor: dict[str, Any]) -> dict[str, float]:
         "ack_p99": common.ratio(ours.get("ack_p99_ms"), anchor.get("ack_p99_ms")),
         "beats_per_s": common.ratio(ours.get("beats_per_s"), anchor.get("beats_per_s")),
     }
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser, *, interval_s: float) -> None:
+    parser.add_argument("--agents", type=int, nargs="+", default=[1000], help="one run set per N")
+    parser.add_argument("--interval-s", type=float, default=interval_s)
+    parser.add_argument("--duration-s", type=float, default=20.0, help="the measured window")
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=3, help="client processes")
+    parser.add_argument("--streams-per-connection", type=int, default=50)
+    parser.add_argument("--no-anchor", action="store_true", help="skip etcd")
+    parser.add_argument(
+        "--restored",
+        action="store_true",
+        help="controller: mark the fleet READY and restart before the streams open",
+    )
+    parser.add_argument("--open-timeout-s", type=float, default=300.0)
+    parser.add_argument(
+        "--gc-stats", action="store_true", help="log the controller's long garbage collections"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def settings_from(args: argparse.Namespace, mode: str) -> Settings:
+    return Settings(
+        mode=mode,
+        interval_s=args.interval_s,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        workers=args.workers,
+        streams_per_connection=args.streams_per_connection,
+        open_timeout_s=args.open_timeout_s,
+    )
