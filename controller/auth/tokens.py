@@ -1,12 +1,18 @@
 """Bearer tokens: JWTs issued and verified with PyJWT, the algorithm pinned by the key.
 
 Claims: `iss`, `aud`, `sub` (a person or service; the node id for a node token), `role`, `iat`,
-`nbf`, `exp`, `jti`. Every one is required. The verifier accepts exactly one algorithm, the one
-its key was loaded for, so neither `alg: none` nor an algorithm switch (an RS256 public key
-used as an HS256 secret) can pass; the token's header is never trusted to choose."""
+`nbf`, `exp`, `jti`. Every one is required, with its JSON type: strings for `iss`, `aud`, `sub`,
+`role` and `jti` (a node token's `sub` a canonical UUID), whole seconds for `iat`, `nbf` and
+`exp` (never a string, a fraction or past the year 9999). A claim of another type is refused like
+a forged token, so nothing downstream ever sees one.
+
+The verifier accepts exactly one algorithm, the one its key was loaded for, so neither
+`alg: none` nor an algorithm switch (an RS256 public key used as an HS256 secret) can pass; the
+token's header is never trusted to choose."""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -22,6 +28,10 @@ from controller.auth.principals import Principal, Role
 CACHE_SIZE = 4096  # verified tokens remembered
 MAX_TOKEN_CHARS = 8192  # far above a real token (~400 characters); bounds the work on junk
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti")
+TEXT_CLAIMS = ("iss", "aud", "sub", "role", "jti")
+TIME_CLAIMS = ("iat", "nbf", "exp")
+MAX_CLAIM_CHARS = 256  # a subject is a user name or a node id; a jti a uuid
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class InvalidTokenError(Exception):
@@ -115,11 +125,36 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise InvalidTokenError(f"{type(error).__name__}: {error}") from None
-        role, subject, token_id = claims["role"], claims["sub"], claims["jti"]
-        if role not in set(Role) or not isinstance(subject, str) or not subject:
-            raise InvalidTokenError("unknown role or empty subject")
-        principal = Principal(subject=subject, role=Role(role), token_id=str(token_id))
+        _check_claim_types(claims)
+        role, subject = Role(claims["role"]), claims["sub"]
+        principal = Principal(subject=subject, role=role, token_id=claims["jti"])
         return principal, float(claims["exp"])
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """Raises InvalidTokenError unless every claim has its type (PyJWT checked the values of
+    `iss`, `aud` and the times, but takes `"exp": "9999999999"` for a number)."""
+    for name in TEXT_CLAIMS:
+        value = claims[name]
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_CHARS:
+            raise InvalidTokenError(f"claim {name!r} must be a string of 1-{MAX_CLAIM_CHARS}")
+    for name in TIME_CLAIMS:
+        value = claims[name]
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)  # 1.8e9 is a whole number of seconds, written as JSON allows
+        if type(value) is not int or not 0 <= value <= MAX_NUMERIC_DATE:
+            raise InvalidTokenError(f"claim {name!r} must be whole seconds since 1970")
+    if claims["role"] not in {role.value for role in Role}:
+        raise InvalidTokenError("unknown role")
+    if claims["role"] == Role.NODE and not _is_uuid(claims["sub"]):
+        raise InvalidTokenError("a node token's subject must be a node id")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def unverified_claims(token: str) -> dict[str, object]:

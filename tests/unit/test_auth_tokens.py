@@ -29,6 +29,7 @@ from controller.config import Config
 
 SETTINGS = TokenSettings(issuer="automator67", audience="automator67", leeway_s=0)
 NOW = 1_800_000_000.0
+NODE_ID = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b"
 
 
 def pem(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -71,13 +72,21 @@ def test_a_token_round_trips_with_each_key_kind(tmp_path: Path, kind: str, algor
 
 def test_a_node_token_names_its_node(tmp_path: Path) -> None:
     keys = keys_of(tmp_path, "ed25519")
-    token = TokenIssuer(keys, SETTINGS).issue(Role.NODE, "node-1", 60)
+    token = TokenIssuer(keys, SETTINGS).issue(Role.NODE, NODE_ID, 60)
 
     principal = TokenVerifier(keys, SETTINGS).verify(token)
 
-    assert principal == Principal("node-1", Role.NODE, principal.token_id)
-    assert principal.node_id == "node-1"
-    assert unverified_claims(token)["sub"] == "node-1"
+    assert principal == Principal(NODE_ID, Role.NODE, principal.token_id)
+    assert principal.node_id == NODE_ID
+    assert unverified_claims(token)["sub"] == NODE_ID
+
+
+def test_whole_seconds_written_as_floats_are_accepted(tmp_path: Path) -> None:
+    keys = keys_of(tmp_path, "ed25519")
+    now = float(int(time.time()))
+    token = signed(keys, iat=now, nbf=now, exp=now + 600)
+
+    assert TokenVerifier(keys, SETTINGS).verify(token).subject == "mallory"
 
 
 def _segment(data: dict[str, object]) -> str:
@@ -101,8 +110,10 @@ def claims(**changes: object) -> dict[str, object]:
 
 
 def signed(keys: SigningKeys, **changes: object) -> str:
+    """Signs the claims as given: PyJWT's own encoder would refuse some of the wrong types."""
     key: Any = keys.signing_key
-    return jwt.encode(claims(**changes), key, algorithm=keys.algorithm)
+    payload = json.dumps(claims(**changes)).encode()
+    return jwt.PyJWS().encode(payload, key, algorithm=keys.algorithm, headers={"typ": "JWT"})
 
 
 def alg_switched(keys: SigningKeys) -> str:
@@ -142,6 +153,29 @@ BAD: dict[str, Callable[[SigningKeys], str]] = {
     "garbage": lambda k: "not-a-jwt",
     "empty": lambda k: "",
     "too long": lambda k: signed(k, pad="x" * 10_000),
+    # A claim of the wrong JSON type, correctly signed:
+    "role as a list": lambda k: signed(k, role=["admin"]),
+    "role as an object": lambda k: signed(k, role={"admin": True}),
+    "role as a number": lambda k: signed(k, role=1),
+    "subject as a list": lambda k: signed(k, sub=["mallory"]),
+    "subject as a number": lambda k: signed(k, sub=7),
+    "subject of 10,000 characters": lambda k: signed(k, sub="m" * 10_000),
+    "jti as an object": lambda k: signed(k, jti={"a": 1}),
+    "jti as a number": lambda k: signed(k, jti=5),
+    "empty jti": lambda k: signed(k, jti=""),
+    "issuer as a list": lambda k: signed(k, iss=["automator67"]),
+    "audience as an object": lambda k: signed(k, aud={"automator67": 1}),
+    "exp as a string": lambda k: signed(k, exp="9999999999"),
+    "exp as a boolean": lambda k: signed(k, exp=True),
+    "exp past the year 9999": lambda k: signed(k, exp=10**20),
+    "exp of 400 digits": lambda k: signed(k, exp=10**400),
+    "exp with a fraction": lambda k: signed(k, exp=int(time.time()) + 600.5),
+    "exp as a list": lambda k: signed(k, exp=[9999999999]),
+    "nbf as a string": lambda k: signed(k, nbf="0"),
+    "iat as a string": lambda k: signed(k, iat="0"),
+    "iat as an object": lambda k: signed(k, iat={}),
+    "negative iat": lambda k: signed(k, iat=-5),
+    "node token for a subject that is no node id": lambda k: signed(k, role="node", sub="n-1"),
 }
 
 
