@@ -7,9 +7,12 @@
     (lifetime or shutdown) ---------> Reconnect <-, then ends OK (agent reconnects at once)
     (stream breaks or agent ends) --> stream_closed (node SUSPECT)
 
-Acks are written only by the reader task, and the handler writes only after the reader is
-done, so writes never overlap. A bad message ends this stream only, with INVALID_ARGUMENT;
-beats far faster than the interval end it with RESOURCE_EXHAUSTED."""
+Acks are written by the reader task and assignments by the handler, under one lock, so writes
+never overlap. Every task the handler starts (the reader, the wait for pushed assignments) is
+cancelled and awaited on every way out, cancellation of the call included.
+
+A bad message ends this stream only, with INVALID_ARGUMENT; beats far faster than the interval
+end it with RESOURCE_EXHAUSTED."""
 
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from controller.errors import (
 from controller.registry.collection import check_id
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
-from controller.registry.sessions import Sessions, StopKind
+from controller.registry.sessions import Session, Sessions, StopKind
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -127,11 +130,7 @@ class HeartbeatStream:
             await send(self._assignments(node.id))
             reader = asyncio.ensure_future(self._read_beats(requests, send, node.id))
             while not (reader.done() or session.stopped.done()):
-                pushed = asyncio.ensure_future(session.assignments_changed.wait())
-                await asyncio.wait(
-                    (reader, session.stopped, pushed), return_when=asyncio.FIRST_COMPLETED
-                )
-                pushed.cancel()
+                await _until_pushed(session, reader)
                 if session.assignments_changed.is_set() and not session.stopped.done():
                     session.assignments_changed.clear()
                     await send(self._assignments(node.id))
@@ -142,8 +141,7 @@ class HeartbeatStream:
                 reason = "agent closed its heartbeat stream"
                 log.info("heartbeat stream closed by agent", extra={"fields": fields})
                 return
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await _settle(reader)
             stop = session.stopped.result()
             if stop.kind is StopKind.REPLACED:
                 ended = "replaced"
@@ -155,12 +153,12 @@ class HeartbeatStream:
             metrics.HEARTBEAT_STREAMS_OPEN.dec()
             metrics.HEARTBEAT_STREAM_ENDS.labels(ended).inc()
             lifetime.cancel()
-            if reader is not None and not reader.done():
-                reader.cancel()
-            elif reader is not None and not reader.cancelled():
-                reader.exception()  # retrieved: an ack that failed as the agent left is no news
+            if reader is not None:
+                reader.cancel()  # no beat is applied after this: the reader's next step raises
             if self._sessions.close(session):
                 self._nodes.stream_closed(node.id, reason, planned=planned)
+            if reader is not None:
+                await _settle(reader)  # last: a second cancellation here skips nothing above
 
     async def _hello(self, requests: AsyncIterator[hb.HeartbeatRequest]) -> hb.AgentHello:
         try:
@@ -229,6 +227,26 @@ class HeartbeatStream:
             received.FromDatetime(self._clock.now())
             ack = hb.BeatAck(sequence=beat.sequence, receive_time=received)
             await send(hb.HeartbeatResponse(ack=ack))
+
+
+async def _until_pushed(session: Session, reader: asyncio.Future[None]) -> None:
+    """Returns when the reader ends, the session stops or new assignments are pushed. The task
+    waiting for a push never outlives this call, even when the call is cancelled (a task left
+    pending is logged as destroyed when it is collected)."""
+    pushed = asyncio.ensure_future(session.assignments_changed.wait())
+    try:
+        await asyncio.wait((reader, session.stopped, pushed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await _settle(pushed)
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Cancels `task` and waits for it to end, retrieving its exception (an ack that failed as
+    the agent left is no news). A cancellation of the caller still propagates."""
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()
 
 
 def _check_beat(beat: hb.Beat) -> None:
