@@ -73,15 +73,19 @@ def test_describe_shows_the_shape_of_a_node(controller: ControllerProcess) -> No
     described = ok(grpcurl(controller, "describe", "automator67.v1.Node"))
 
     assert "message Node {" in described
-    assert "bool has_credentials = 9;" in described
-    assert ".automator67.v1.Credentials credentials = 5;" in described
+    assert "bool has_credentials = 9 [(.google.api.field_behavior) = OUTPUT_ONLY];" in described
+    assert ".automator67.v1.Credentials credentials = 5 [" in described
+    assert "(.google.api.field_behavior) = INPUT_ONLY" in described
+    assert 'option (.google.api.resource) = { type:"automator67.io/Node"' in described
 
 
 def test_describe_shows_the_field_comments(controller: ControllerProcess) -> None:
     described = ok(grpcurl(controller, "describe", "automator67.v1.Node"))
 
     assert "// A node: a provider account or a machine that runs deployments." in described
-    assert "// Output only. Server-assigned UUID." in described
+    assert "// Identifier. Server-assigned UUID; names the node in every request about it." in (
+        described
+    )
     assert "// Optional. Input only. Never present in responses." in described
 
 

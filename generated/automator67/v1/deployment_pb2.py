@@ -23,10 +23,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\"\xa9\x01\n\x14PlacementConstraints\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12@\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc9\x01\n\x07Replica\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaState\x12:\n\rdesired_state\x18\x04 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredState\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x12\x12\n\nsuperseded\x18\x07 \x01(\x08\"z\n\x0cStatusChange\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .automator67.v1.DeploymentStatus\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x05\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x0c\n\x04\x61rgs\x18\x05 \x03(\t\x12\x30\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntry\x12,\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.Resources\x12\x15\n\x08replicas\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x39\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraints\x12\x33\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategy\x12\x30\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatus\x12\x15\n\rstatus_reason\x18\x0c \x01(\t\x12\x10\n\x08node_ids\x18\r \x03(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12\x31\n\x10replica_statuses\x18\x11 \x03(\x0b\x32\x17.automator67.v1.Replica\x12-\n\x07history\x18\x12 \x03(\x0b\x32\x1c.automator67.v1.StatusChange\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*\x9e\x02\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x03\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x06\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x07\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x08\x12\x16\n\x12REPLICA_STATE_LOST\x10\t*{\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REPLICA_DESIRED_STATE_RUN\x10\x01\x12\x1e\n\x1aREPLICA_DESIRED_STATE_STOP\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\tResources\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xbb\x01\n\x14PlacementConstraints\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06region\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x46\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x02\n\x07Replica\x12\x13\n\x05index\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12-\n\x07node_id\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaStateB\x04\xe2\x41\x01\x03\x12@\n\rdesired_state\x18\x04 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredStateB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsuperseded\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\"\x8c\x01\n\x0cStatusChange\x12\x36\n\x06status\x18\x01 \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xfd\x06\n\nDeployment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x04name\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x13\n\x05image\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63ommand\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x61rgs\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntryB\x04\xe2\x41\x01\x01\x12\x32\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.ResourcesB\x04\xe2\x41\x01\x01\x12\x1b\n\x08replicas\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12?\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraintsB\x04\xe2\x41\x01\x01\x12\x39\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategyB\x04\xe2\x41\x01\x01\x12\x36\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x08node_ids\x18\r \x03(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x10replica_statuses\x18\x11 \x03(\x0b\x32\x17.automator67.v1.ReplicaB\x04\xe2\x41\x01\x03\x12\x33\n\x07history\x18\x12 \x03(\x0b\x32\x1c.automator67.v1.StatusChangeB\x04\xe2\x41\x01\x03\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:U\xea\x41R\n\x19\x61utomator67.io/Deployment\x12\x18\x64\x65ployments/{deployment}\x1a\x02id*\x0b\x64\x65ployments2\ndeploymentB\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*\x9e\x02\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x03\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x06\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x07\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x08\x12\x16\n\x12REPLICA_STATE_LOST\x10\t*{\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REPLICA_DESIRED_STATE_RUN\x10\x01\x12\x1e\n\x1aREPLICA_DESIRED_STATE_STOP\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +36,100 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'automator67.v1.deployment_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1'
+  _globals['_RESOURCES'].fields_by_name['cpu_cores']._loaded_options = None
+  _globals['_RESOURCES'].fields_by_name['cpu_cores']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCES'].fields_by_name['memory_gb']._loaded_options = None
+  _globals['_RESOURCES'].fields_by_name['memory_gb']._serialized_options = b'\342A\001\001'
+  _globals['_RESOURCES'].fields_by_name['disk_gb']._loaded_options = None
+  _globals['_RESOURCES'].fields_by_name['disk_gb']._serialized_options = b'\342A\001\001'
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._loaded_options = None
   _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['provider']._loaded_options = None
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['provider']._serialized_options = b'\342A\001\001'
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['region']._loaded_options = None
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['region']._serialized_options = b'\342A\001\001'
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['labels']._loaded_options = None
+  _globals['_PLACEMENTCONSTRAINTS'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
+  _globals['_REPLICA'].fields_by_name['index']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['index']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['node_id']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['node_id']._serialized_options = b'\342A\001\003\372A\025\n\023automator67.io/Node'
+  _globals['_REPLICA'].fields_by_name['state']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['desired_state']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['desired_state']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['message']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['message']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['failures']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['failures']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['superseded']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['superseded']._serialized_options = b'\342A\001\003'
+  _globals['_STATUSCHANGE'].fields_by_name['status']._loaded_options = None
+  _globals['_STATUSCHANGE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_STATUSCHANGE'].fields_by_name['reason']._loaded_options = None
+  _globals['_STATUSCHANGE'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_STATUSCHANGE'].fields_by_name['time']._loaded_options = None
+  _globals['_STATUSCHANGE'].fields_by_name['time']._serialized_options = b'\342A\001\003'
   _globals['_DEPLOYMENT_ENVENTRY']._loaded_options = None
   _globals['_DEPLOYMENT_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1329
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1570
-  _globals['_PLACEMENTSTRATEGY']._serialized_start=1572
-  _globals['_PLACEMENTSTRATEGY']._serialized_end=1690
-  _globals['_REPLICASTATE']._serialized_start=1693
-  _globals['_REPLICASTATE']._serialized_end=1979
-  _globals['_REPLICADESIREDSTATE']._serialized_start=1981
-  _globals['_REPLICADESIREDSTATE']._serialized_end=2104
-  _globals['_RESOURCES']._serialized_start=84
-  _globals['_RESOURCES']._serialized_end=150
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=153
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=322
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=277
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=322
-  _globals['_REPLICA']._serialized_start=325
-  _globals['_REPLICA']._serialized_end=526
-  _globals['_STATUSCHANGE']._serialized_start=528
-  _globals['_STATUSCHANGE']._serialized_end=650
-  _globals['_DEPLOYMENT']._serialized_start=653
-  _globals['_DEPLOYMENT']._serialized_end=1326
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=1271
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=1313
+  _globals['_DEPLOYMENT'].fields_by_name['id']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['id']._serialized_options = b'\342A\001\010'
+  _globals['_DEPLOYMENT'].fields_by_name['name']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['name']._serialized_options = b'\342A\002\002\005'
+  _globals['_DEPLOYMENT'].fields_by_name['image']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['image']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['command']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['command']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['args']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['args']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['env']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['env']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['resources']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['resources']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['replicas']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['replicas']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['constraints']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['constraints']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['strategy']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['strategy']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['status']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['status_reason']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['status_reason']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['node_ids']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['node_ids']._serialized_options = b'\342A\001\003\372A\025\n\023automator67.io/Node'
+  _globals['_DEPLOYMENT'].fields_by_name['create_time']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['update_time']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['etag']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['replica_statuses']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['replica_statuses']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['history']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['history']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT']._loaded_options = None
+  _globals['_DEPLOYMENT']._serialized_options = b'\352AR\n\031automator67.io/Deployment\022\030deployments/{deployment}\032\002id*\013deployments2\ndeployment'
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1730
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1971
+  _globals['_PLACEMENTSTRATEGY']._serialized_start=1973
+  _globals['_PLACEMENTSTRATEGY']._serialized_end=2091
+  _globals['_REPLICASTATE']._serialized_start=2094
+  _globals['_REPLICASTATE']._serialized_end=2380
+  _globals['_REPLICADESIREDSTATE']._serialized_start=2382
+  _globals['_REPLICADESIREDSTATE']._serialized_end=2505
+  _globals['_RESOURCES']._serialized_start=144
+  _globals['_RESOURCES']._serialized_end=228
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=231
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=418
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=373
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=418
+  _globals['_REPLICA']._serialized_start=421
+  _globals['_REPLICA']._serialized_end=688
+  _globals['_STATUSCHANGE']._serialized_start=691
+  _globals['_STATUSCHANGE']._serialized_end=831
+  _globals['_DEPLOYMENT']._serialized_start=834
+  _globals['_DEPLOYMENT']._serialized_end=1727
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=1585
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=1627
 # @@protoc_insertion_point(module_scope)

@@ -368,9 +368,9 @@ class Deployment(_message.Message):
     REPLICA_STATUSES_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Output only. Server-assigned UUID."""
+    """Identifier. Server-assigned UUID; names the deployment in every request about it."""
     name: _builtins.str
-    """Required. Unique among deployments; a DNS label: 1-63 characters of [a-z0-9-],
+    """Required. Immutable. Unique among deployments; a DNS label: 1-63 characters of [a-z0-9-],
     starting and ending with a letter or digit.
     """
     image: _builtins.str
@@ -384,7 +384,9 @@ class Deployment(_message.Message):
     status_reason: _builtins.str
     """Output only. Why the deployment is in its status, for humans."""
     etag: _builtins.str
-    """Output only. Opaque version of this deployment (AIP-154)."""
+    """Optional. Opaque version of this deployment (AIP-154), set by the server; send it back in an
+    update to make the change conditional.
+    """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Optional. Command to run (argv[0] and any fixed arguments)."""

@@ -23,10 +23,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61utomator67/v1/node.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"^\n\x0b\x43redentials\x12\x1d\n\x15oauth_token_encrypted\x18\x01 \x01(\t\x12\x16\n\x0eoauth_provider\x18\x02 \x01(\t\x12\x18\n\x10oauth_expires_at\x18\x03 \x01(\x03\"`\n\x0c\x43\x61pabilities\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\x12\x19\n\x11network_bandwidth\x18\x04 \x01(\t\"\xfb\x03\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0e\n\x06region\x18\x04 \x01(\t\x12\x30\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32\x1b.automator67.v1.Credentials\x12\x32\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1c.automator67.v1.Capabilities\x12\x30\n\x06labels\x18\x07 \x03(\x0b\x32 .automator67.v1.Node.LabelsEntry\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus\x12\x17\n\x0fhas_credentials\x18\t \x01(\x08\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13last_heartbeat_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8b\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x17\n\x13NODE_STATUS_SUSPECT\x10\x03\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x04\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61utomator67/v1/node.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0b\x43redentials\x12$\n\x15oauth_token_encrypted\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1c\n\x0eoauth_provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1e\n\x10oauth_expires_at\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"x\n\x0c\x43\x61pabilities\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1f\n\x11network_bandwidth\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x83\x05\n\x04Node\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65ndpoint\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06region\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32\x1b.automator67.v1.CredentialsB\x05\xe2\x41\x02\x01\x04\x12\x38\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1c.automator67.v1.CapabilitiesB\x04\xe2\x41\x01\x02\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32 .automator67.v1.Node.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x30\n\x06status\x18\x08 \x01(\x0e\x32\x1a.automator67.v1.NodeStatusB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fhas_credentials\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\x13last_heartbeat_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\r \x01(\tB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:7\xea\x41\x34\n\x13\x61utomator67.io/Node\x12\x0cnodes/{node}\x1a\x02id*\x05nodes2\x04node*\x8b\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x17\n\x13NODE_STATUS_SUSPECT\x10\x03\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x04\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +36,58 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'automator67.v1.node_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1'
+  _globals['_CREDENTIALS'].fields_by_name['oauth_token_encrypted']._loaded_options = None
+  _globals['_CREDENTIALS'].fields_by_name['oauth_token_encrypted']._serialized_options = b'\342A\002\002\004'
+  _globals['_CREDENTIALS'].fields_by_name['oauth_provider']._loaded_options = None
+  _globals['_CREDENTIALS'].fields_by_name['oauth_provider']._serialized_options = b'\342A\001\001'
+  _globals['_CREDENTIALS'].fields_by_name['oauth_expires_at']._loaded_options = None
+  _globals['_CREDENTIALS'].fields_by_name['oauth_expires_at']._serialized_options = b'\342A\001\001'
+  _globals['_CAPABILITIES'].fields_by_name['cpu_cores']._loaded_options = None
+  _globals['_CAPABILITIES'].fields_by_name['cpu_cores']._serialized_options = b'\342A\001\002'
+  _globals['_CAPABILITIES'].fields_by_name['memory_gb']._loaded_options = None
+  _globals['_CAPABILITIES'].fields_by_name['memory_gb']._serialized_options = b'\342A\001\002'
+  _globals['_CAPABILITIES'].fields_by_name['disk_gb']._loaded_options = None
+  _globals['_CAPABILITIES'].fields_by_name['disk_gb']._serialized_options = b'\342A\001\001'
+  _globals['_CAPABILITIES'].fields_by_name['network_bandwidth']._loaded_options = None
+  _globals['_CAPABILITIES'].fields_by_name['network_bandwidth']._serialized_options = b'\342A\001\001'
   _globals['_NODE_LABELSENTRY']._loaded_options = None
   _globals['_NODE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATUS']._serialized_start=783
-  _globals['_NODESTATUS']._serialized_end=922
-  _globals['_CREDENTIALS']._serialized_start=78
-  _globals['_CREDENTIALS']._serialized_end=172
-  _globals['_CAPABILITIES']._serialized_start=174
-  _globals['_CAPABILITIES']._serialized_end=270
-  _globals['_NODE']._serialized_start=273
-  _globals['_NODE']._serialized_end=780
-  _globals['_NODE_LABELSENTRY']._serialized_start=735
-  _globals['_NODE_LABELSENTRY']._serialized_end=780
+  _globals['_NODE'].fields_by_name['id']._loaded_options = None
+  _globals['_NODE'].fields_by_name['id']._serialized_options = b'\342A\001\010'
+  _globals['_NODE'].fields_by_name['provider']._loaded_options = None
+  _globals['_NODE'].fields_by_name['provider']._serialized_options = b'\342A\001\002'
+  _globals['_NODE'].fields_by_name['endpoint']._loaded_options = None
+  _globals['_NODE'].fields_by_name['endpoint']._serialized_options = b'\342A\001\002'
+  _globals['_NODE'].fields_by_name['region']._loaded_options = None
+  _globals['_NODE'].fields_by_name['region']._serialized_options = b'\342A\001\001'
+  _globals['_NODE'].fields_by_name['credentials']._loaded_options = None
+  _globals['_NODE'].fields_by_name['credentials']._serialized_options = b'\342A\002\001\004'
+  _globals['_NODE'].fields_by_name['capabilities']._loaded_options = None
+  _globals['_NODE'].fields_by_name['capabilities']._serialized_options = b'\342A\001\002'
+  _globals['_NODE'].fields_by_name['labels']._loaded_options = None
+  _globals['_NODE'].fields_by_name['labels']._serialized_options = b'\342A\001\001'
+  _globals['_NODE'].fields_by_name['status']._loaded_options = None
+  _globals['_NODE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_NODE'].fields_by_name['has_credentials']._loaded_options = None
+  _globals['_NODE'].fields_by_name['has_credentials']._serialized_options = b'\342A\001\003'
+  _globals['_NODE'].fields_by_name['create_time']._loaded_options = None
+  _globals['_NODE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_NODE'].fields_by_name['update_time']._loaded_options = None
+  _globals['_NODE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_NODE'].fields_by_name['last_heartbeat_time']._loaded_options = None
+  _globals['_NODE'].fields_by_name['last_heartbeat_time']._serialized_options = b'\342A\001\003'
+  _globals['_NODE'].fields_by_name['etag']._loaded_options = None
+  _globals['_NODE'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_NODE']._loaded_options = None
+  _globals['_NODE']._serialized_options = b'\352A4\n\023automator67.io/Node\022\014nodes/{node}\032\002id*\005nodes2\004node'
+  _globals['_NODESTATUS']._serialized_start=1022
+  _globals['_NODESTATUS']._serialized_end=1161
+  _globals['_CREDENTIALS']._serialized_start=138
+  _globals['_CREDENTIALS']._serialized_end=251
+  _globals['_CAPABILITIES']._serialized_start=253
+  _globals['_CAPABILITIES']._serialized_end=373
+  _globals['_NODE']._serialized_start=376
+  _globals['_NODE']._serialized_end=1019
+  _globals['_NODE_LABELSENTRY']._serialized_start=917
+  _globals['_NODE_LABELSENTRY']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

@@ -161,7 +161,7 @@ class Node(_message.Message):
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Output only. Server-assigned UUID."""
+    """Identifier. Server-assigned UUID; names the node in every request about it."""
     provider: _builtins.str
     """Required. The provider, e.g. "render", "fly", "bare-metal". 1-64 characters."""
     endpoint: _builtins.str
@@ -173,7 +173,9 @@ class Node(_message.Message):
     has_credentials: _builtins.bool
     """Output only. Whether credentials are stored for this node."""
     etag: _builtins.str
-    """Output only. Opaque version of this node (AIP-154); send it back to make a change conditional."""
+    """Optional. Opaque version of this node (AIP-154), set by the server; send it back to make a
+    change conditional.
+    """
     @_builtins.property
     def credentials(self) -> Global___Credentials:
         """Optional. Input only. Never present in responses."""
