@@ -34,6 +34,7 @@ from controller.clock import Clock, SystemClock
 from controller.config import Config
 from controller.metrics import Exporter, StateSource
 from controller.models import PlacementStrategy
+from controller.registry.changes import ChangeLog
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.liveness import LivenessSettings
 from controller.registry.monitor import HealthMonitor
@@ -93,13 +94,14 @@ class Controller:
         heartbeats = HeartbeatStream(
             self.nodes, self.deployments, self.sessions, stream_settings(self.config), self.clock
         )
-        node_watch = Watch("node", self.nodes, NodeEvents(), self.store)
+        changes = ChangeLog(self.store)
+        node_watch = Watch("node", self.nodes, NodeEvents(), changes)
         node_servicer = NodeServicer(self.nodes, heartbeats, node_watch, self.security.node_token)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentServicer(
                 self.deployments,
-                Watch("deployment", self.deployments, DeploymentEvents(), self.store),
+                Watch("deployment", self.deployments, DeploymentEvents(), changes),
             ),
             server,
         )

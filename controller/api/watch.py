@@ -1,11 +1,18 @@
 """The watch loop shared by WatchNodes and WatchDeployments: the current state (or the changes
 since a revision), then live changes.
 
-Consistency: the subscription is taken before the state is read, and the state is read without
-yielding to the event loop, so every change is either in the state sent or queued after it;
-queued events at or below the revision already sent are skipped. A watcher whose buffer
-overflows gets RESET and the current state again, on the same stream, so a slow watcher costs
-bounded memory and never slows the controller."""
+Consistency: the subscription is taken, then the registry's revision read, with no await
+between: every change at or below that revision is in the registry's state, every later one is
+(or will be) queued to the subscription. A replay sends, for each resource changed in between,
+its current state at its last change (a change that a later one supersedes is skipped), then
+SYNCED at that revision; queued events at or below the revision already sent are skipped. A
+watcher whose buffer overflows gets RESET and the current state again, on the same stream, so a
+slow watcher costs bounded memory and never slows the controller.
+
+Cost: a replay reads the change log a page at a time (`ChangeLog.pages`) on the store's readers,
+beside the writer, and asks for the next page only once the last one is written to the client.
+A client that never reads blocks its replay on flow control after one page: it holds at most one
+page, its buffer of events and what gRPC has buffered, and uses no CPU while it waits."""
 
 from __future__ import annotations
 
@@ -16,13 +23,23 @@ from google.protobuf.message import Message
 from grpc import aio
 
 from controller.errors import InvalidArgumentError, UnavailableError
+from controller.registry.changes import ChangeLog
 from controller.registry.events import Closed, Event, EventHub, Overflowed
-from controller.store.base import ResourceKind, Store
+from controller.store.base import ResourceKind
 
 Context = aio.ServicerContext[Any, Any]
-MAX_REPLAY = 10_000  # beyond this many changes, sending the current state is cheaper
-R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
+MAX_REPLAY = 10_000  # beyond this many revisions behind, sending the current state is cheaper
+
+
+class Revisioned(Protocol):
+    @property
+    def revision(self) -> int:
+        """The revision of the resource's last change."""
+        ...
+
+
+R = TypeVar("R", bound=Revisioned)
+R_co = TypeVar("R_co", bound=Revisioned, covariant=True)
 R_contra = TypeVar("R_contra", contravariant=True)
 
 
@@ -62,22 +79,23 @@ class Watch(Generic[R]):
         kind: ResourceKind,
         source: Source[R],
         encoder: Encoder[R],
-        store: Store,
+        changes: ChangeLog,
         buffer: int = 1024,
     ) -> None:
         self._kind = kind
         self._source = source
         self._encoder = encoder
-        self._store = store
+        self._changes = changes
         self._buffer = buffer
 
     async def serve(self, start_revision: int, context: Context) -> None:
         if start_revision < 0:
             raise InvalidArgumentError.single("start_revision", "must not be negative")
         subscription = self._source.events.subscribe(self._buffer)
+        applied = self._source.revision  # no await since subscribing
         try:
             if start_revision:
-                sent = await self._replay(start_revision, context)
+                sent = await self._replay(start_revision, applied, context)
             else:
                 sent = await self._send_state(context, reset=False)
             while True:
@@ -104,26 +122,29 @@ class Watch(Generic[R]):
         await context.write(self._encoder.synced(revision))
         return revision
 
-    async def _replay(self, start: int, context: Context) -> int:
-        current = await self._store.revision()
+    async def _replay(self, start: int, applied: int, context: Context) -> int:
+        """Sends what changed in (start, applied], then SYNCED; returns the revision sent."""
+        current = await self._changes.revision()
         if start > current:
             raise InvalidArgumentError.single(
                 "start_revision", f"is ahead of the store (at revision {current})"
             )
-        changes = await self._store.changes_since(start, MAX_REPLAY + 1)
-        if len(changes) > MAX_REPLAY:
+        if applied - start > MAX_REPLAY:
             return await self._send_state(context, reset=True)
-        latest: dict[str, tuple[int, bool]] = {}
-        for change in changes:
-            if change.kind == self._kind:
-                latest.pop(change.resource_id, None)  # keep the order of last changes
-                latest[change.resource_id] = (change.revision, change.deleted)
-        sent = max((c.revision for c in changes), default=start)
-        for resource_id, (revision, deleted) in latest.items():
-            resource = self._source.snapshot_of(resource_id)
-            if deleted and resource is None:
-                await context.write(self._encoder.deleted(resource_id, revision))
-            elif resource is not None:
-                await context.write(self._encoder.changed(resource, revision))
+        async for page in self._changes.pages(start, applied):
+            for change in page:
+                if change.kind != self._kind:
+                    continue
+                resource = self._source.snapshot_of(change.resource_id)
+                if change.deleted:
+                    if resource is None:
+                        await context.write(
+                            self._encoder.deleted(change.resource_id, change.revision)
+                        )
+                elif resource is not None and resource.revision <= change.revision:
+                    # Its last change up to `applied`; a later one is sent when its turn comes
+                    # (or as a live event, if it came after `applied`).
+                    await context.write(self._encoder.changed(resource, change.revision))
+        sent = max(start, applied)
         await context.write(self._encoder.synced(sent))
         return sent
