@@ -4,7 +4,7 @@ health, reflection and the request interceptor.
 Shutdown order (SIGTERM/SIGINT): health turns NOT_SERVING so balancers stop routing here; the
 server refuses new RPCs and gives in-flight ones `shutdown_grace_s`; the metrics endpoint (on
 while the grace runs, so the shutdown itself is visible) stops; then the store closes, after
-the last RPC that could write to it."""
+the last RPC that could write to it and the last write whose caller left."""
 
 from __future__ import annotations
 
@@ -133,6 +133,9 @@ class Controller:
             await server.stop(self.config.shutdown_grace_s)
         if self.metrics is not None:
             await self.metrics.stop()
+        # Writes whose callers left (a deadline, a cancelled RPC) finish before the store closes.
+        await self.nodes.settle()
+        await self.deployments.settle()
         await self.store.close()
 
 

@@ -5,7 +5,18 @@ Invariant: the index holds what the store holds, as of the last write this proce
 for changes the owner made in memory on purpose and persists later (`stage` + `persist`: node
 status transitions, coalesced). Writes go to the store first and reach the index and the
 watchers only once durable; the lock serializes writes of one kind, so neither sees them out of
-order."""
+order.
+
+Invariant: a write is whole or absent in every view (store, index, watchers, idempotency
+record, and what the owner derives from it, such as liveness), whatever its caller does. A
+store's transaction, once begun, commits even if the coroutine awaiting it is cancelled (a gRPC
+deadline, a client that hung up), so the steps after it must not depend on that coroutine:
+`write()` runs each critical section (the store write and every in-memory update that follows
+from it) as a task of its own, which takes the lock itself, and the caller awaits it through
+`asyncio.shield`. A cancelled caller stops waiting; the write finishes. A retry, or any later
+write of the kind, queues on the lock behind it. `settle()` waits for writes whose callers are
+gone (the server calls it before it closes the store). Methods named `*_locked` are critical
+sections: call them only inside `write()`."""
 
 from __future__ import annotations
 
@@ -15,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import islice
-from typing import Generic
+from typing import Any, Generic, TypeVar
 
 from controller.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from controller.registry import paging
@@ -23,6 +34,8 @@ from controller.registry.events import Event, EventHub, EventType
 from controller.registry.filtering import Normalizer, parse_filter
 from controller.registry.index import Index, T, Term
 from controller.store.base import RequestKey, Table
+
+R = TypeVar("R")
 
 
 class Collection(Generic[T]):
@@ -42,6 +55,7 @@ class Collection(Generic[T]):
         self._filter_fields = filter_fields
         self._staged: dict[str, T] = {}  # id -> its last persisted state
         self._writing: dict[str, T] = {}  # the same, for the staged changes being written now
+        self._in_flight: set[asyncio.Task[Any]] = set()  # writes, some perhaps without a caller
 
     async def load(self, revision: int) -> None:
         """Fills the index from the store, which is at `revision`."""
@@ -78,7 +92,36 @@ class Collection(Generic[T]):
             token = paging.encode_token(items[-1].id, filter_text)
         return paging.Page(items, token)
 
+    async def write(self, section: Callable[[], Awaitable[R]], *, exclusive: bool = True) -> R:
+        """Runs `section` whole, under the lock unless not `exclusive`, however the caller ends
+        (see the module docstring). Raises what `section` raises."""
+
+        async def run() -> R:
+            if not exclusive:
+                return await section()
+            async with self.lock:
+                return await section()
+
+        task = asyncio.create_task(run())
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        # If the caller is cancelled, shield marks the task's outcome as retrieved.
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Returns once every write begun so far has finished, whether or not its caller waits."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
     async def create(
+        self,
+        build: Callable[[], T],
+        request: RequestKey | None,
+        check: Callable[[], Awaitable[None]],
+    ) -> T:
+        return await self.write(lambda: self.create_locked(build, request, check))
+
+    async def create_locked(
         self,
         build: Callable[[], T],
         request: RequestKey | None,
@@ -86,16 +129,15 @@ class Collection(Generic[T]):
     ) -> T:
         """Creates `build()` after `check()` passes, unless `request` already created something:
         then returns what it created (or refuses a key reused for a different request)."""
-        async with self.lock:
-            if request is not None:
-                earlier = await self.table.find_request(request.request_id)
-                if earlier is not None:
-                    return self._replay(earlier.fingerprint, earlier.resource_id, request)
-            await check()
-            created = await self.table.create(build(), request)
-            self.index.put(created)
-            self._published(Event(EventType.ADDED, created, created.revision))
-            return created
+        if request is not None:
+            earlier = await self.table.find_request(request.request_id)
+            if earlier is not None:
+                return self._replay(earlier.fingerprint, earlier.resource_id, request)
+        await check()
+        created = await self.table.create(build(), request)
+        self.index.put(created)
+        self._published(Event(EventType.ADDED, created, created.revision))
+        return created
 
     def stage(self, resource: T) -> None:
         """Puts a changed resource in the index now; `persist()` stores it later. The resource
@@ -107,43 +149,50 @@ class Collection(Generic[T]):
         self.index.put(resource)
 
     async def persist(self) -> int:
+        if not self._staged:
+            return 0  # the common case (every tick of the loops): no task, no lock
+        return await self.write(self.persist_locked)
+
+    async def persist_locked(self) -> int:
         """Stores every staged resource in one transaction; returns how many were written.
         A resource changed in memory again while it was being written stays staged."""
         if not self._staged:
             return 0
-        async with self.lock:
-            staged, self._staged = self._staged, {}
-            self._writing = staged
-            before = [r for r in map(self.index.get, staged) if r is not None]
-            try:
-                written = await self.table.update_many(before)
-            except BaseException:
-                self._staged = staged | self._staged  # retried on the next call
-                raise
-            finally:
-                self._writing = {}
-            for old, new in zip(before, written, strict=True):
-                current = self.index.get(old.id)
-                if new is None or current is None:
-                    continue  # deleted meanwhile
-                if current is old:
-                    self.index.put(new)
-                else:  # changed again while we wrote: keep the newer state, staged
-                    self._staged[old.id] = new
-                    self.index.put(replace(current, revision=new.revision))
-                self._published(Event(EventType.CHANGED, new, new.revision, staged[old.id]))
-            return len(before)
+        staged, self._staged = self._staged, {}
+        self._writing = staged
+        before = [r for r in map(self.index.get, staged) if r is not None]
+        try:
+            written = await self.table.update_many(before)
+        except BaseException:
+            self._staged = staged | self._staged  # retried on the next call
+            raise
+        finally:
+            self._writing = {}
+        for old, new in zip(before, written, strict=True):
+            current = self.index.get(old.id)
+            if new is None or current is None:
+                continue  # deleted meanwhile
+            if current is old:
+                self.index.put(new)
+            else:  # changed again while we wrote: keep the newer state, staged
+                self._staged[old.id] = new
+                self.index.put(replace(current, revision=new.revision))
+            self._published(Event(EventType.CHANGED, new, new.revision, staged[old.id]))
+        return len(before)
 
     async def delete(self, resource_id: str, etag: str, field: str) -> None:
         check_id(resource_id, field)
         expect = parse_etag(etag)
-        async with self.lock:
-            revision = await self.table.delete(resource_id, expect)
-            last = self.index.get(resource_id)
-            self.index.remove(resource_id)
-            self._staged.pop(resource_id, None)
-            if last is not None:
-                self._published(Event(EventType.DELETED, last, revision))
+        await self.write(lambda: self.delete_locked(resource_id, expect))
+
+    async def delete_locked(self, resource_id: str, expect: int | None) -> None:
+        """Deletes the resource (at revision `expect`, if given); its id is already checked."""
+        revision = await self.table.delete(resource_id, expect)
+        last = self.index.get(resource_id)
+        self.index.remove(resource_id)
+        self._staged.pop(resource_id, None)
+        if last is not None:
+            self._published(Event(EventType.DELETED, last, revision))
 
     def _published(self, event: Event[T]) -> None:
         self.revision = max(self.revision, event.revision)

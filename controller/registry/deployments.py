@@ -59,7 +59,8 @@ class DeploymentRegistry:
 
     User changes (create, update, delete) are durable before they return. Changes from agents'
     reports and from the scheduler are staged in memory at once and persisted in batches by the
-    scheduler loop (`persist()`), so a beat never waits for the store."""
+    scheduler loop (`persist()`), so a beat never waits for the store. Each write and its
+    wake-up of the scheduler run whole through `Collection.write`, even if the caller leaves."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._clock = clock
@@ -107,9 +108,13 @@ class DeploymentRegistry:
             )
 
         request = request_key(request_id, spec)
-        created = await self._deployments.create(build, request, name_is_free)
-        self.changed.set()
-        return created
+
+        async def create_locked() -> Deployment:
+            created = await self._deployments.create_locked(build, request, name_is_free)
+            self.changed.set()
+            return created
+
+        return await self._deployments.write(create_locked)
 
     def get(self, deployment_id: str) -> Deployment:
         return self._deployments.get(deployment_id, "deployment_id")
@@ -200,6 +205,10 @@ class DeploymentRegistry:
     async def persist(self) -> int:
         return await self._deployments.persist()
 
+    async def settle(self) -> None:
+        """Returns once every write begun so far is whole, including those whose callers left."""
+        await self._deployments.settle()
+
     def assignments(self, node_id: str) -> Sequence[tuple[Deployment, Replica]]:
         """Every placement on `node_id`, with its deployment."""
         return [
@@ -239,9 +248,13 @@ class DeploymentRegistry:
         # concurrent staged change from the scheduler or an agent's report.
         self._deployments.stage(dep)
         self._touched_nodes |= nodes_of(dep.replica_set)
-        await self._deployments.persist()
-        self.changed.set()
-        return self.get(dep.id)
+
+        async def persist_locked() -> Deployment:
+            await self._deployments.persist_locked()
+            self.changed.set()
+            return self.get(dep.id)
+
+        return await self._deployments.write(persist_locked)
 
 
 SPEC_FIELDS = frozenset({"image", "command", "args", "env", "resources"})

@@ -4,7 +4,11 @@ liveness of each node as its heartbeat stream reports it.
 Liveness transitions change the in-memory node at once (reads are live) and are persisted in
 batches by `persist_statuses()`, which the health monitor calls a moment later; last-heartbeat
 times are persisted by `persist_heartbeats()` every `heartbeat_persist_interval_s`. So a beat
-costs no store write, and a burst of transitions costs one transaction."""
+costs no store write, and a burst of transitions costs one transaction.
+
+Every store write goes through `Collection.write`, together with what follows from it here
+(liveness starts or stops tracking the node), so a caller that gives up mid-write never leaves
+a node stored but untracked, or deleted but still judged (see registry/collection.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from controller import metrics
 from controller.clock import Clock
 from controller.errors import NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus, Resources
-from controller.registry.collection import Collection
+from controller.registry.collection import Collection, check_id, parse_etag
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
@@ -114,10 +118,15 @@ class NodeRegistry:
                 update_time=now,
             )
 
-        node = await self._nodes.create(build, request_key(request_id, spec), _no_check)
-        if self.liveness.status(node.id) is None:
-            self.liveness.track(node.id, node.status)
-        return node
+        key = request_key(request_id, spec)
+
+        async def register_locked() -> Node:
+            node = await self._nodes.create_locked(build, key, _no_check)
+            if self.liveness.status(node.id) is None:
+                self.liveness.track(node.id, node.status)
+            return node
+
+        return await self._nodes.write(register_locked)
 
     def get(self, node_id: str) -> Node:
         return self._live(self._nodes.get(node_id, "node_id"))
@@ -127,8 +136,18 @@ class NodeRegistry:
         return Page([self._live(node) for node in page.items], page.next_page_token)
 
     async def delete(self, node_id: str, etag: str = "") -> None:
-        await self._nodes.delete(node_id, etag, "node_id")
-        self.liveness.forget(node_id)
+        check_id(node_id, "node_id")
+        expect = parse_etag(etag)
+
+        async def delete_locked() -> None:
+            await self._nodes.delete_locked(node_id, expect)
+            self.liveness.forget(node_id)
+
+        await self._nodes.write(delete_locked)
+
+    async def settle(self) -> None:
+        """Returns once every write begun so far is whole, including those whose callers left."""
+        await self._nodes.settle()
 
     # Liveness, reported by the heartbeat stream
 
@@ -156,7 +175,9 @@ class NodeRegistry:
         return await self._nodes.persist()
 
     async def persist_heartbeats(self) -> None:
-        await self._store.record_heartbeats(self.liveness.drain_beats())
+        beats = self.liveness.drain_beats()
+        # Not exclusive: heartbeat times have no revision and nothing in memory follows them.
+        await self._nodes.write(lambda: self._store.record_heartbeats(beats), exclusive=False)
 
     def _apply(self, transition: Transition | None) -> None:
         if transition is None:
