@@ -49,6 +49,7 @@ from controller.registry.collection import check_id
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Session, Sessions, StopKind
+from controller.registry.validation import MAX_DISK_GB, MAX_MEMORY_GB
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -253,10 +254,12 @@ def _check_beat(beat: hb.Beat) -> None:
     load = beat.load
     if not (math.isfinite(load.cpu_percent) and 0 <= load.cpu_percent <= 100):
         raise InvalidArgumentError.single("beat.load.cpu_percent", "must be between 0 and 100")
-    for field in ("memory_used_gb", "disk_used_gb"):
+    for field, maximum in (("memory_used_gb", MAX_MEMORY_GB), ("disk_used_gb", MAX_DISK_GB)):
         value = getattr(load, field)
-        if not (math.isfinite(value) and value >= 0):
-            raise InvalidArgumentError.single(f"beat.load.{field}", "must be a number >= 0")
+        if not (math.isfinite(value) and 0 <= value <= maximum):
+            raise InvalidArgumentError.single(
+                f"beat.load.{field}", f"must be a number from 0 to {maximum:g}"
+            )
     if len(beat.replicas) > 1000:
         raise InvalidArgumentError.single("beat.replicas", "at most 1000 replicas")
     for i, replica in enumerate(beat.replicas):

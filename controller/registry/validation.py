@@ -1,5 +1,8 @@
 """The rules a node or deployment spec must meet. Every broken rule is reported at once, named by
-its path in the API request (`node.capabilities.cpu_cores`), so a client can fix them all."""
+its path in the API request (`node.capabilities.cpu_cores`), so a client can fix them all.
+
+Every number has a ceiling far above any real machine but far below where sums overflow: a node
+of 1.7e308 cores would make every capacity total infinite (and a placement check meaningless)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ MAX_ARGV = 256
 MAX_ARG = 4096
 MAX_TOKEN = 8192
 MAX_REPLICAS = 1000
+MAX_CPU_CORES = 100_000.0  # per node or replica
+MAX_MEMORY_GB = 1_000_000.0  # 1 PB
+MAX_DISK_GB = 100_000_000.0  # 100 PB
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, in Unix milliseconds
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # provider, region: 1-64 characters
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -44,13 +51,15 @@ class _Checker:
         if value and len(value) <= 64 and not _NAME.fullmatch(value):
             self.fail(path, "must start with a letter or digit and use only [A-Za-z0-9._-]")
 
-    def number(self, path: str, value: float, *, positive: bool = False) -> None:
+    def number(self, path: str, value: float, *, maximum: float, positive: bool = False) -> None:
         if not math.isfinite(value):
             self.fail(path, "must be a finite number")
         elif positive and value <= 0:
             self.fail(path, "must be greater than 0")
         elif value < 0:
             self.fail(path, "must not be negative")
+        elif value > maximum:
+            self.fail(path, f"must be at most {maximum:g}")
 
     def labels(self, path: str, labels: Mapping[str, str]) -> None:
         if len(labels) > MAX_LABELS:
@@ -78,9 +87,10 @@ def validate_node(spec: NodeSpec, root: str = "node") -> None:
     if caps is None:
         c.fail(f"{root}.capabilities", "is required")
     else:
-        c.number(f"{root}.capabilities.cpu_cores", caps.cpu_cores, positive=True)
-        c.number(f"{root}.capabilities.memory_gb", caps.memory_gb, positive=True)
-        c.number(f"{root}.capabilities.disk_gb", caps.disk_gb)
+        path = f"{root}.capabilities"
+        c.number(f"{path}.cpu_cores", caps.cpu_cores, maximum=MAX_CPU_CORES, positive=True)
+        c.number(f"{path}.memory_gb", caps.memory_gb, maximum=MAX_MEMORY_GB, positive=True)
+        c.number(f"{path}.disk_gb", caps.disk_gb, maximum=MAX_DISK_GB)
         c.text(f"{root}.capabilities.network_bandwidth", caps.network_bandwidth, limit=64)
     creds = spec.credentials
     if creds is not None:
@@ -89,6 +99,8 @@ def validate_node(spec: NodeSpec, root: str = "node") -> None:
         c.name(f"{root}.credentials.oauth_provider", creds.oauth_provider)
         if creds.oauth_expires_at_ms < 0:
             c.fail(f"{root}.credentials.oauth_expires_at", "must not be negative")
+        elif creds.oauth_expires_at_ms > MAX_TIME_MS:
+            c.fail(f"{root}.credentials.oauth_expires_at", "must be before the year 10000")
     c.labels(f"{root}.labels", spec.labels)
     c.raise_if_any()
 
@@ -113,8 +125,10 @@ def validate_deployment(spec: DeploymentSpec, root: str = "deployment") -> None:
             if not _ENV_KEY.fullmatch(key):
                 c.fail(f"{root}.env[{key[:64]!r}]", "name must match [A-Za-z_][A-Za-z0-9_]*")
             c.text(f"{root}.env[{key[:64]!r}]", value, limit=MAX_ENV_VALUE)
-    for field in ("cpu_cores", "memory_gb", "disk_gb"):
-        c.number(f"{root}.resources.{field}", getattr(spec.resources, field))
+    res = spec.resources
+    c.number(f"{root}.resources.cpu_cores", res.cpu_cores, maximum=MAX_CPU_CORES)
+    c.number(f"{root}.resources.memory_gb", res.memory_gb, maximum=MAX_MEMORY_GB)
+    c.number(f"{root}.resources.disk_gb", res.disk_gb, maximum=MAX_DISK_GB)
     if not 0 <= spec.replicas <= MAX_REPLICAS:
         c.fail(f"{root}.replicas", f"must be between 0 and {MAX_REPLICAS}")
     c.name(f"{root}.constraints.provider", spec.constraints.provider)

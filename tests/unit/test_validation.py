@@ -22,11 +22,15 @@ from controller.models import (
 from controller.registry.validation import (
     MAX_ARG,
     MAX_ARGV,
+    MAX_CPU_CORES,
+    MAX_DISK_GB,
     MAX_ENV,
     MAX_ENV_VALUE,
     MAX_LABEL_VALUE,
     MAX_LABELS,
+    MAX_MEMORY_GB,
     MAX_REPLICAS,
+    MAX_TIME_MS,
     MAX_TOKEN,
     validate_deployment,
     validate_node,
@@ -89,6 +93,11 @@ VALID_NODES: dict[str, NodeSpec] = {
     ),
     "no oauth provider": replace(NODE, credentials=creds(oauth_provider="")),
     "zero disk": replace(NODE, capabilities=caps(disk_gb=0.0)),
+    "every number at its maximum": replace(
+        NODE,
+        capabilities=caps(cpu_cores=MAX_CPU_CORES, memory_gb=MAX_MEMORY_GB, disk_gb=MAX_DISK_GB),
+        credentials=creds(oauth_expires_at_ms=MAX_TIME_MS),
+    ),
     "the maximum number of labels": replace(
         NODE, labels=frozen_map({f"k{i}": "v" for i in range(MAX_LABELS)})
     ),
@@ -128,6 +137,30 @@ INVALID_NODES: dict[str, tuple[NodeSpec, list[str]]] = {
     "infinite cpu": (
         replace(NODE, capabilities=caps(cpu_cores=INF)),
         ["node.capabilities.cpu_cores"],
+    ),
+    "1.7e308 cores": (
+        replace(NODE, capabilities=caps(cpu_cores=1.7e308)),
+        ["node.capabilities.cpu_cores"],
+    ),
+    "one core more than the maximum": (
+        replace(NODE, capabilities=caps(cpu_cores=MAX_CPU_CORES + 1)),
+        ["node.capabilities.cpu_cores"],
+    ),
+    "memory over the maximum": (
+        replace(NODE, capabilities=caps(memory_gb=MAX_MEMORY_GB * 2)),
+        ["node.capabilities.memory_gb"],
+    ),
+    "disk over the maximum": (
+        replace(NODE, capabilities=caps(disk_gb=1e300)),
+        ["node.capabilities.disk_gb"],
+    ),
+    "an expiry past the year 9999": (
+        replace(NODE, credentials=creds(oauth_expires_at_ms=MAX_TIME_MS + 1)),
+        ["node.credentials.oauth_expires_at"],
+    ),
+    "the largest int64 expiry": (
+        replace(NODE, credentials=creds(oauth_expires_at_ms=2**63 - 1)),
+        ["node.credentials.oauth_expires_at"],
     ),
     "zero memory": (
         replace(NODE, capabilities=caps(memory_gb=0.0)),
@@ -271,6 +304,10 @@ DESCRIPTIONS: dict[str, tuple[NodeSpec, str]] = {
         replace(NODE, capabilities=caps(disk_gb=-1.0)),
         "must not be negative",
     ),
+    "too many cores states the maximum": (
+        replace(NODE, capabilities=caps(cpu_cores=1.7e308)),
+        "must be at most 100000",
+    ),
 }
 
 
@@ -312,6 +349,9 @@ VALID_DEPLOYMENTS: dict[str, DeploymentSpec] = {
     ),
     "no constraints": replace(DEPLOYMENT, constraints=PlacementConstraints()),
     "zero resources": replace(DEPLOYMENT, resources=Resources()),
+    "resources at their maximum": replace(
+        DEPLOYMENT, resources=Resources(MAX_CPU_CORES, MAX_MEMORY_GB, MAX_DISK_GB)
+    ),
 }
 
 
@@ -383,7 +423,26 @@ INVALID_DEPLOYMENTS: dict[str, tuple[DeploymentSpec, list[str]]] = {
         replace(DEPLOYMENT, resources=Resources(disk_gb=INF)),
         ["deployment.resources.disk_gb"],
     ),
+    "1.7e308 cpu": (
+        replace(DEPLOYMENT, resources=Resources(cpu_cores=1.7e308)),
+        ["deployment.resources.cpu_cores"],
+    ),
+    "every resource over its maximum": (
+        replace(
+            DEPLOYMENT,
+            resources=Resources(MAX_CPU_CORES * 2, MAX_MEMORY_GB * 2, MAX_DISK_GB * 2),
+        ),
+        [
+            "deployment.resources.cpu_cores",
+            "deployment.resources.disk_gb",
+            "deployment.resources.memory_gb",
+        ],
+    ),
     "negative replicas": (replace(DEPLOYMENT, replicas=-1), ["deployment.replicas"]),
+    "the largest int32 replicas": (
+        replace(DEPLOYMENT, replicas=2**31 - 1),
+        ["deployment.replicas"],
+    ),
     "one replica too many": (
         replace(DEPLOYMENT, replicas=MAX_REPLICAS + 1),
         ["deployment.replicas"],
