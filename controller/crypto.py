@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +27,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from controller.auth.keys import read_secret_file, write_private_file
+from controller.auth.keys import read_secret_file
 from controller.config import Config, ConfigError
+from controller.files import write_private_file
 from controller.store.sealing import PlaintextSealer, Sealed
 
 DEFAULT_KEYS_FILE = "credential-keys.json"
@@ -110,19 +109,8 @@ def load_keys(path: Path) -> list[CredentialKey]:
 
 
 def save_keys(path: Path, keys: list[CredentialKey]) -> None:
-    """Replaces `path` atomically; the new file has mode 0600 from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(_document(keys))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    """Replaces `path` atomically and durably; the new file has mode 0600 from its first byte."""
+    write_private_file(path, _document(keys).encode())
 
 
 def load_sealer(config: Config, *, generate: bool) -> tuple[AesGcmSealer, bool]:
@@ -133,7 +121,7 @@ def load_sealer(config: Config, *, generate: bool) -> tuple[AesGcmSealer, bool]:
         if not generate:
             raise ConfigError(f"{_SETTING}: no key file at {path}")
         key = new_key()
-        write_private_file(path, _document([key]).encode())
+        write_private_file(path, _document([key]).encode(), overwrite=False)
         return AesGcmSealer([key]), True
     return AesGcmSealer(load_keys(path)), False
 

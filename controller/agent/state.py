@@ -2,19 +2,18 @@
 
     {"version": 1, "node_id": "1b4e28ba-...", "controller": "10.0.0.5:50051", "token": "eyJ..."}
 
-Written atomically (a temporary file in the same folder, fsync, `os.replace`, fsync of the
-folder), so a crash or power loss leaves either the old file or the new one, never a torn one;
-a torn file would make the agent register a second node. The file is created with mode 0600:
-it holds the node token RegisterNode returned, which lets whoever reads it beat for the node."""
+Written atomically and durably (`controller/files.py`), so a crash or power loss leaves either
+the old file or the new one, never a torn one; a torn file would make the agent register a
+second node. The file is created with mode 0600: it holds the node token RegisterNode returned,
+which lets whoever reads it beat for the node."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from controller.files import write_private_file
 
 VERSION = 1
 
@@ -56,37 +55,7 @@ def load_state(path: Path) -> AgentState | None:
 
 def save_state(path: Path, state: AgentState) -> None:
     """Replaces the file with `state` atomically, with mode 0600. Creates missing folders."""
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
     document = {"version": VERSION, "node_id": state.node_id, "controller": state.controller}
     if state.token:
         document["token"] = state.token
-    text = json.dumps(document, indent=2)
-    # mkstemp creates the file with mode 0600, so the id is never readable by others, not even
-    # between the write and the rename.
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Makes the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_private_file(path, (json.dumps(document, indent=2) + "\n").encode())

@@ -11,7 +11,6 @@ A67_JWT_ALGORITHM names another one of the same family; tokens never choose it."
 from __future__ import annotations
 
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from controller.config import Config, ConfigError
+from controller.files import write_private_file
 
 log = logging.getLogger("controller.auth")
 
@@ -68,7 +68,7 @@ def signing_keys(config: Config, *, generate: bool) -> SigningKeys:
                 f"no signing key at {path}: start the controller once with this data dir "
                 "(it generates one) or set A67_JWT_PRIVATE_KEY_FILE"
             )
-        write_private_file(path, generate_ed25519_pem())
+        write_private_file(path, generate_ed25519_pem(), overwrite=False)
         keys = _private(path, config.jwt_algorithm, "A67_DATA_DIR")
         return SigningKeys(keys.algorithm, keys.verifying_key, keys.signing_key, str(path), True)
     return _private(path, config.jwt_algorithm, "A67_DATA_DIR")
@@ -80,17 +80,6 @@ def generate_ed25519_pem() -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Creates `path` with mode 0600 (never readable by others, not even for an instant) and
-    its folder with 0700 if missing. Refuses to overwrite."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
 
 
 def read_secret_file(path: Path, setting: str) -> bytes:
