@@ -43,32 +43,44 @@ class Recorder:
         monkeypatch.setattr(os, "link", link)
 
 
+def _no_file(folder: Path) -> None:
+    pass
+
+
+def _key_file(folder: Path) -> None:
+    crypto.save_keys(folder / crypto.DEFAULT_KEYS_FILE, [crypto.new_key()])
+
+
 def _rotate(folder: Path) -> Path:
-    path = folder / "credential-keys.json"
-    crypto.save_keys(path, [crypto.new_key()])
-    return path
-
-
-# name: (prepare, once the recorder is on: write, returns the file)
-WRITERS: dict[str, tuple[Callable[[Path], object], Callable[[Path], Path]]] = {
-    "keys rotate": (_rotate, lambda d: (crypto.rotate(d / "credential-keys.json"), _path(d))[1]),
-    "a generated credential key file": (
-        lambda d: None,
-        lambda d: (crypto.load_sealer(Config(data_dir=d), generate=True), _path(d))[1],
-    ),
-    "a generated signing key": (
-        lambda d: None,
-        lambda d: Path(signing_keys(Config(data_dir=d), generate=True).source),
-    ),
-    "the agent's state file": (
-        lambda d: save_state(d / "agent.json", AgentState("n-1")),
-        lambda d: (save_state(d / "agent.json", AgentState("n-2")), d / "agent.json")[1],
-    ),
-}
-
-
-def _path(folder: Path) -> Path:
+    crypto.rotate(folder / crypto.DEFAULT_KEYS_FILE)
     return folder / crypto.DEFAULT_KEYS_FILE
+
+
+def _generate_credential_key(folder: Path) -> Path:
+    crypto.load_sealer(Config(data_dir=folder), generate=True)
+    return folder / crypto.DEFAULT_KEYS_FILE
+
+
+def _generate_signing_key(folder: Path) -> Path:
+    return Path(signing_keys(Config(data_dir=folder), generate=True).source)
+
+
+def _first_state(folder: Path) -> None:
+    save_state(folder / "agent.json", AgentState("n-1"))
+
+
+def _next_state(folder: Path) -> Path:
+    save_state(folder / "agent.json", AgentState("n-2"))
+    return folder / "agent.json"
+
+
+# name: (prepare, then with the recorder on: write, which returns the file written)
+WRITERS: dict[str, tuple[Callable[[Path], None], Callable[[Path], Path]]] = {
+    "keys rotate": (_key_file, _rotate),
+    "a generated credential key file": (_no_file, _generate_credential_key),
+    "a generated signing key": (_no_file, _generate_signing_key),
+    "the agent's state file": (_first_state, _next_state),
+}
 
 
 @pytest.mark.parametrize("writer", list(WRITERS))
