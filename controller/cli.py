@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "also be set by the env var shown.",
     )
     AgentSettings.add_arguments(agent)
-    security_cli.add_commands(commands)  # token create, keys rotate | reencrypt
+    security_cli.add_commands(commands)  # token create, keys init | rotate | reencrypt
     return parser
 
 

@@ -6,9 +6,13 @@ The key file (JSON, mode 0600) holds every key ever made, oldest first; the last
 
 A sealed blob is `0x01 | nonce (12 bytes) | ciphertext and tag`, stored beside the id of the key
 that sealed it; the key id is also the additional authenticated data, so a blob moved under
-another key id does not open. Rotation: `automator67 keys rotate` appends a key (new seals use
-it, old blobs still open with theirs); `automator67 keys reencrypt` reseals every stored
-credential with the newest key (`controller/store/reseal.py`).
+another key id does not open.
+
+`automator67 keys init` creates the file: a shared store needs it made once, before the first
+replica starts (with the embedded store, the first start makes it). Rotation:
+`automator67 keys rotate` appends a key (new seals use it, old blobs still open with theirs);
+`automator67 keys reencrypt` reseals every stored credential with the newest key
+(`controller/store/reseal.py`).
 
 Blobs under the key id `plain` (written before encryption was on) are still read, so an old
 data dir keeps working; `keys reencrypt` encrypts them."""
@@ -113,16 +117,24 @@ def save_keys(path: Path, keys: list[CredentialKey]) -> None:
     write_private_file(path, _document(keys).encode())
 
 
+def create_key_file(path: Path) -> CredentialKey:
+    """Creates the key file at `path` with one new key and returns it. Never overwrites: raises
+    FileExistsError if the file exists."""
+    key = new_key()
+    write_private_file(path, _document([key]).encode(), overwrite=False)
+    return key
+
+
 def load_sealer(config: Config, *, generate: bool) -> tuple[AesGcmSealer, bool]:
     """The sealer of the configured key file, and whether the file was created now (only when
     `generate` and it is missing)."""
     path = keys_file(config)
     if not path.exists():
         if not generate:
-            raise ConfigError(f"{_SETTING}: no key file at {path}")
-        key = new_key()
-        write_private_file(path, _document([key]).encode(), overwrite=False)
-        return AesGcmSealer([key]), True
+            raise ConfigError(
+                f"{_SETTING}: no key file at {path}; `automator67 keys init` creates one"
+            )
+        return AesGcmSealer([create_key_file(path)]), True
     return AesGcmSealer(load_keys(path)), False
 
 

@@ -65,8 +65,8 @@ def signing_keys(config: Config, *, generate: bool) -> SigningKeys:
     if not path.exists():
         if not generate:
             raise ConfigError(
-                f"no signing key at {path}: start the controller once with this data dir "
-                "(it generates one) or set A67_JWT_PRIVATE_KEY_FILE"
+                f"no signing key at {path}: run `automator67 keys init` or start the controller "
+                "once with this data dir (it generates one), or set A67_JWT_PRIVATE_KEY_FILE"
             )
         write_private_file(path, generate_ed25519_pem(), overwrite=False)
         keys = _private(path, config.jwt_algorithm, "A67_DATA_DIR")
