@@ -1,45 +1,48 @@
-"""The scheduler loop: one task that reconciles every deployment when something changed (a
+"""The scheduler loop: one task that reconciles deployments when something changed (a
 deployment, a node's status, an agent's report) and at least every `tick_s` (backoffs and
 timeouts expire with time).
 
-One pass: build a capacity snapshot from the nodes and the placements; reconcile each
-deployment (pure, no await, so the pass sees one consistent state); stage what changed and
-persist it in one transaction; then tell the heartbeat streams of every node whose assignments
-changed. Replicas on OFFLINE nodes are replaced at most `eviction_rate_per_s` nodes per second
-(a burst of `eviction_burst`), and not at all while the controller suspects itself."""
+One pass: bring the capacity (capacity.py) up to date with what changed since the last pass;
+reconcile each deployment that needs it (pure); stage what changed and persist it in one
+transaction; then tell the heartbeat streams of every node whose assignments changed. Replicas
+on OFFLINE nodes are replaced at most `eviction_rate_per_s` nodes per second (a burst of
+`eviction_burst`), and not at all while the controller suspects itself.
+
+A deployment that a step left unchanged is parked: it is not reconciled again until it changes,
+a node it is placed on changes status or goes away, or (if a replica waits for a node) capacity
+grows; unless it waits on time (`reconcile.waits_on_time`). So a deployment that cannot be
+placed costs nothing per tick, and is retried when a node joins or turns READY or resources are
+released.
+
+A pass yields to the event loop whenever it has held it for `pass_slice_s`, between two
+deployments. Each deployment is reconciled from its latest state, read in the same slice in
+which its result is staged, so a concurrent change (a report, an update) is never overwritten;
+and after a yield, if nodes or deployments changed meanwhile, the capacity is brought up to date
+and a new snapshot taken before the next deployment, so placements never use a node that left
+or capacity that was taken."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from controller import metrics
+from controller.background import BackgroundLoop
 from controller.clock import Clock
-from controller.models import (
-    Capabilities,
-    NodeStatus,
-    PlacementStrategy,
-    Replica,
-    ReplicaState,
-    Resources,
-)
+from controller.models import Deployment, PlacementStrategy, Replica
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import nodes_of
 from controller.registry.sessions import Sessions
-from controller.scheduler.placement import NodeView, Snapshot
-from controller.scheduler.reconcile import Context, reconcile
+from controller.scheduler.capacity import Capacity
+from controller.scheduler.reconcile import Context, reconcile, unplaced, waits_on_time
 
 log = logging.getLogger("controller.scheduler")
-FREE_STATES = frozenset(
-    {ReplicaState.PENDING, ReplicaState.STOPPED, ReplicaState.EXITED, ReplicaState.FAILED}
-)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class SchedulerSettings:
     stop_timeout_s: float = 30.0
     tick_s: float = 1.0
     min_pass_interval_s: float = 0.05
+    pass_slice_s: float = 0.02  # a pass gives the event loop back after holding it this long
 
 
 class Evictions:
@@ -100,72 +104,78 @@ class Scheduler:
         self._settings = settings
         self._rng = rng or random.Random()
         self._evictions = Evictions(settings.eviction_rate_per_s, settings.eviction_burst, clock)
-        self._task: asyncio.Task[None] | None = None
+        self._capacity = Capacity()
+        self._parked: dict[str, _Parked] = {}
+        self._nodes_changed = True  # by a status transition, since the last sync
+        self._node_revision = -1  # of the node registry at the last sync (joins and deletes)
+        nodes.on_transition.append(self._node_transition)
+        self._loop = BackgroundLoop(
+            "scheduler",
+            self.run_once,
+            deployments.changed,
+            settings.tick_s,
+            log,
+            # A pass may reconcile many deployments: let a burst of changes (a fleet
+            # connecting) accumulate instead of running one pass per change.
+            settle_s=settings.min_pass_interval_s,
+        )
         self.passes = 0
+        self.reconciled = 0  # deployments reconciled, over all passes
+        self.yields = 0  # times a pass gave the event loop back, over all passes
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="scheduler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         await self._deployments.persist()
 
-    async def _run(self) -> None:
-        wake = self._deployments.changed
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._settings.tick_s)
-            # A pass costs O(nodes): let a burst of changes (a fleet connecting) accumulate
-            # instead of running one pass per change and starving the event loop.
-            await asyncio.sleep(self._settings.min_pass_interval_s)
-            wake.clear()
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduling pass failed; retrying")
-
     async def run_once(self) -> None:
-        """One reconciliation pass over every deployment."""
+        """One reconciliation pass over every deployment that needs it."""
         started = time.perf_counter()
         if not self._deployments.count():
-            return  # nothing to place or move: skip the O(nodes) snapshot
-        nodes = self._nodes.latest()
-        status = {node.id: node.status for node in nodes}
-        self._evictions.paused = self._nodes.liveness.self_suspected
-        self._evictions.forget_returned({n for n, s in status.items() if s is NodeStatus.READY})
-        deployments = self._deployments.latest()
-        used: dict[str, Resources] = defaultdict(Resources)
-        for dep in deployments:
-            for r in dep.replica_set:
-                if r.node_id and r.state not in FREE_STATES:
-                    used[r.node_id] = used[r.node_id].plus(dep.resources)
-        views = [
-            NodeView(n.id, n.status, n.provider, n.region, n.labels, _capacity(n.capabilities))
-            for n in nodes
-        ]
-        ctx = Context(
-            now=self._clock.now(),
-            snapshot=Snapshot(views, used),
-            node_status=status.get,
-            may_evict=self._evictions.may_evict,
-            default_strategy=self._settings.default_strategy,
-            rng=self._rng,
-            stop_timeout_s=self._settings.stop_timeout_s,
-        )
+            return  # nothing to place or move: skip even the capacity's upkeep
+        self.passes += 1
+        self._sync_nodes()
+        deployments = {dep.id: dep for dep in self._deployments.latest()}
+        self._capacity.sync_deployments(deployments.values())
+        for gone in self._parked.keys() - deployments.keys():
+            del self._parked[gone]
+        paused = self._nodes.liveness.self_suspected
+        if paused is not self._evictions.paused:
+            self._parked.clear()  # replicas of OFFLINE nodes may be replaced now, or not
+        self._evictions.paused = paused
+        now = self._clock.now()
+        due = [dep_id for dep_id, dep in deployments.items() if self._due(dep, now)]
         touched = self._deployments.drain_touched_nodes()
         removable: list[str] = []
-        placements = 0
-        for dep in deployments:
+        placements = reconciled = 0
+        ctx: Context | None = None
+        slice_started = time.perf_counter()
+        for dep_id in due:
+            if time.perf_counter() - slice_started >= self._settings.pass_slice_s:
+                await asyncio.sleep(0)  # let the loop serve others between two deployments
+                self.yields += 1
+                slice_started = time.perf_counter()
+                if self._revalidate(deployments):
+                    ctx = None  # the snapshot is stale: take a new one
+            dep = deployments.get(dep_id)
+            if dep is None:
+                continue  # removed meanwhile
+            if ctx is None:
+                ctx = self._context(now)
             new, remove = reconcile(dep, ctx)
+            reconciled += 1
             if remove:
                 removable.append(dep.id)
             if new is not dep:
                 self._deployments.stage(new)
+                deployments[dep_id] = new
+                self._capacity.sync_deployment(new)
                 placements += _placements(dep.replica_set, new.replica_set)
+                self._parked.pop(dep_id, None)
+            elif not remove:
+                self._park(dep, ctx)
             if new.replica_set != dep.replica_set or new.spec_version != dep.spec_version:
                 touched |= nodes_of(dep.replica_set) | nodes_of(new.replica_set)
         await self._deployments.persist()
@@ -174,9 +184,10 @@ class Scheduler:
             if last is not None:
                 touched |= nodes_of(last.replica_set)
             await self._deployments.remove(deployment_id)
+            self._parked.pop(deployment_id, None)
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
         self._sessions.assignments_changed(touched)
-        self.passes += 1
+        self.reconciled += reconciled
         if placements:
             metrics.SCHEDULER_PLACEMENTS.inc(placements)
         metrics.SCHEDULER_PASS_DURATION.observe(time.perf_counter() - started)
@@ -185,17 +196,84 @@ class Scheduler:
             extra={
                 "fields": {
                     "deployments": len(deployments),
+                    "reconciled": reconciled,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 }
             },
         )
+
+    def _node_transition(self) -> None:
+        self._nodes_changed = True
+
+    def _sync_nodes(self) -> None:
+        """Brings the capacity up to date with the nodes if they changed, and unparks the
+        deployments placed on nodes whose status changed."""
+        if not self._nodes_changed and self._node_revision == self._nodes.revision:
+            return
+        self._nodes_changed = False
+        self._node_revision = self._nodes.revision
+        self._capacity.sync_nodes(self._nodes.latest())
+        for node_id in self._capacity.drain_changed_nodes():
+            for dep_id in self._capacity.placed_on.get(node_id, ()):
+                self._parked.pop(dep_id, None)
+        self._evictions.forget_returned(self._capacity.drain_turned_ready())
+
+    def _revalidate(self, deployments: dict[str, Deployment]) -> bool:
+        """After a yield: brings `deployments` (and what they hold) and the nodes up to date
+        with what changed meanwhile; True if anything did. Every deployment is read again: a
+        user's change is staged before it is persisted and announced, so no flag tells."""
+        nodes_changed = self._nodes_changed or self._node_revision != self._nodes.revision
+        if nodes_changed:
+            self._sync_nodes()
+        fresh = self._deployments.latest()
+        changed = len(fresh) != len(deployments) or any(
+            deployments.get(dep.id) is not dep for dep in fresh
+        )
+        if changed:
+            deployments.clear()
+            deployments.update((dep.id, dep) for dep in fresh)
+            self._capacity.sync_deployments(fresh)
+        return nodes_changed or changed
+
+    def _context(self, now: datetime) -> Context:
+        return Context(
+            now=now,
+            snapshot=self._capacity.snapshot(),
+            node_status=self._capacity.status.get,
+            may_evict=self._evictions.may_evict,
+            default_strategy=self._settings.default_strategy,
+            rng=self._rng,
+            stop_timeout_s=self._settings.stop_timeout_s,
+        )
+
+    def _due(self, dep: Deployment, now: datetime) -> bool:
+        parked = self._parked.get(dep.id)
+        if parked is None or parked.deployment is not dep:
+            return True
+        if parked.timed:
+            return True
+        return parked.unplaced and parked.grown != self._capacity.grown
+
+    def _park(self, dep: Deployment, ctx: Context) -> None:
+        self._parked[dep.id] = _Parked(
+            dep,
+            self._capacity.grown,
+            unplaced(dep),
+            waits_on_time(dep, ctx.now, ctx.node_status),
+        )
+
+
+@dataclass(frozen=True)
+class _Parked:
+    """A deployment that its last step left unchanged, and what would make a step worthwhile."""
+
+    deployment: Deployment  # as reconciled: any change to it makes a new object
+    grown: int  # the capacity's `grown` then
+    unplaced: bool  # a replica waits for a node: more capacity may place it
+    timed: bool  # waits on time: reconciled every pass
 
 
 def _placements(old: Iterable[Replica], new: Iterable[Replica]) -> int:
     """Replicas newly assigned to a node: (index, node) pairs in `new` that `old` lacks."""
     before = {(r.index, r.node_id) for r in old if r.node_id}
     return sum(1 for r in new if r.node_id and (r.index, r.node_id) not in before)
-
-
-def _capacity(caps: Capabilities) -> Resources:
-    return Resources(caps.cpu_cores, caps.memory_gb, caps.disk_gb)

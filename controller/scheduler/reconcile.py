@@ -219,3 +219,35 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
 def _fresh(r: Replica, message: str, ctx: Context) -> Replica:
     """A new, unplaced placement of the same index that remembers its failures."""
     return Replica(r.index, message=message, failures=r.failures, avoid=r.avoid, state_time=ctx.now)
+
+
+def waits_on_time(
+    dep: Deployment, now: datetime, node_status: Callable[[str], NodeStatus | None]
+) -> bool:
+    """Whether a later step, with nothing else changed, could do more to `dep` than this one
+    did: a backoff or a stop timeout to expire, a failure count to forgive, a replica on an
+    OFFLINE node that the eviction limiter may admit later. A deployment for which this is False
+    and that a step left unchanged needs no step until it, its nodes or the capacity change."""
+    if dep.status is DeploymentStatus.STOPPING:
+        return any(r.state is not ReplicaState.STOPPED for r in dep.replica_set)
+    for r in dep.replica_set:
+        if r.retry_at is not None and r.retry_at > now:
+            return True
+        if r.state is ReplicaState.RUNNING and r.failures:
+            return True
+        if (
+            r.node_id
+            and not r.superseded
+            and r.state not in ENDED
+            and node_status(r.node_id) is NodeStatus.OFFLINE
+        ):
+            return True
+    return False
+
+
+def unplaced(dep: Deployment) -> bool:
+    """Whether a replica of `dep` waits for a node (more capacity may place it)."""
+    if dep.status is DeploymentStatus.STOPPING:
+        return False
+    placed = {r.index for r in dep.replica_set if r.node_id and not r.superseded}
+    return len({i for i in placed if i < dep.replicas}) < dep.replicas

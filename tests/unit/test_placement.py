@@ -20,7 +20,14 @@ from controller.models import (
     frozen_map,
 )
 from controller.scheduler import placement
-from controller.scheduler.placement import Ask, NodeView, NoFit, Snapshot, place, sample_limit
+from controller.scheduler.placement import (
+    Ask,
+    NodeView,
+    NoFit,
+    Snapshot,
+    place,
+    sample_limit,
+)
 
 READY, PENDING, SUSPECT, OFFLINE = (
     NodeStatus.READY,
@@ -375,7 +382,7 @@ def test_the_best_node_outside_the_sample_is_not_looked_for(examined: list[str])
     assert len(examined) == 14
 
 
-def test_when_nothing_fits_every_node_is_counted_once_more_for_the_reason(
+def test_when_nothing_fits_every_node_is_examined_once_for_the_walk_and_the_reason(
     examined: list[str],
 ) -> None:
     nodes = [node(f"n{i}", OFFLINE) for i in range(100)]
@@ -383,7 +390,72 @@ def test_when_nothing_fits_every_node_is_counted_once_more_for_the_reason(
     assert chosen == NoFit(
         "no READY node with 1 cpu, 1 GiB memory, 0 GiB disk free: 100 are OFFLINE"
     )
-    assert len(examined) == 200
+    assert len(examined) == 100
+
+
+# Work per pass: a snapshot remembers what a long walk learned (free resources only shrink while
+# it lives), so a deployment costs about its nodes plus its replicas, not their product.
+
+
+def place_all(snapshot: Snapshot, wanted: Ask, count: int, seed: int = 5) -> list[str | NoFit]:
+    """Places `count` replicas of one deployment, as reconcile does (booking each)."""
+    collocated: Counter[str] = Counter()
+    rng = random.Random(seed)
+    chosen: list[str | NoFit] = []
+    for _ in range(count):
+        one = place(wanted, snapshot, collocated, rng)
+        if isinstance(one, str):
+            snapshot.take(one, wanted.resources)
+            collocated[one] += 1
+        chosen.append(one)
+    return chosen
+
+
+def test_a_thousand_replicas_that_fit_nowhere_cost_one_scan_of_the_nodes(
+    examined: list[str],
+) -> None:
+    nodes = fleet(2_000)  # every node READY, none with 64 cpu
+    chosen = place_all(Snapshot(nodes, {}), ask(cpu=64), 1_000)
+    assert set(chosen) == {
+        NoFit("no READY node with 64 cpu, 1 GiB memory, 0 GiB disk free: 2000 lack cpu")
+    }
+    assert len(examined) <= 2 * 2_000  # not 1,000 x 2 x 2,000
+
+
+def test_another_deployment_with_the_same_ask_costs_no_scan(examined: list[str]) -> None:
+    snapshot = Snapshot(fleet(2_000), {})
+    place_all(snapshot, ask(cpu=64), 1)
+    before = len(examined)
+    place_all(snapshot, ask(cpu=64), 1_000)
+    assert len(examined) == before
+
+
+def test_replicas_that_fit_on_a_few_nodes_reuse_one_scan(examined: list[str]) -> None:
+    nodes = fleet(4_000, ready=400)  # 10 READY nodes with 4 cpu each, far apart
+    chosen = place_all(Snapshot(nodes, {}), ask(cpu=1), 50)
+    assert sum(isinstance(c, str) for c in chosen) == 40
+    assert chosen[-1] == NoFit(
+        "no READY node with 1 cpu, 1 GiB memory, 0 GiB disk free: 3990 are OFFLINE, 10 lack cpu"
+    )
+    assert len(examined) <= 2 * 4_000  # not 50 walks of ~2,000
+
+
+def test_the_remembered_walk_chooses_what_a_full_walk_would() -> None:
+    # A full walk (no memory) at each step: a fresh snapshot with the same bookings.
+    nodes = fleet(3_000, ready=150)
+    remembered = Snapshot(nodes, {})
+    used: dict[str, Resources] = {}
+    collocated: Counter[str] = Counter()
+    rng_a, rng_b = random.Random(9), random.Random(9)
+    wanted = ask(cpu=1)
+    for _ in range(60):
+        expected = place(wanted, Snapshot(nodes, used), collocated, rng_b)
+        got = place(wanted, remembered, collocated, rng_a)
+        assert got == expected
+        if isinstance(got, str):
+            remembered.take(got, wanted.resources)
+            used[got] = used.get(got, Resources()).plus(wanted.resources)
+            collocated[got] += 1
 
 
 def placements(seed: int, count: int) -> list[str | NoFit]:

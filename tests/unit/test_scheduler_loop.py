@@ -4,7 +4,9 @@ each test runs passes by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +16,7 @@ from controller.clock import FakeClock
 from controller.errors import NotFoundError
 from controller.models import (
     Capabilities,
+    Deployment,
     DeploymentSpec,
     DeploymentStatus,
     DesiredState,
@@ -26,7 +29,11 @@ from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import Report
 from controller.registry.sessions import Session, Sessions
+from controller.scheduler import loop, placement
 from controller.scheduler.loop import Evictions, Scheduler, SchedulerSettings
+from controller.scheduler.placement import Ask, NodeView
+from controller.scheduler.reconcile import Context
+from controller.scheduler.reconcile import reconcile as reconcile_step
 from controller.store.base import Store
 
 # Evictions: a token bucket of nodes. Script steps: a number advances the clock; a node id asks
@@ -317,3 +324,229 @@ async def test_a_deleted_deployment_on_a_deleted_node_is_removed_at_once(plane: 
     await plane.deployments.delete(dep.id)
     await plane.scheduler.run_once()
     assert plane.deployments.snapshot_of(dep.id) is None
+
+
+# Work per pass, counted (never timed): a spy on reconcile and one on placement's feasibility
+# check, which is called once per node examined.
+
+
+@dataclass
+class Work:
+    reconciled: list[str]  # deployment ids, in order
+    examined: int = 0  # nodes examined by placement
+    on_reconcile: Callable[[], None] = lambda: None
+
+
+@pytest.fixture
+def work(monkeypatch: pytest.MonkeyPatch) -> Work:
+    counted = Work([])
+    check = placement._why_not
+
+    def why_not(n: NodeView, a: Ask, free: Resources) -> str | None:
+        counted.examined += 1
+        return check(n, a, free)
+
+    def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
+        counted.on_reconcile()
+        counted.reconciled.append(dep.id)
+        return reconcile_step(dep, ctx)
+
+    monkeypatch.setattr(placement, "_why_not", why_not)
+    monkeypatch.setattr(loop, "reconcile", reconcile)
+    return counted
+
+
+def huge(name: str = "huge", replicas: int = 200) -> DeploymentSpec:
+    """Fits on no node of these tests."""
+    return DeploymentSpec(name=name, image="x", replicas=replicas, resources=Resources(64, 1))
+
+
+async def test_a_deployment_that_fits_nowhere_costs_its_nodes_plus_its_replicas(
+    plane: Plane, work: Work
+) -> None:
+    for _ in range(50):
+        await plane.node()
+    dep = await plane.deployments.create(huge(replicas=200))
+
+    await plane.scheduler.run_once()
+
+    assert "200 of 200 replicas not placed: no READY node with 64 cpu" in (
+        plane.deployments.get(dep.id).status_reason
+    )
+    assert work.examined <= 2 * (50 + 200)  # not 200 replicas x 2 x 50 nodes
+
+
+async def test_a_deployment_that_fits_nowhere_is_not_reconciled_on_a_tick_without_change(
+    plane: Plane, work: Work
+) -> None:
+    for _ in range(5):
+        await plane.node()
+    await plane.deployments.create(huge())
+    await plane.scheduler.run_once()  # says why it does not fit
+    await plane.scheduler.run_once()  # finds nothing more to do
+    before = (len(work.reconciled), work.examined)
+
+    for _ in range(3):
+        plane.clock.advance(1)
+        await plane.scheduler.run_once()
+
+    assert (len(work.reconciled), work.examined) == before
+
+
+async def test_a_deployment_that_fits_nowhere_is_retried_when_a_node_joins(
+    plane: Plane, work: Work
+) -> None:
+    await plane.node()
+    dep = await plane.deployments.create(huge(replicas=1))
+    await plane.scheduler.run_once()
+    await plane.scheduler.run_once()
+    before = len(work.reconciled)
+
+    big = await plane.node(cpu=64, ready=False)  # joins PENDING: the reason counts it
+    await plane.scheduler.run_once()
+    assert len(work.reconciled) == before + 1
+    assert "1 are PENDING" in plane.deployments.get(dep.id).status_reason
+
+    plane.nodes.stream_opened(big)  # turns READY
+    await plane.scheduler.run_once()
+    assert plane.deployments.get(dep.id).node_ids == (big,)
+
+
+async def test_a_deployment_that_fits_nowhere_is_retried_when_capacity_is_released(
+    plane: Plane,
+) -> None:
+    a = await plane.node(cpu=1)
+    first = await plane.deployments.create(web(1))
+    await plane.scheduler.run_once()
+    waiting = await plane.deployments.create(
+        DeploymentSpec(name="second", image="x", replicas=1, resources=Resources(1, 1))
+    )
+    await plane.scheduler.run_once()
+    await plane.scheduler.run_once()
+    assert plane.deployments.get(waiting.id).node_ids == ()
+
+    await plane.deployments.delete(first.id)
+    await plane.scheduler.run_once()  # asks the agent to stop it
+    plane.deployments.report(a, [Report(first.id, 0, ReplicaState.STOPPED)])
+    await plane.scheduler.run_once()  # removes it: its cpu is free
+    await plane.scheduler.run_once()
+
+    assert plane.deployments.get(waiting.id).node_ids == (a,)
+
+
+async def test_a_parked_deployment_is_reconciled_when_its_node_goes_offline(
+    plane: Plane, work: Work
+) -> None:
+    a, b = await plane.node(), await plane.node()
+    dep = await plane.deployments.create(web(1))
+    await plane.scheduler.run_once()
+    await plane.scheduler.run_once()
+    (placed,) = plane.deployments.get(dep.id).node_ids
+    before = len(work.reconciled)
+
+    plane.take_offline(placed)
+    await plane.scheduler.run_once()
+
+    assert len(work.reconciled) > before
+    assert plane.deployments.get(dep.id).node_ids == tuple({a, b} - {placed})
+
+
+# A pass that yields: between two deployments it gives the event loop back, and what changed
+# meanwhile is taken into account.
+
+
+async def run_pass_yielding(
+    plane: Plane, work: Work, meanwhile: Callable[[], Awaitable[None]]
+) -> list[int]:
+    """Runs a pass beside a task that counts its turns on the event loop and, on its first turn
+    after the first deployment was reconciled, runs `meanwhile`. Returns the turn count at each
+    reconcile."""
+    turns = 0
+    at: list[int] = []
+    done = False
+    acted = False
+
+    async def other() -> None:
+        nonlocal turns, acted
+        while not done:
+            await asyncio.sleep(0)
+            turns += 1
+            if at and not acted:
+                acted = True
+                await meanwhile()
+
+    work.on_reconcile = lambda: at.append(turns)
+    task = asyncio.create_task(other())
+    try:
+        await plane.scheduler.run_once()
+    finally:
+        done = True
+        await task
+    return at
+
+
+@pytest_asyncio.fixture
+async def sliced(store: Store, clock: FakeClock) -> Plane:
+    """A plane whose passes yield between every two deployments."""
+    return await make_plane(store, clock, SchedulerSettings(pass_slice_s=0))
+
+
+async def nothing() -> None:
+    return None
+
+
+async def test_a_pass_yields_to_the_event_loop_between_deployments(
+    sliced: Plane, work: Work
+) -> None:
+    for _ in range(3):
+        await sliced.node(cpu=4)
+    for i in range(4):
+        await sliced.deployments.create(huge(f"d{i}", replicas=2))
+
+    at = await run_pass_yielding(sliced, work, nothing)
+
+    assert len(at) == 4
+    assert len(set(at)) == 4  # another task ran between every two deployments
+    assert sliced.scheduler.yields >= 3
+
+
+async def test_a_node_that_leaves_while_a_pass_yields_gets_no_more_replicas(
+    sliced: Plane, work: Work
+) -> None:
+    x = await sliced.node(cpu=10)
+    deps = [await sliced.deployments.create(web_named(f"d{i}")) for i in range(3)]
+
+    async def leave() -> None:
+        sliced.nodes.stream_closed(x, "stream broke")  # SUSPECT: no longer READY
+
+    await run_pass_yielding(sliced, work, leave)
+
+    placed = [d.id for d in deps if sliced.deployments.get(d.id).node_ids]
+    assert placed == [work.reconciled[0]]  # only the one reconciled before it left
+
+
+async def test_a_change_made_while_a_pass_yields_is_not_overwritten(
+    sliced: Plane, work: Work
+) -> None:
+    for _ in range(4):
+        await sliced.node(cpu=4)
+    deps = [await sliced.deployments.create(web_named(f"d{i}")) for i in range(2)]
+    scaled: list[str] = []
+
+    async def scale_the_other() -> None:
+        (other,) = [d.id for d in deps if d.id not in work.reconciled]
+        scaled.append(other)
+        await sliced.deployments.update(
+            other, DeploymentSpec(name="", image="", replicas=3), ["replicas"]
+        )
+
+    await run_pass_yielding(sliced, work, scale_the_other)
+    await sliced.scheduler.run_once()
+
+    after = sliced.deployments.get(scaled[0])
+    assert after.replicas == 3
+    assert len(after.node_ids) == 3
+
+
+def web_named(name: str) -> DeploymentSpec:
+    return DeploymentSpec(name=name, image="busybox", replicas=1, resources=Resources(1, 1))
