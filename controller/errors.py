@@ -17,12 +17,46 @@ class FieldViolation:
     description: str
 
 
-class InvalidArgumentError(ControllerError):
-    """The request is malformed; `violations` names every bad field."""
+# An error's message reaches the client in a trailer, which grpc clients cap at 8 KB with the
+# status details: so a message lists violations up to a budget and counts the rest, and clips
+# each one (field paths and descriptions may echo the caller's text). `api/status.py` bounds
+# the whole status again, for every error.
+MESSAGE_BUDGET_BYTES = 512
+FIELD_LIMIT_BYTES = 96
+DESCRIPTION_LIMIT_BYTES = 160
 
-    def __init__(self, violations: list[FieldViolation]) -> None:
+
+def clip(text: str, limit_bytes: int) -> str:
+    """`text` cut to at most `limit_bytes` UTF-8 bytes, ending in "..." when cut."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit_bytes:
+        return text
+    return data[: max(0, limit_bytes - 3)].decode("utf-8", "ignore") + "..."
+
+
+def summary(violations: list[FieldViolation]) -> str:
+    """The violations as `field: description; ...`, as many as fit the budget, then how many
+    more there are."""
+    parts: list[str] = []
+    used = 0
+    for v in violations:
+        part = f"{clip(v.field, FIELD_LIMIT_BYTES)}: {clip(v.description, DESCRIPTION_LIMIT_BYTES)}"
+        size = len(part.encode("utf-8", "surrogatepass")) + 2
+        if parts and used + size > MESSAGE_BUDGET_BYTES:
+            break
+        parts.append(part)
+        used += size
+    left_out = len(violations) - len(parts)
+    return "; ".join(parts) + (f"; and {left_out} more" if left_out else "")
+
+
+class InvalidArgumentError(ControllerError):
+    """The request is malformed; `violations` names every bad field. The message summarizes
+    them (bounded, see `summary`) unless one is given."""
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
         self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        super().__init__(summary(violations) if message is None else message)
 
     @classmethod
     def single(cls, field: str, description: str) -> InvalidArgumentError:

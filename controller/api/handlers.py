@@ -1,13 +1,24 @@
-"""Rewrapping gRPC method handlers, for server interceptors: the one place that knows the four
-kinds of RPC (unary or streaming, each way) and how grpc builds a handler for each."""
+"""What the two server interceptors (`api/interceptors.py`, `auth/interceptor.py`) share, all of
+it edge code: rewrapping gRPC method handlers (the one place that knows the four kinds of RPC
+and how grpc builds a handler for each), running a behavior whatever its kind, naming how a
+call ended, and parsing requests so that bytes which are not the message become a `Malformed`
+marker instead of an exception that grpc would answer UNKNOWN with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
+
+from controller import metrics
+from controller.api import status
+from controller.errors import ControllerError, FieldViolation, InvalidArgumentError
 
 if TYPE_CHECKING:
     ServerInterceptor = aio.ServerInterceptor[Any, Any]
@@ -17,6 +28,7 @@ else:  # not generic at run time
     Handler = grpc.RpcMethodHandler
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
+Deserializer = Callable[[bytes], Any]
 
 # Which handler attribute and constructor serve each (request_streaming, response_streaming).
 _KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
@@ -27,12 +39,104 @@ _KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
 }
 
 
-def rewrap(handler: Handler, wrap: Callable[[Behavior], Behavior]) -> Handler:
-    """The same handler with its behavior replaced by `wrap(behavior)`."""
+def rewrap(
+    handler: Handler,
+    wrap: Callable[[Behavior], Behavior],
+    *,
+    request_deserializer: Deserializer | EllipsisType | None = ...,
+) -> Handler:
+    """The same handler with its behavior replaced by `wrap(behavior)` and, when given, its
+    request deserializer replaced (None: the behavior gets the request's raw bytes)."""
     attribute, make = _KINDS[(handler.request_streaming, handler.response_streaming)]
+    if request_deserializer is ...:
+        request_deserializer = handler.request_deserializer
     wrapped: Handler = make(
         wrap(getattr(handler, attribute)),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=request_deserializer,
         response_serializer=handler.response_serializer,
     )
     return wrapped
+
+
+async def run(
+    behavior: Behavior, request: Any, context: aio.ServicerContext[Any, Any], streaming: bool
+) -> Any:
+    """Runs `behavior` to its end. Response streams are written through the context, whether
+    the behavior is an async generator or a coroutine that writes itself (as a wrapped one
+    does)."""
+    result = behavior(request, context)
+    if not streaming:
+        return await result
+    if inspect.isasyncgen(result):
+        async for message in result:
+            await context.write(message)
+    else:
+        await result
+    return None
+
+
+def outcome_of(error: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
+    """The status code name (for metrics, logs and the audit) of a call that raised `error`."""
+    if isinstance(error, ControllerError):
+        return status.code_of(error).name
+    if isinstance(error, aio.AbortError):  # the behavior aborted: the context has the code
+        return metrics.code_name(context.code())
+    if isinstance(error, asyncio.CancelledError):
+        return "CANCELLED"
+    return "INTERNAL"
+
+
+class Malformed:
+    """A request whose bytes are not a valid `message_name`."""
+
+    __slots__ = ("message_name",)
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+    def error(self) -> InvalidArgumentError:
+        description = f"is not a valid {self.message_name}"
+        return InvalidArgumentError(
+            [FieldViolation("request", description)], message=f"the request {description}"
+        )
+
+
+def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    """`deserializer`, returning a `Malformed` instead of raising on bytes it cannot parse
+    (grpc would answer UNKNOWN with the exception's class). None stays None: raw bytes."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)  # generated code passes Message.FromString
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    name = str(getattr(descriptor, "name", "")) or "request message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, ValueError):  # ValueError: UnicodeDecodeError of some runtimes
+            return Malformed(name)
+
+    return deserialize
+
+
+def checked(request: Any) -> Any:
+    """`request`, unless it is `Malformed`: then raises its InvalidArgumentError."""
+    if isinstance(request, Malformed):
+        raise request.error()
+    return request
+
+
+class CheckedRequests:
+    """A request stream that raises InvalidArgumentError at the first `Malformed` message.
+
+    A class rather than an async generator: a reader cancelled mid-`anext` (a hello that timed
+    out) must not close the stream underneath the next one."""
+
+    def __init__(self, requests: AsyncIterator[Any]) -> None:
+        self._requests = requests
+
+    def __aiter__(self) -> CheckedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        return checked(await anext(self._requests))

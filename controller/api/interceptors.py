@@ -1,14 +1,17 @@
 """The request interceptor: every RPC gets a request id, domain errors become statuses through
 `status.py`, and anything unexpected becomes INTERNAL (logged with the id, shown without detail).
 Each finished RPC is counted by method and code, and unary ones timed (`controller/metrics.py`).
+Requests that are not the message they claim to be (bad bytes) are INVALID_ARGUMENT: every
+handler's request parser is made tolerant (`handlers.tolerant`) and the wrapped behavior raises
+at a `Malformed` request, whether the call's one request or a message of its request stream.
 
 It wraps each method handler instead of the servicers, so servicers hold no error handling and
-health and reflection get request ids too."""
+health and reflection get request ids too. It is the outermost interceptor: calls the auth
+interceptor refuses (which are never parsed) get their id, log line and metrics here too."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import time
@@ -17,13 +20,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc import aio
 
 from controller import metrics
 from controller.api import status
-from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap
-from controller.errors import ControllerError, InvalidArgumentError
+from controller.api.handlers import (
+    Behavior,
+    CheckedRequests,
+    Handler,
+    ServerInterceptor,
+    checked,
+    outcome_of,
+    rewrap,
+    run,
+    tolerant,
+)
+from controller.errors import ControllerError
 from controller.logs import request_id_var
 
 log = logging.getLogger("controller.api")
@@ -50,14 +62,12 @@ class RequestInterceptor(ServerInterceptor):
             return handler
         method = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
-        streaming = handler.response_streaming
-        unary = not (streaming or handler.request_streaming)
+        kind = (handler.request_streaming, handler.response_streaming)
         counted = metrics.rpc_metrics(method)  # label children, bound once per method
         return rewrap(
             handler,
-            lambda behavior: _wrap(
-                behavior, method, metadata, streaming=streaming, unary=unary, counted=counted
-            ),
+            lambda behavior: _wrap(behavior, method, metadata, kind, counted),
+            request_deserializer=tolerant(handler.request_deserializer),
         )
 
 
@@ -65,56 +75,38 @@ def _wrap(
     behavior: Behavior,
     method: str,
     metadata: Any,
-    *,
-    streaming: bool,
-    unary: bool,
+    kind: tuple[bool, bool],
     counted: metrics.RpcMetrics,
 ) -> Behavior:
+    request_streaming, response_streaming = kind
+    unary = not (request_streaming or response_streaming)
+
     async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id = request_id_of(metadata)
         token = request_id_var.set(request_id)
         start = time.perf_counter()
-        outcome = "OK"
-        code = "OK"  # the status the caller sees, for the metrics
+        code = "OK"  # the status the caller sees, for the metrics and the log
         try:
             await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-            result = behavior(request, context)
-            if not streaming:
-                return await result
-            # Response streams are written through the context, whether the behavior is an
-            # async generator or a coroutine that writes itself.
-            if inspect.isasyncgen(result):
-                async for response in result:
-                    await context.write(response)
-            else:
-                await result
-            return None
+            request = CheckedRequests(request) if request_streaming else checked(request)
+            return await run(behavior, request, context, response_streaming)
         except ControllerError as exc:
-            outcome = code = status.code_of(exc).name
-            failure = {"method": method, "code": outcome, "error": str(exc)}
+            code = outcome_of(exc, context)
+            failure = {"method": method, "code": code, "error": str(exc)}
             log.info("rpc failed", extra={"fields": failure})
             await _abort(context, status.to_status(exc))
-        except DecodeError:  # a request that is not the message it claims to be
-            outcome = code = "INVALID_ARGUMENT"
-            log.info("malformed request", extra={"fields": {"method": method}})
-            malformed = InvalidArgumentError.single("request", "not a valid protobuf message")
-            await _abort(context, status.to_status(malformed))
-        except aio.AbortError:
-            outcome = "ABORTED_BY_HANDLER"
-            code = metrics.code_name(context.code())
+        except (aio.AbortError, asyncio.CancelledError) as exc:
+            code = outcome_of(exc, context)
             raise
-        except asyncio.CancelledError:
-            outcome = code = "CANCELLED"
-            raise
-        except Exception:
-            outcome = code = "INTERNAL"
+        except Exception as exc:
+            code = outcome_of(exc, context)
             log.exception("rpc crashed", extra={"fields": {"method": method}})
             await _abort(context, status.internal_status(request_id))
         finally:
             elapsed_s = time.perf_counter() - start
             counted.done(code, elapsed_s, unary=unary)
             elapsed_ms = round(elapsed_s * 1000, 3)
-            fields: dict[str, object] = {"method": method, "code": outcome, "ms": elapsed_ms}
+            fields: dict[str, object] = {"method": method, "code": code, "ms": elapsed_ms}
             log.debug("rpc done", extra={"fields": fields})
             request_id_var.reset(token)
 

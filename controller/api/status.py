@@ -1,4 +1,10 @@
-"""The one table from domain errors to gRPC status codes, and the status details sent with them."""
+"""The one table from domain errors to gRPC status codes, and the status details sent with them.
+
+Every status is bounded here, whatever the error: grpc clients refuse trailers over 8 KB
+("received metadata size exceeds soft limit") and would see RESOURCE_EXHAUSTED instead of the
+real error. The message travels percent-encoded (up to 3 bytes per byte) in `grpc-message` and
+again, with the details, base64-encoded in `grpc-status-details-bin`; with the limits below the
+two stay under ~6.5 KB even for a message of non-ASCII characters."""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from controller import errors
+
+MESSAGE_LIMIT_BYTES = 1024
+DETAILS_LIMIT_BYTES = 2560  # the serialized google.rpc.Status, message included
+MAX_FIELD_VIOLATIONS = 8  # in the BadRequest detail; the message counts the rest
 
 CODES: dict[type[errors.ControllerError], grpc.StatusCode] = {
     errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -30,21 +40,27 @@ def code_of(error: errors.ControllerError) -> grpc.StatusCode:
 
 
 def to_status(error: errors.ControllerError) -> grpc.Status:
-    """The status for a domain error; invalid arguments carry `google.rpc.BadRequest`."""
+    """The status for a domain error; invalid arguments carry `google.rpc.BadRequest` with the
+    first violations (field and description clipped)."""
     code = code_of(error)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=str(error))
+    message = errors.clip(str(error), MESSAGE_LIMIT_BYTES)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     if isinstance(error, errors.InvalidArgumentError):
-        detail = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=errors.clip(v.field, errors.FIELD_LIMIT_BYTES),
+                description=errors.clip(v.description, errors.DESCRIPTION_LIMIT_BYTES),
+            )
+            for v in error.violations[:MAX_FIELD_VIOLATIONS]
+        ]
+        while True:
+            packed = any_pb2.Any()
+            packed.Pack(error_details_pb2.BadRequest(field_violations=violations))
+            del status.details[:]
+            status.details.append(packed)
+            if len(violations) <= 1 or status.ByteSize() <= DETAILS_LIMIT_BYTES:
+                break
+            violations.pop()
     return rpc_status.to_status(status)
 
 

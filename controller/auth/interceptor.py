@@ -6,6 +6,10 @@ the streams one principal holds open, and audits mutating calls.
     valid token, role may not call this   -> PERMISSION_DENIED
     one more stream than allowed          -> RESOURCE_EXHAUSTED
 
+Who calls and whether they may is decided from the call's metadata alone, before grpc reads the
+request: a refused call gets a handler that keeps its body as raw bytes (never parsed, however
+large) and only raises the refusal. An unauthenticated caller costs a token check, not a parse.
+
 It runs inside the request interceptor (`controller/api/interceptors.py`), which gives the call
 its request id and turns the errors raised here into statuses through the one error table. The
 principal is in `current_principal` for the whole call; the heartbeat stream reads it to keep a
@@ -13,8 +17,6 @@ node token to its own node. With authentication off (`verifier` None) only audit
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -24,12 +26,15 @@ import grpc
 from grpc import aio
 
 from controller import audit
+
+# Both are the API edge, as this interceptor is: handler rewrapping and call outcomes
+# (`api/handlers.py`) and the error table (`api/status.py`) are shared with the request
+# interceptor, not a layer below reaching up.
 from controller.api import status
-from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap
+from controller.api.handlers import Behavior, Handler, ServerInterceptor, outcome_of, rewrap, run
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (
-    ControllerError,
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
@@ -55,18 +60,19 @@ class AuthInterceptor(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        rule = rule_for(handler_call_details.method)
+        method = handler_call_details.method
+        rule = rule_for(method)
         if handler is None or (rule.roles is None and not rule.mutating):
             return handler  # health checks: open, and nothing to audit
+        principal: Principal | None = None
+        try:
+            principal = self.authenticate(handler_call_details.invocation_metadata, method)
+            authorize(principal, rule, method)
+        except (UnauthenticatedError, PermissionDeniedError) as refusal:
+            refused = _Refused(refusal, principal, method, rule)
+            return rewrap(handler, refused.wrap, request_deserializer=None)  # raw bytes
         kind = (handler.request_streaming, handler.response_streaming)
-        call = _Call(
-            self,
-            handler_call_details.method,
-            handler_call_details.invocation_metadata,
-            rule,
-            kind,
-        )
-        return rewrap(handler, call.wrap)
+        return rewrap(handler, _Call(self, method, principal, rule, kind).wrap)
 
     def authenticate(self, metadata: Metadata, method: str) -> Principal | None:
         """The caller, or None when authentication is off. Raises UnauthenticatedError."""
@@ -100,50 +106,71 @@ class AuthInterceptor(ServerInterceptor):
             del self._open_streams[key]
 
 
+def authorize(principal: Principal | None, rule: Rule, method: str) -> None:
+    """Raises PermissionDeniedError if `principal` may not call `method`."""
+    if principal is not None and not allowed(principal, rule):
+        name = method.rsplit("/", 1)[-1]
+        raise PermissionDeniedError(f"the {principal.role.value} role may not call {name}")
+
+
+class _Refused:
+    """One refused call: its behavior audits (if the method mutates) and raises the refusal,
+    without touching the request."""
+
+    def __init__(
+        self,
+        refusal: UnauthenticatedError | PermissionDeniedError,
+        principal: Principal | None,
+        method: str,
+        rule: Rule,
+    ) -> None:
+        self._refusal = refusal
+        self._principal = principal
+        self._method = method
+        self._rule = rule
+
+    def wrap(self, behavior: Behavior) -> Behavior:
+        async def refuse(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            if self._rule.mutating:
+                result = status.code_of(self._refusal).name
+                audit.record(self._principal, self._method, "", result, request_id_var.get())
+            raise self._refusal
+
+        return refuse
+
+
 class _Call:
-    """One RPC method as the interceptor wraps it."""
+    """One authorized call as the interceptor wraps it."""
 
     def __init__(
         self,
         interceptor: AuthInterceptor,
         method: str,
-        metadata: Metadata,
+        principal: Principal | None,
         rule: Rule,
         kind: tuple[bool, bool],
     ) -> None:
         self._interceptor = interceptor
         self._method = method
-        self._metadata = metadata
+        self._principal = principal
         self._rule = rule
         self._request_streaming, self._response_streaming = kind
 
     def wrap(self, behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            principal: Principal | None = None
+            principal = self._principal
             stream_key: tuple[str, str] | None = None
             response: Any = None
             result = "OK"
             token = None
             try:
-                principal = self._interceptor.authenticate(self._metadata, self._method)
-                self._authorize(principal)
                 if principal is not None and (self._request_streaming or self._response_streaming):
                     stream_key = self._interceptor.open_stream(principal)
                 token = current_principal.set(principal)
-                response = await self._run(behavior, request, context)
+                response = await run(behavior, request, context, self._response_streaming)
                 return response
-            except ControllerError as error:
-                result = status.code_of(error).name
-                raise
-            except aio.AbortError:
-                code = context.code()
-                result = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
-                raise
-            except asyncio.CancelledError:
-                result = "CANCELLED"
-                raise
-            except Exception:
-                result = "INTERNAL"
+            except BaseException as error:
+                result = outcome_of(error, context)
                 raise
             finally:
                 if token is not None:
@@ -157,23 +184,3 @@ class _Call:
                     audit.record(principal, self._method, target, result, request_id_var.get())
 
         return wrapped
-
-    def _authorize(self, principal: Principal | None) -> None:
-        if principal is not None and not allowed(principal, self._rule):
-            name = self._method.rsplit("/", 1)[-1]
-            raise PermissionDeniedError(f"the {principal.role.value} role may not call {name}")
-
-    async def _run(
-        self, behavior: Behavior, request: Any, context: aio.ServicerContext[Any, Any]
-    ) -> Any:
-        result = behavior(request, context)
-        if not self._response_streaming:
-            return await result
-        # Response streams are written through the context, whether the behavior is an async
-        # generator or a coroutine that writes itself (as in the request interceptor).
-        if inspect.isasyncgen(result):
-            async for message in result:
-                await context.write(message)
-        else:
-            await result
-        return None

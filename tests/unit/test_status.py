@@ -118,3 +118,78 @@ def test_an_internal_status_names_the_request_id_and_nothing_else() -> None:
     assert rich.code == code_pb2.INTERNAL
     assert "req-42" in rich.message
     assert list(rich.details) == []
+
+
+# Every status stays small enough for a grpc client (8 KB of trailers), whatever the error.
+LIMIT_BYTES = 8 * 1024
+
+
+def trailer_bytes(status: grpc.Status) -> int:
+    """The status's size on the wire: the percent-encoded message and the base64 details."""
+    message = status.details.encode()
+    encoded = sum(1 if 0x20 <= b <= 0x7E and b != ord("%") else 3 for b in message)
+    details = sum(len(k) + len(v) * 4 // 3 for k, v in status.trailing_metadata)
+    return len("grpc-message") + encoded + details
+
+
+HUGE_ERRORS: dict[str, errors.ControllerError] = {
+    "10,000 violations": errors.InvalidArgumentError(
+        [errors.FieldViolation(f"env[{i}]", "name must match [A-Z_]") for i in range(10_000)]
+    ),
+    "one violation with a 100 KB field path": errors.InvalidArgumentError.single(
+        "labels[" + "k" * 100_000 + "]", "bad key"
+    ),
+    "one violation with a 100 KB non-ASCII description": errors.InvalidArgumentError.single(
+        "update_mask", "cannot update " + "é" * 100_000
+    ),
+    "64 violations of 300 non-ASCII characters each": errors.InvalidArgumentError(
+        [errors.FieldViolation("labels['" + "é" * 300 + "']", "ü" * 300) for _ in range(64)]
+    ),
+    "a not-found with a 100 KB id": errors.NotFoundError("node", "n" * 100_000),
+    "a conflict with a 100 KB non-ASCII message": errors.ConflictError("€" * 100_000),
+}
+
+
+@pytest.mark.parametrize("error", HUGE_ERRORS.values(), ids=list(HUGE_ERRORS))
+def test_every_status_stays_under_8_kb(error: errors.ControllerError) -> None:
+    status = to_status(error)
+
+    assert status.code is code_of(error)
+    assert trailer_bytes(status) < LIMIT_BYTES
+    assert decode(status).message == status.details
+
+
+def test_a_long_list_of_violations_is_listed_in_part_and_counted() -> None:
+    error = errors.InvalidArgumentError(
+        [errors.FieldViolation(f"env[{i}]", "name must match [A-Z_]") for i in range(256)]
+    )
+    status = to_status(error)
+
+    listed = str(status.details).count("env[")
+    assert 1 <= listed < 256
+    assert status.details.endswith(f"; and {256 - listed} more")
+    bad_request = error_details_pb2.BadRequest()
+    [detail] = decode(status).details
+    detail.Unpack(bad_request)
+    assert 1 <= len(bad_request.field_violations) <= 8
+    assert bad_request.field_violations[0].field == "env[0]"
+
+
+def test_user_text_is_clipped_in_the_message_and_the_details() -> None:
+    error = errors.InvalidArgumentError.single("update_mask", "cannot update " + "x" * 20_000)
+    status = to_status(error)
+
+    assert len(status.details) < 1024
+    assert status.details.startswith("update_mask: cannot update xxx")
+    assert status.details.endswith("...")
+    bad_request = error_details_pb2.BadRequest()
+    [detail] = decode(status).details
+    detail.Unpack(bad_request)
+    [violation] = bad_request.field_violations
+    assert violation.field == "update_mask"
+    assert violation.description.endswith("...") and len(violation.description) < 256
+
+
+def test_clip_never_splits_a_character() -> None:
+    assert errors.clip("é" * 10, 8) == "éé..."
+    assert errors.clip("short", 8) == "short"
