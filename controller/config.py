@@ -91,6 +91,12 @@ class Config:
         "A67_KEEPALIVE_TIMEOUT_S",
         "a ping unanswered this long closes the connection; 0: min(10, offline-after / 2)",
     )
+    handshake_timeout_s: float = _setting(
+        5.0,
+        "A67_HANDSHAKE_TIMEOUT_S",
+        "a connection that has not finished its TLS and HTTP/2 handshake in this long is closed "
+        "(idle sockets would otherwise hold file descriptors for 2 minutes)",
+    )
 
     default_strategy: str = _setting(
         "spread",
@@ -245,6 +251,10 @@ class Config:
         if not 1 <= self.keepalive_time_s <= 7200 or not 0.01 <= self.keepalive_timeout_s <= 600:
             raise ConfigError(
                 "A67_KEEPALIVE_TIME_S must be in [1, 7200], A67_KEEPALIVE_TIMEOUT_S in [0.01, 600]"
+            )
+        if not 0.1 <= self.handshake_timeout_s <= 120:
+            raise ConfigError(
+                f"A67_HANDSHAKE_TIMEOUT_S must be in [0.1, 120], not {self.handshake_timeout_s:g}"
             )
 
     def _validate_security(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import time
 
@@ -178,6 +179,10 @@ def server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
         ("grpc.http2.max_ping_strikes", 2),
+        # A connection must finish its handshake (TLS, then the client's HTTP/2 preface and
+        # SETTINGS) in time, or it is closed: sockets that never speak would otherwise each
+        # hold a file descriptor for grpc's default of 120 s.
+        ("grpc.server_handshake_timeout_ms", int(config.handshake_timeout_s * 1000)),
         # Thousands of agents reconnect at once after a restart; the default queue (1000)
         # would refuse them with a misleading INTERNAL error.
         ("grpc.server.max_pending_requests", 20000),
@@ -185,9 +190,36 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+# Each agent holds one connection, hence one file descriptor, for as long as it runs; the store,
+# the metrics endpoint, logs and grpc itself need some more.
+FD_MARGIN = 256
+LOW_FD_LIMIT = 4096
+
+
+def raise_fd_limit() -> int:
+    """Raises the soft limit on open files to the hard one (as Go programs do at start) and
+    returns the limit in force: the number of agents it allows is that less FD_MARGIN."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # the kernel's ceiling (fs.nr_open) is lower: keep the soft limit
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def warn_if_few_fds(limit: int) -> None:
+    if limit < LOW_FD_LIMIT:
+        fields = {"limit": limit, "agents_at_most": max(0, limit - FD_MARGIN), "fix": "ulimit -n"}
+        log.warning("the open-file limit is low for a fleet", extra={"fields": fields})
+
+
 async def serve(config: Config) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down in order."""
     started = time.perf_counter()
+    warn_if_few_fds(raise_fd_limit())
     controller = Controller(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

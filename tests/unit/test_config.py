@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.config import Config, ConfigError, parse_config
+from controller.server import server_options, warn_if_few_fds
 
 
 def test_the_defaults() -> None:
@@ -62,6 +63,13 @@ SETTINGS: dict[str, tuple[str, str, str, str, object]] = {
         "65536",
         "max_message_bytes",
         65536,
+    ),
+    "handshake timeout": (
+        "A67_HANDSHAKE_TIMEOUT_S",
+        "--handshake-timeout-s",
+        "0.5",
+        "handshake_timeout_s",
+        0.5,
     ),
 }
 
@@ -189,6 +197,11 @@ INVALID: dict[str, tuple[dict[str, str], str]] = {
     "a mysql store url": ({"A67_STORE_URL": "mysql://db/a67"}, "A67_STORE_URL"),
     "a store url without a scheme": ({"A67_STORE_URL": "/tmp/a.db"}, "A67_STORE_URL"),
     "a port of 5000 digits": ({"PORT": "9" * 5000}, "PORT"),
+    "a zero handshake timeout": ({"A67_HANDSHAKE_TIMEOUT_S": "0"}, "A67_HANDSHAKE_TIMEOUT_S"),
+    "a handshake timeout over 2 minutes": (
+        {"A67_HANDSHAKE_TIMEOUT_S": "121"},
+        "A67_HANDSHAKE_TIMEOUT_S",
+    ),
 }
 
 
@@ -230,3 +243,19 @@ FLOAT_SETTINGS = [f for f in dataclasses.fields(Config) if f.type == "float"]
 def test_nan_is_refused_for_every_float_setting(env: str) -> None:
     with pytest.raises(ConfigError):
         parse_config([], {env: "nan"})
+
+
+def test_the_handshake_timeout_defaults_to_5_s_and_reaches_grpc_in_ms() -> None:
+    assert parse_config([], {}).handshake_timeout_s == 5.0
+    options = dict(server_options(parse_config(["--handshake-timeout-s", "0.25"], {})))
+    assert options["grpc.server_handshake_timeout_ms"] == 250
+
+
+def test_a_low_open_file_limit_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "controller.server")
+    warn_if_few_fds(65536)
+    assert caplog.records == []
+
+    warn_if_few_fds(1024)
+    [record] = caplog.records
+    assert record.fields == {"limit": 1024, "agents_at_most": 768, "fix": "ulimit -n"}  # type: ignore[attr-defined]
