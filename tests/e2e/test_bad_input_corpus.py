@@ -88,7 +88,7 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
-_DOUBLES = [math.nan, math.inf, -math.inf, 1.7e308, -1.7e308, 5e-324, -0.0, 0.0, 1e15, 1e6]
+_DOUBLES = [1.7e308, math.nan, math.inf, -math.inf, -1.7e308, 5e-324, -0.0, 0.0, 1e15, 1e6]
 _CHARS = ["a", "\x00", "é", "\U0001f600", "\u202e", "\ufffd", "-", "/", "%", " ", '"', "\n"]
 _LENGTHS = [63, 64, 65, 257, 1025, 4097, 8193, 70_000, 1_000_000]
 _HUGE_COUNTS = [64, 65, 256, 257, 1001, 5000, 20_000]  # each limit, and one past it
@@ -173,68 +173,76 @@ def _is_map(field: FieldDescriptor) -> bool:
 
 
 @st.composite
-def messages(
-    draw: st.DrawFn,
-    descriptor: Descriptor,
-    known: Known,
-    depth: int = 0,
-    base: Message | None = None,
-) -> Message:
-    """A message of `descriptor`: each field unset or set to a drawn value (maps and repeated
-    fields small or huge; nested messages to a depth of 3). From a valid `base` (half the time
-    for a request that has one), each field is kept, or changed one time in eight, so that one
-    extreme value meets the checks behind the first."""
+def messages(draw: st.DrawFn, descriptor: Descriptor, known: Known, depth: int = 0) -> Message:
+    """A message of `descriptor`. Two times in three for a request with a valid base: the base with
+    exactly one field, at any depth, set to a drawn value, so that one extreme value meets the
+    checks behind the first. Otherwise each field unset or drawn (maps and repeated fields
+    small or huge; nested messages to a depth of 3)."""
     message = message_factory.GetMessageClass(descriptor)()
-    if base is None and depth == 0 and descriptor.full_name in known.bases:
-        base = draw(st.sampled_from([None, known.bases[descriptor.full_name]]))
-    if base is not None:
+    base = known.bases.get(descriptor.full_name) if depth == 0 else None
+    one_field = st.sampled_from([True, True, False])  # True first: the simplest example
+    if base is not None and draw(one_field):
         message.CopyFrom(base)
+        *parents, leaf = draw(st.sampled_from(_field_paths(descriptor)))
+        parent = message
+        for field in parents:
+            parent = getattr(parent, field.name)
+        parent.ClearField(leaf.name)
+        _fill(draw, parent, leaf, known, len(parents))
+        return message
     for field in descriptor.fields:
-        nested = field.type == FieldDescriptor.TYPE_MESSAGE
-        if base is not None:
-            if draw(st.integers(0, 7)) < 7:  # keep, but look inside a nested message
-                if nested and not field.is_repeated and base.HasField(field.name):
-                    inner = draw(
-                        messages(_nested(field), known, depth + 1, getattr(base, field.name))
-                    )
-                    getattr(message, field.name).CopyFrom(inner)
-                continue
-            message.ClearField(field.name)
-        if (nested and depth >= 3) or not draw(st.booleans()):
-            continue
-        target = getattr(message, field.name)
-        if _is_map(field):
-            key_field, value_field = _nested(field).fields
-            if draw(st.booleans()):
-                count = draw(st.sampled_from(_HUGE_COUNTS))
-                entries = {_filler(key_field, i): _filler(value_field, i) for i in range(count)}
-            else:
-                entries = draw(
-                    st.dictionaries(
-                        _scalar(key_field, known), _value(value_field, known, depth), max_size=4
-                    )
-                )
-            for key, value in entries.items():
-                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
-                    target[key].CopyFrom(value)
-                else:
-                    target[key] = value
-        elif field.is_repeated:
-            if draw(st.booleans()):
-                count = draw(st.sampled_from(_HUGE_COUNTS))
-                values = [_filler(field, i) for i in range(count)]
-            else:
-                values = draw(st.lists(_value(field, known, depth), max_size=4))
-            if nested:
-                for value in values:
-                    target.add().CopyFrom(value)
-            else:
-                target.extend(values)
-        elif nested:
-            target.CopyFrom(draw(messages(_nested(field), known, depth + 1)))
-        else:
-            setattr(message, field.name, draw(_scalar(field, known)))
+        if draw(st.booleans()) and (field.type != FieldDescriptor.TYPE_MESSAGE or depth < 3):
+            _fill(draw, message, field, known, depth)
     return message
+
+
+def _field_paths(descriptor: Descriptor, depth: int = 0) -> list[list[FieldDescriptor]]:
+    """Every field of `descriptor`, and of its nested (singular) messages, as a path."""
+    paths: list[list[FieldDescriptor]] = []
+    for field in descriptor.fields:
+        paths.append([field])
+        nested = field.type == FieldDescriptor.TYPE_MESSAGE and not field.is_repeated
+        if nested and depth < 3:
+            paths += [[field, *rest] for rest in _field_paths(_nested(field), depth + 1)]
+    return paths
+
+
+def _fill(
+    draw: st.DrawFn, message: Message, field: FieldDescriptor, known: Known, depth: int
+) -> None:
+    """Sets `field` of `message` to a drawn value."""
+    target = getattr(message, field.name)
+    if _is_map(field):
+        key_field, value_field = _nested(field).fields
+        if draw(st.booleans()):
+            count = draw(st.sampled_from(_HUGE_COUNTS))
+            entries = {_filler(key_field, i): _filler(value_field, i) for i in range(count)}
+        else:
+            entries = draw(
+                st.dictionaries(
+                    _scalar(key_field, known), _value(value_field, known, depth), max_size=4
+                )
+            )
+        for key, value in entries.items():
+            if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                target[key].CopyFrom(value)
+            else:
+                target[key] = value
+    elif field.is_repeated:
+        if draw(st.booleans()):
+            count = draw(st.sampled_from(_HUGE_COUNTS))
+            values = [_filler(field, i) for i in range(count)]
+        else:
+            values = draw(st.lists(_value(field, known, depth), max_size=4))
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            for value in values:
+                target.add().CopyFrom(value)
+        else:
+            target.extend(values)
+    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        target.CopyFrom(draw(messages(_nested(field), known, depth + 1)))
+    else:
+        setattr(message, field.name, draw(_scalar(field, known)))
 
 
 def _value(field: FieldDescriptor, known: Known, depth: int) -> st.SearchStrategy[Any]:
