@@ -58,6 +58,18 @@ def rewrap(
     return wrapped
 
 
+def refusing(handler: Handler, behavior: Behavior) -> Handler:
+    """A handler for a call that `behavior` refuses without reading its request. It is made
+    request-streaming whatever the method's kind, so that grpc neither reads nor parses a
+    message before the behavior ends the call; HTTP/2 flow control then stops the sender after
+    a window's worth of a large body instead of the whole of it."""
+    _, make = _KINDS[(True, handler.response_streaming)]
+    refused: Handler = make(
+        behavior, request_deserializer=None, response_serializer=handler.response_serializer
+    )
+    return refused
+
+
 async def run(
     behavior: Behavior, request: Any, context: aio.ServicerContext[Any, Any], streaming: bool
 ) -> Any:

@@ -7,8 +7,9 @@ the streams one principal holds open, and audits mutating calls.
     one more stream than allowed          -> RESOURCE_EXHAUSTED
 
 Who calls and whether they may is decided from the call's metadata alone, before grpc reads the
-request: a refused call gets a handler that keeps its body as raw bytes (never parsed, however
-large) and only raises the refusal. An unauthenticated caller costs a token check, not a parse.
+request: a refused call gets a handler (`handlers.refusing`) that reads no message and only
+raises the refusal, so an unauthenticated caller costs a token check, not a parse of its body
+(its audit line names no resource: the request is never read).
 
 It runs inside the request interceptor (`controller/api/interceptors.py`), which gives the call
 its request id and turns the errors raised here into statuses through the one error table. The
@@ -31,7 +32,15 @@ from controller import audit
 # (`api/handlers.py`) and the error table (`api/status.py`) are shared with the request
 # interceptor, not a layer below reaching up.
 from controller.api import status
-from controller.api.handlers import Behavior, Handler, ServerInterceptor, outcome_of, rewrap, run
+from controller.api.handlers import (
+    Behavior,
+    Handler,
+    ServerInterceptor,
+    outcome_of,
+    refusing,
+    rewrap,
+    run,
+)
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (
@@ -69,8 +78,7 @@ class AuthInterceptor(ServerInterceptor):
             principal = self.authenticate(handler_call_details.invocation_metadata, method)
             authorize(principal, rule, method)
         except (UnauthenticatedError, PermissionDeniedError) as refusal:
-            refused = _Refused(refusal, principal, method, rule)
-            return rewrap(handler, refused.wrap, request_deserializer=None)  # raw bytes
+            return refusing(handler, _Refused(refusal, principal, method, rule).refuse)
         kind = (handler.request_streaming, handler.response_streaming)
         return rewrap(handler, _Call(self, method, principal, rule, kind).wrap)
 
@@ -129,14 +137,11 @@ class _Refused:
         self._method = method
         self._rule = rule
 
-    def wrap(self, behavior: Behavior) -> Behavior:
-        async def refuse(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            if self._rule.mutating:
-                result = status.code_of(self._refusal).name
-                audit.record(self._principal, self._method, "", result, request_id_var.get())
-            raise self._refusal
-
-        return refuse
+    async def refuse(self, requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        if self._rule.mutating:
+            result = status.code_of(self._refusal).name
+            audit.record(self._principal, self._method, "", result, request_id_var.get())
+        raise self._refusal
 
 
 class _Call:
