@@ -12,11 +12,18 @@ slow watcher costs bounded memory and never slows the controller.
 Cost: a replay reads the change log a page at a time (`ChangeLog.pages`) on the store's readers,
 beside the writer, and asks for the next page only once the last one is written to the client.
 A client that never reads blocks its replay on flow control after one page: it holds at most one
-page, its buffer of events and what gRPC has buffered, and uses no CPU while it waits."""
+page, its buffer of events and what gRPC has buffered, and uses no CPU while it waits.
+
+Turns: bulk sends (a state, a page of a replay) take turns, `SEND_TURNS` at a time, first come
+first served. Every write is one trip through the event loop, so a hundred watchers sending at
+once would stretch each loop iteration, and every other call's latency, a hundredfold. A write
+that blocks longer than `STALL_S` (its client is not reading) gives its turn up."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -29,6 +36,9 @@ from controller.store.base import ResourceKind
 
 Context = aio.ServicerContext[Any, Any]
 MAX_REPLAY = 10_000  # beyond this many revisions behind, sending the current state is cheaper
+SEND_TURNS = 4  # bulk sends in progress at once (per kind)
+STATE_CHUNK = 500  # resources of a state sent in one turn
+STALL_S = 0.1  # a write blocked this long gives its turn up
 
 
 class Revisioned(Protocol):
@@ -73,6 +83,49 @@ class Encoder(Protocol[R_contra]):
     def reset(self, revision: int) -> Message: ...
 
 
+class Turns:
+    """At most `width` bulk sends at once, first come first served (see the module docstring)."""
+
+    def __init__(self, width: int = SEND_TURNS) -> None:
+        self._slots = asyncio.Semaphore(width)
+
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[Turn]:
+        await self._slots.acquire()
+        turn = Turn(self._slots)
+        try:
+            yield turn
+        finally:
+            turn.give_up()
+
+
+class Turn:
+    """One bulk send's turn. A watchdog (one timer per turn, not per write) gives the turn up
+    when no write has completed for `STALL_S`."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots: asyncio.Semaphore | None = slots
+        self._written = self._seen = 0
+        self._watchdog = asyncio.get_running_loop().call_later(STALL_S, self._check)
+
+    def _check(self) -> None:
+        if self._written == self._seen:
+            self.give_up()
+        else:
+            self._seen = self._written
+            self._watchdog = asyncio.get_running_loop().call_later(STALL_S, self._check)
+
+    def give_up(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            self._watchdog.cancel()
+            slots.release()
+
+    async def write(self, context: Context, message: Message) -> None:
+        await context.write(message)
+        self._written += 1
+
+
 class Watch(Generic[R]):
     def __init__(
         self,
@@ -81,12 +134,14 @@ class Watch(Generic[R]):
         encoder: Encoder[R],
         changes: ChangeLog,
         buffer: int = 1024,
+        turns: Turns | None = None,
     ) -> None:
         self._kind = kind
         self._source = source
         self._encoder = encoder
         self._changes = changes
         self._buffer = buffer
+        self._turns = turns or Turns()
 
     async def serve(self, start_revision: int, context: Context) -> None:
         if start_revision < 0:
@@ -117,8 +172,10 @@ class Watch(Generic[R]):
         resources, revision = self._source.snapshot(), self._source.revision  # no await between
         if reset:
             await context.write(self._encoder.reset(revision))
-        for resource in resources:
-            await context.write(self._encoder.added(resource))
+        for start in range(0, len(resources), STATE_CHUNK):
+            async with self._turns.take() as turn:
+                for resource in resources[start : start + STATE_CHUNK]:
+                    await turn.write(context, self._encoder.added(resource))
         await context.write(self._encoder.synced(revision))
         return revision
 
@@ -132,19 +189,20 @@ class Watch(Generic[R]):
         if applied - start > MAX_REPLAY:
             return await self._send_state(context, reset=True)
         async for page in self._changes.pages(start, applied):
-            for change in page:
-                if change.kind != self._kind:
-                    continue
-                resource = self._source.snapshot_of(change.resource_id)
-                if change.deleted:
-                    if resource is None:
-                        await context.write(
-                            self._encoder.deleted(change.resource_id, change.revision)
-                        )
-                elif resource is not None and resource.revision <= change.revision:
-                    # Its last change up to `applied`; a later one is sent when its turn comes
-                    # (or as a live event, if it came after `applied`).
-                    await context.write(self._encoder.changed(resource, change.revision))
+            async with self._turns.take() as turn:
+                for change in page:
+                    if change.kind != self._kind:
+                        continue
+                    resource = self._source.snapshot_of(change.resource_id)
+                    if change.deleted:
+                        if resource is None:
+                            message = self._encoder.deleted(change.resource_id, change.revision)
+                            await turn.write(context, message)
+                    elif resource is not None and resource.revision <= change.revision:
+                        # Its last change up to `applied`; a later one is sent when its turn
+                        # comes (or as a live event, if it came after `applied`).
+                        message = self._encoder.changed(resource, change.revision)
+                        await turn.write(context, message)
         sent = max(start, applied)
         await context.write(self._encoder.synced(sent))
         return sent

@@ -9,21 +9,30 @@ not read) stops asking for pages, so it costs at most one page."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Protocol
 
-from controller.store.base import Change, Store
+from controller.store.base import Change
 
-__all__ = ["PAGE_SIZE", "Change", "ChangeLog"]
+__all__ = ["PAGE_SIZE", "Change", "ChangeLog", "ChangeSource"]
 
 PAGE_SIZE = 500  # changes per read: ~1 ms of a reader thread
+
+
+class ChangeSource(Protocol):
+    """The part of `controller.store.base.Store` a change log reads."""
+
+    async def revision(self) -> int: ...
+
+    async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]: ...
 
 
 class ChangeLog:
     """Read access to the store's change log. Safe to share between watchers."""
 
-    def __init__(self, store: Store, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, store: ChangeSource, page_size: int = PAGE_SIZE) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
-        self._store = store
+        self._store: ChangeSource = store
         self._page_size = page_size
 
     async def revision(self) -> int:

@@ -1,11 +1,13 @@
-"""The store's contract. Every implementation (SQLite now, PostgreSQL later) passes
-`tests/contract/`. The store persists and knows no rules: validation and state transitions
-belong to the registry.
+"""The store's contract. Every implementation (SQLite, PostgreSQL) passes `tests/contract/`.
+The store persists and knows no rules: validation and state transitions belong to the registry.
 
 Revisions: every change (create, update, delete) gets the next value of one monotonic revision
 counter, recorded in the change log in the same transaction as the change itself. A resource's
 `revision` is the revision of its last change, so it doubles as its etag and as the resume point
 of a watch.
+
+Reads never queue behind writes, nor writes behind reads: a store serves them on separate
+connections, so a burst of reads (watchers replaying the change log) cannot delay a write.
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ class Store(Protocol):
         ...
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
-        """Changes with a revision greater than `revision`, oldest first, at most `limit`."""
+        """Changes with a revision greater than `revision`, oldest first, at most `limit`: one
+        page; the next starts after the last revision returned. Keep pages small (hundreds):
+        each is one read, and reads take turns."""
         ...
 
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:

@@ -10,9 +10,11 @@ the row with `SELECT ... FOR UPDATE`, so it also holds for a writer that does no
 (heartbeats, re-encryption). Heartbeats lock their rows in id order, as `update_many` does, so
 the two cannot deadlock; a transaction that still fails to serialize is retried.
 
-One connection for now: calls take turns on it (an asyncio lock, first come first served), which
-is also how `close` waits for the writes in progress. A broken connection is reopened on the
-next call; the call that saw it break raises UnavailableError."""
+Two connections: writes take turns on one (an asyncio lock, first come first served), which is
+also how `close` waits for the writes in progress; reads take turns on the other, so a read
+never waits for a write nor a write for a read (each read is one autocommit statement, which
+sees every write whose coroutine has returned). A broken connection is reopened on the next
+call; the call that saw it break raises UnavailableError."""
 
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ class PostgresStore:
         self.url = url
         self.sealer: Sealer = sealer or PlaintextSealer()
         sealer = self.sealer
-        self._conn: Connection | None = None
         self._open = False
-        self._turn = asyncio.Lock()
+        self._writer = _Line(self._connect)
+        self._reader = _Line(self._connect)
         self._nodes = PostgresTable[Node](self, codec.node_layout(sealer))
         self._deployments = PostgresTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
@@ -72,7 +74,7 @@ class PostgresStore:
         except BaseException:
             await conn.close()
             raise
-        self._conn = conn
+        self._writer.conn = conn  # the reader connects on the first read
         self._open = True
 
     async def _connect(self) -> Connection:
@@ -84,27 +86,25 @@ class PostgresStore:
             raise UnavailableError(f"cannot connect to the PostgreSQL store: {exc}") from exc
 
     async def close(self) -> None:
-        async with self._turn:
+        async with self._writer.turn, self._reader.turn:  # lock order: writer, then reader
             if not self._open:
                 return
             self._open = False
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+            await self._writer.close()
+            await self._reader.close()
 
-    async def _connection(self) -> Connection:
-        """The open connection (reopened if it broke). Call only in your turn."""
+    async def _connection(self, line: _Line) -> Connection:
+        """The line's open connection (reopened if it broke). Call only in its turn."""
         if not self._open:
             raise UnavailableError("the store is closed")
-        if self._conn is None or self._conn.closed:
-            self._conn = await self._connect()
-        return self._conn
+        return await line.connection()
 
     async def run(self, fn: Callable[[Connection], Awaitable[R]]) -> R:
-        """Runs `fn(connection)` in this call's turn, each statement on its own (reads).
-        Raises UnavailableError once closed or if the database cannot be reached."""
-        async with self._turn:
-            conn = await self._connection()
+        """Runs `fn(connection)` in this call's turn on the read connection, each statement on
+        its own (reads). Raises UnavailableError once closed or if the database cannot be
+        reached."""
+        async with self._reader.turn:
+            conn = await self._connection(self._reader)
             try:
                 return await fn(conn)
             except psycopg.OperationalError as exc:
@@ -116,9 +116,9 @@ class PostgresStore:
         """Runs `fn(connection)` in one transaction, after taking the write lock if `logged`
         (the transaction writes the change log). A unique-key clash becomes AlreadyExistsError;
         a transaction aborted to serialize it is retried."""
-        async with self._turn:
+        async with self._writer.turn:
             for attempt in range(1, ATTEMPTS + 1):
-                conn = await self._connection()
+                conn = await self._connection(self._writer)
                 try:
                     async with conn.transaction():
                         if logged:
@@ -172,6 +172,25 @@ class PostgresStore:
 
         if ids:
             await self.transaction(write, "node", logged=False)
+
+
+class _Line:
+    """One connection, used by one call at a time (`turn`), connected again if it broke."""
+
+    def __init__(self, connect: Callable[[], Awaitable[Connection]]) -> None:
+        self._connect = connect
+        self.conn: Connection | None = None
+        self.turn = asyncio.Lock()
+
+    async def connection(self) -> Connection:
+        if self.conn is None or self.conn.closed:
+            self.conn = await self._connect()
+        return self.conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.close()
 
 
 class PostgresTable(Generic[T]):

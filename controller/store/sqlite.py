@@ -1,13 +1,17 @@
 """The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so that a write is on
 disk before it is acknowledged and survives `kill -9`.
 
-All SQL runs on one dedicated thread: SQLite allows one writer at a time anyway, and the event
-loop never blocks on disk."""
+Writes run on one dedicated thread with the one read-write connection (SQLite allows one writer
+at a time anyway). Reads run beside them, never in front of them: `READERS` threads, each with
+its own read-only connection (WAL lets readers and the writer proceed at once). A read is one
+statement in autocommit, so it sees every write whose coroutine has returned. The event loop
+never blocks on disk."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,6 +27,7 @@ from controller.store.sealing import PlaintextSealer, Sealer
 from controller.store.sqlite_migrations import MIGRATIONS
 
 R = TypeVar("R")
+READERS = 2  # read threads, each with its own connection; reads of a page take milliseconds
 
 
 class SQLiteStore:
@@ -33,6 +38,10 @@ class SQLiteStore:
         sealer = sealer or PlaintextSealer()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader = threading.local()  # .conn: the reader thread's own connection
+        self._reader_conns: list[sqlite3.Connection] = []  # every one opened, to close them
+        self._reader_conns_lock = threading.Lock()
         self._nodes = SQLiteTable[Node](self, codec.node_layout(sealer))
         self._deployments = SQLiteTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
@@ -47,6 +56,8 @@ class SQLiteStore:
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="a67-sqlite")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+        # After the writer: it creates the file, the schema and the WAL the readers open.
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="a67-sqlite-read")
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,28 +71,60 @@ class SQLiteStore:
             conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
         self._conn = conn
 
+    def _open_reader(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        with self._reader_conns_lock:
+            self._reader_conns.append(conn)
+        return conn
+
     async def close(self) -> None:
         executor, self._executor = self._executor, None
+        readers, self._readers = self._readers, None
         if executor is None:
             return
+        if readers is not None:  # reads in progress finish first; later ones raise
+            await asyncio.to_thread(readers.shutdown, wait=True)
+        with self._reader_conns_lock:
+            reader_conns, self._reader_conns = self._reader_conns, []
+        for reader_conn in reader_conns:
+            reader_conn.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
 
     async def run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        """Runs `fn(connection)` on the store's thread. Raises UnavailableError once closed."""
+        """Runs `fn(connection)` on the writer thread, with the read-write connection, after the
+        writes queued before it. Raises UnavailableError once closed."""
         executor, conn = self._executor, self._conn
         if executor is None or conn is None:
             raise UnavailableError("the store is closed")
         return await asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Runs `fn(connection)` on a reader thread, with that thread's read-only connection,
+        beside the writer: a read never waits for a write, nor a write for a read. Keep `fn`
+        short (one page): the readers are few and taken first come, first served. Raises
+        UnavailableError once closed."""
+        readers = self._readers
+        if readers is None:
+            raise UnavailableError("the store is closed")
+        return await asyncio.get_running_loop().run_in_executor(readers, self._on_reader, fn)
+
+    def _on_reader(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        conn: sqlite3.Connection | None = getattr(self._reader, "conn", None)
+        if conn is None:
+            conn = self._reader.conn = self._open_reader()
+        return fn(conn)
 
     async def revision(self) -> int:
         def query(conn: sqlite3.Connection) -> int:
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
             return int(row[0]) if row else 0
 
-        return await self.run(query)
+        return await self.read(query)
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
         def query(conn: sqlite3.Connection) -> list[Change]:
@@ -92,7 +135,7 @@ class SQLiteStore:
             ).fetchall()
             return [Change(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
-        return await self.run(query)
+        return await self.read(query)
 
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         rows = [(time.isoformat(), node_id) for node_id, time in times.items()]
@@ -123,7 +166,7 @@ class SQLiteTable(Generic[T]):
             ).fetchone()
             return self._layout.decode(resource_id, row[0], row[1]) if row else None
 
-        return await self._store.run(query)
+        return await self._store.read(query)
 
     async def list_all(self) -> list[T]:
         table = self._layout.table
@@ -132,7 +175,7 @@ class SQLiteTable(Generic[T]):
             rows = conn.execute(f"SELECT id, revision, data FROM {table} ORDER BY id").fetchall()
             return [self._layout.decode(r[0], r[1], r[2]) for r in rows]
 
-        return await self._store.run(query)
+        return await self._store.read(query)
 
     async def create(self, resource: T, request: RequestKey | None = None) -> T:
         layout = self._layout
@@ -209,7 +252,7 @@ class SQLiteTable(Generic[T]):
         return await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
 
     async def find_request(self, request_id: str) -> RequestRecord | None:
-        return await self._store.run(lambda conn: self._find_request(conn, request_id))
+        return await self._store.read(lambda conn: self._find_request(conn, request_id))
 
     def _find_request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord | None:
         row = conn.execute(
