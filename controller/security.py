@@ -20,6 +20,7 @@ from controller.auth.principals import Role
 from controller.auth.tokens import TokenIssuer, TokenSettings, TokenVerifier
 from controller.config import Config
 from controller.crypto import AesGcmSealer, keys_file, load_sealer
+from controller.store import is_embedded
 
 log = logging.getLogger("controller.auth")
 
@@ -31,7 +32,7 @@ def token_settings(config: Config) -> TokenSettings:
 def embedded_store(config: Config) -> bool:
     """Key files are generated only next to an embedded store: replicas sharing a database
     must share keys, which a generated file per replica would break."""
-    return config.store_url.startswith("sqlite:")
+    return is_embedded(config.store_url)
 
 
 def issue_token(config: Config, role: str, subject: str, ttl_s: float) -> str:

@@ -220,18 +220,13 @@ def _rotate(config: Config) -> None:
 
 async def _reencrypt(config: Config) -> int:
     from controller.crypto import load_sealer
-    from controller.store import open_store
-    from controller.store.postgres import PostgresStore
-    from controller.store.reseal import reseal_all
-    from controller.store.sqlite import SQLiteStore
+    from controller.store import open_store, reencrypt_credentials
 
     sealer, _ = load_sealer(config, generate=False)
     store = open_store(config.store_url, sealer)
-    if not isinstance(store, SQLiteStore | PostgresStore):
-        raise ValueError("keys reencrypt supports the SQLite and PostgreSQL stores only")
     await store.open()
     try:
-        report = await reseal_all(store, sealer)
+        report = await reencrypt_credentials(store, sealer)
     finally:
         await store.close()
     print(

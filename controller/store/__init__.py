@@ -4,10 +4,14 @@ this is the one place that knows the implementations."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from controller.store.base import Store
-from controller.store.sealing import Sealer
+from controller.store.sealing import RotatingSealer, Sealer
+
+if TYPE_CHECKING:
+    from controller.store.reseal import ResealReport
 
 SCHEMES = ("sqlite", "postgresql")
 
@@ -38,3 +42,22 @@ def open_store(url: str, sealer: Sealer | None = None) -> Store:
             )
         return PostgresStore(url, sealer)
     raise ValueError(f"unknown store URL scheme {scheme!r}; supported: {', '.join(SCHEMES)}")
+
+
+def is_embedded(url: str) -> bool:
+    """Whether `url` names a store inside this process (one replica only, keys beside it)."""
+    return urlparse(url).scheme == "sqlite"
+
+
+async def reencrypt_credentials(store: Store, sealer: RotatingSealer) -> ResealReport:
+    """Re-encrypts every stored credential with `sealer`'s newest key (see `store/reseal.py`).
+    Raises ValueError for a store that cannot."""
+    from controller.store.postgres import PostgresStore
+    from controller.store.reseal import reseal_postgres, reseal_sqlite
+    from controller.store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return await reseal_sqlite(store, sealer)
+    if isinstance(store, PostgresStore):
+        return await reseal_postgres(store, sealer)
+    raise ValueError(f"{type(store).__name__} cannot re-encrypt credentials")

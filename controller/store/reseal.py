@@ -19,9 +19,9 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from controller.crypto import AesGcmSealer
 from controller.store import codec
 from controller.store.postgres import Connection, PostgresStore
+from controller.store.sealing import RotatingSealer
 from controller.store.sqlite import SQLiteStore
 
 
@@ -32,11 +32,9 @@ class ResealReport:
     key_id: str  # the newest key
 
 
-async def reseal_all(store: SQLiteStore | PostgresStore, sealer: AesGcmSealer) -> ResealReport:
+async def reseal_sqlite(store: SQLiteStore, sealer: RotatingSealer) -> ResealReport:
     """Rewrites every credential not sealed with `sealer.current_key_id`. Raises ValueError (and
     changes nothing) if any credential cannot be opened with the keys the sealer has."""
-    if isinstance(store, PostgresStore):
-        return await _reseal_postgres(store, sealer)
 
     def rewrite(conn: sqlite3.Connection) -> ResealReport:
         conn.execute("PRAGMA secure_delete = ON")
@@ -65,7 +63,9 @@ async def reseal_all(store: SQLiteStore | PostgresStore, sealer: AesGcmSealer) -
     return await store.run(rewrite)
 
 
-async def _reseal_postgres(store: PostgresStore, sealer: AesGcmSealer) -> ResealReport:
+async def reseal_postgres(store: PostgresStore, sealer: RotatingSealer) -> ResealReport:
+    """`reseal_sqlite` on PostgreSQL."""
+
     async def rewrite(conn: Connection) -> ResealReport:
         resealed = current = 0
         cursor = await conn.execute(

@@ -28,6 +28,14 @@ class Sealer(Protocol):
         ...
 
 
+class RotatingSealer(Sealer, Protocol):
+    """A sealer with several keys, the newest of which seals (`keys reencrypt` moves every
+    credential to it)."""
+
+    @property
+    def current_key_id(self) -> str: ...
+
+
 class PlaintextSealer:
     """Stores the token as is (key id `plain`). Used until encryption at rest is configured."""
 

@@ -19,8 +19,8 @@ from controller.config import parse_config
 from controller.crypto import AesGcmSealer, load_sealer, new_key
 from controller.errors import ConflictError
 from controller.models import Capabilities, Credentials, Node, Secret
+from controller.store import reencrypt_credentials
 from controller.store.postgres import PostgresStore
-from controller.store.reseal import reseal_all
 
 from ..contract import postgres_server
 from .conftest import StartController
@@ -93,7 +93,7 @@ async def test_reencrypt_reseals_postgres_credentials_without_new_revisions(
     await store.nodes.create(credentialed_node("c", "token-c"))
     revision = await store.revision()
 
-    report = await reseal_all(store, AesGcmSealer([old, new]))
+    report = await reencrypt_credentials(store, AesGcmSealer([old, new]))
     await store.close()
 
     assert (report.resealed, report.current, report.key_id) == (1, 1, new.id)

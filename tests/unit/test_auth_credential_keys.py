@@ -14,7 +14,7 @@ import pytest
 from controller.config import Config, ConfigError
 from controller.crypto import AesGcmSealer, load_keys, load_sealer, new_key, rotate
 from controller.models import Capabilities, Credentials, Node, NodeStatus, Secret
-from controller.store.reseal import reseal_all
+from controller.store import reencrypt_credentials
 from controller.store.sealing import Sealed
 from controller.store.sqlite import SQLiteStore
 
@@ -133,7 +133,7 @@ async def test_reencrypt_reseals_every_credential_with_the_newest_key(tmp_path: 
     revisions = {n.id: n.revision for n in await store.nodes.list_all()}
     assert stored_key_ids(path) == {"a": old.id, "b": None, "c": new.id}
 
-    report = await reseal_all(store, AesGcmSealer([old, new]))
+    report = await reencrypt_credentials(store, AesGcmSealer([old, new]))
     await store.close()
 
     assert (report.resealed, report.current, report.key_id) == (1, 1, new.id)
@@ -160,7 +160,7 @@ async def test_reencrypt_changes_nothing_if_a_credential_cannot_be_opened(tmp_pa
     await store.open()
     try:
         with pytest.raises(ValueError, match="no credential key"):
-            await reseal_all(store, AesGcmSealer([kept]))
+            await reencrypt_credentials(store, AesGcmSealer([kept]))
     finally:
         await store.close()
     assert stored_key_ids(path) == {"a": lost.id}
