@@ -26,8 +26,6 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from controller import audit
-
 # Both are the API edge, as this interceptor is: handler rewrapping and call outcomes
 # (`api/handlers.py`) and the error table (`api/status.py`) are shared with the request
 # interceptor, not a layer below reaching up.
@@ -41,6 +39,7 @@ from controller.api.handlers import (
     rewrap,
     run,
 )
+from controller.auth import audit
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (

@@ -9,7 +9,7 @@ from automator67.v1 import deployment_pb2, node_pb2
 from automator67.v1 import deployment_service_pb2 as ds
 from automator67.v1 import node_service_pb2 as ns
 
-from controller import audit
+from controller.auth import audit
 from controller.auth.principals import Principal, Role
 
 CASES = {
