@@ -19,7 +19,13 @@ from types import TracebackType
 from typing import Any
 
 import grpc
-from automator67.v1 import deployment_pb2, node_pb2, node_service_pb2, node_service_pb2_grpc
+from automator67.v1 import (
+    agent_service_pb2_grpc,
+    deployment_pb2,
+    node_pb2,
+    node_service_pb2,
+    node_service_pb2_grpc,
+)
 from automator67.v1 import deployment_service_pb2 as ds
 from automator67.v1 import deployment_service_pb2_grpc as ds_grpc
 from automator67.v1 import heartbeat_pb2 as hb
@@ -198,6 +204,7 @@ class ControllerClient:
             else aio.insecure_channel(target, options=merged)
         )
         self._nodes = node_service_pb2_grpc.NodeServiceStub(self._channel)
+        self._agents = agent_service_pb2_grpc.AgentServiceStub(self._channel)
         self._deployments = ds_grpc.DeploymentServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -264,7 +271,7 @@ class ControllerClient:
         hello = hb.AgentHello(node_id=node_id, agent_version=agent_version, drivers=drivers)
 
         def start() -> HeartbeatCall:
-            return self._nodes.Heartbeat(None, metadata=self._metadata)
+            return self._agents.Heartbeat(None, metadata=self._metadata)
 
         return HeartbeatSession(start, hello, open_timeout_s=open_timeout_s)
 

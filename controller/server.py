@@ -16,6 +16,8 @@ import signal
 import time
 
 from automator67.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
     deployment_service_pb2,
     deployment_service_pb2_grpc,
     node_service_pb2,
@@ -25,6 +27,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller.api import reflection
+from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
@@ -50,6 +53,7 @@ log = logging.getLogger("controller.server")
 SERVICES = (
     node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     deployment_service_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name,
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
 )
 
 
@@ -97,8 +101,9 @@ class Controller:
         )
         changes = ChangeLog(self.store)
         node_watch = Watch("node", self.nodes, NodeEvents(), changes)
-        node_servicer = NodeServicer(self.nodes, heartbeats, node_watch, self.security.node_token)
+        node_servicer = NodeServicer(self.nodes, node_watch, self.security.node_token)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(heartbeats), server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentServicer(
                 self.deployments,

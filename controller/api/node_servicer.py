@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_service_pb2 as pb
 from automator67.v1 import node_service_pb2_grpc
 from grpc import aio
 
 from controller.api import convert
-from controller.api.heartbeat_stream import HeartbeatStream
 from controller.api.watch import Watch
 from controller.models import Node
 from controller.registry.nodes import NodeRegistry
@@ -23,12 +21,10 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
     def __init__(
         self,
         nodes: NodeRegistry,
-        heartbeats: HeartbeatStream,
         watch: Watch[Node],
         agent_token: Callable[[str], str] | None = None,
     ) -> None:
         self._nodes = nodes
-        self._heartbeats = heartbeats
         self._watch = watch
         self._agent_token = agent_token  # node id -> the token its agent streams with
 
@@ -59,11 +55,6 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
         self, request: pb.GetNodeStatsRequest, context: Context
     ) -> pb.GetNodeStatsResponse:
         return convert.node_stats_to_pb(self._nodes.stats())
-
-    async def Heartbeat(  # type: ignore[override]  # a coroutine writing through the context
-        self, request_iterator: AsyncIterator[hb.HeartbeatRequest], context: Context
-    ) -> None:
-        await self._heartbeats.serve(request_iterator, context)
 
     async def WatchNodes(  # type: ignore[override]  # a coroutine writing through the context
         self, request: pb.WatchNodesRequest, context: Context

@@ -3,7 +3,7 @@
     admin     everything
     operator  deployments (read and write), nodes (read)
     viewer    read only: Get, List, Watch, Stats, and server reflection
-    node      only NodeService/Heartbeat, and only for the node id in its token's subject
+    node      only AgentService/Heartbeat, and only for the node id in its token's subject
               (checked by the heartbeat stream against the hello)
 
 Health checking is open to everyone. An RPC this table does not know is admin-only, so a new RPC
@@ -49,7 +49,8 @@ REFLECTION_SERVICES = (
 )
 NODE_SERVICE = "automator67.v1.NodeService"
 DEPLOYMENT_SERVICE = "automator67.v1.DeploymentService"
-HEARTBEAT = f"/{NODE_SERVICE}/Heartbeat"
+AGENT_SERVICE = "automator67.v1.AgentService"
+HEARTBEAT = f"/{AGENT_SERVICE}/Heartbeat"
 
 _READ_VERBS = ("Get", "List", "Watch")
 _READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})

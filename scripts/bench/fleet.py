@@ -24,6 +24,7 @@ import common
 import etcd
 import report
 import streams
+from automator67.v1 import agent_service_pb2_grpc as asg
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as ns
@@ -31,6 +32,7 @@ from automator67.v1 import node_service_pb2_grpc as nsg
 from grpc import aio
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-south-1")
@@ -41,7 +43,7 @@ TIERS = ("web", "batch", "gpu")
 class ControllerStream:
     """One agent's heartbeat stream: hello, then beats; each beat returns on its ack."""
 
-    def __init__(self, stub: NodeServiceAsyncStub, node_id: str, token: str) -> None:
+    def __init__(self, stub: AgentServiceAsyncStub, node_id: str, token: str) -> None:
         self._stub = stub
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._hello = hb.HeartbeatRequest(
@@ -83,7 +85,7 @@ class ControllerStream:
 
 class ControllerDriver:
     def stream(self, channel: aio.Channel, ident: str, token: str) -> ControllerStream:
-        return ControllerStream(nsg.NodeServiceStub(channel), ident, token)
+        return ControllerStream(asg.AgentServiceStub(channel), ident, token)
 
 
 def node(i: int) -> node_pb2.Node:

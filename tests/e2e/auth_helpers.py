@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from automator67.v1 import deployment_service_pb2, node_service_pb2
+from automator67.v1 import agent_service_pb2, deployment_service_pb2, node_service_pb2
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
@@ -102,7 +102,14 @@ TOKEN_KINDS: dict[str, TokenKind] = {
 def served_methods() -> dict[str, MethodDescriptor]:
     """Every RPC the controller serves, by full name `/package.Service/Method`."""
     methods: dict[str, MethodDescriptor] = {}
-    for module in (node_service_pb2, deployment_service_pb2, health_pb2, reflection_pb2):
+    modules = (
+        node_service_pb2,
+        agent_service_pb2,
+        deployment_service_pb2,
+        health_pb2,
+        reflection_pb2,
+    )
+    for module in modules:
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 methods[f"/{service.full_name}/{method.name}"] = method
@@ -116,7 +123,7 @@ def _message(descriptor: Any, **fields: Any) -> Any:
 def first_request(method: MethodDescriptor, node_id: str) -> Any:
     """A harmless request: empty (so a write fails validation and changes nothing), except the
     opening message a stream needs to get an answer."""
-    if method.full_name == "automator67.v1.NodeService.Heartbeat":
+    if method.full_name == "automator67.v1.AgentService.Heartbeat":
         hello = {"node_id": node_id, "agent_version": "matrix"}
         return _message(method.input_type, hello=hello)
     if method.containing_service.full_name.startswith("grpc.reflection"):

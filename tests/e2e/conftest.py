@@ -9,13 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from automator67.v1 import deployment_service_pb2_grpc, node_service_pb2_grpc
+from automator67.v1 import (
+    agent_service_pb2_grpc,
+    deployment_service_pb2_grpc,
+    node_service_pb2_grpc,
+)
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
 from .controller_process import ADMIN_TOKENS, ControllerProcess
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.deployment_service_pb2_grpc import DeploymentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
@@ -171,6 +176,11 @@ async def channel(controller: ControllerProcess) -> AsyncIterator[aio.Channel]:
 @pytest.fixture
 def node_stub(channel: aio.Channel) -> NodeServiceAsyncStub:
     return node_service_pb2_grpc.NodeServiceStub(channel)
+
+
+@pytest.fixture
+def agent_stub(channel: aio.Channel) -> AgentServiceAsyncStub:
+    return agent_service_pb2_grpc.AgentServiceStub(channel)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from .controller_process import ControllerProcess, LogLine
 from .seed import seed_node
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
 # The longest a test waits for a message it expects. Generous: a loaded 2-core machine runs two
@@ -187,7 +188,7 @@ class Agent:
     """One heartbeat stream, as an agent drives it: `hello`, then beats, one by one
     (`beat()`) or in the background (`keep_beating()`); never both at once."""
 
-    def __init__(self, stub: NodeServiceAsyncStub) -> None:
+    def __init__(self, stub: AgentServiceAsyncStub) -> None:
         self.call = stub.Heartbeat(None)  # requests are written one by one
         self.inbox = Inbox(self.call, hb.HeartbeatResponse)
         self.sequence = 0
@@ -195,7 +196,7 @@ class Agent:
         self._beater: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, stub: NodeServiceAsyncStub, node_id: str) -> Agent:
+    async def connect(cls, stub: AgentServiceAsyncStub, node_id: str) -> Agent:
         """A stream that has sent hello and been answered with SessionStart."""
         agent = cls(stub)
         await agent.hello(node_id)

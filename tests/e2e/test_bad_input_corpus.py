@@ -1,6 +1,6 @@
 """A corpus of malformed and extreme requests, generated from the request descriptors, against
-one real controller: every RPC of NodeService and DeploymentService must end with a canonical
-status that is never UNKNOWN or INTERNAL, with trailers under 8 KB (else a client sees
+one real controller: every RPC of NodeService, DeploymentService and AgentService must end with a
+canonical status that is never UNKNOWN or INTERNAL, with trailers under 8 KB (else a client sees
 RESOURCE_EXHAUSTED "metadata size exceeds soft limit" instead of the error), and a bystander's
 GetNodeStats must still answer afterwards, with finite capacity totals (a node of 1.7e308 cores
 once made them infinite).
@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from automator67.v1 import deployment_service_pb2, node_service_pb2
+from automator67.v1 import agent_service_pb2, deployment_service_pb2, node_service_pb2
 from automator67.v1 import heartbeat_pb2 as hb
 from google.protobuf import field_mask_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
@@ -67,6 +67,7 @@ CHANNEL_OPTIONS = [
 SERVICES = [
     node_service_pb2.DESCRIPTOR.services_by_name["NodeService"],
     deployment_service_pb2.DESCRIPTOR.services_by_name["DeploymentService"],
+    agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"],
 ]
 METHODS: dict[str, MethodDescriptor] = {
     f"/{service.full_name}/{method.name}": method
@@ -431,7 +432,7 @@ CLIENT_STREAM = [p for p, m in METHODS.items() if m.client_streaming]
 
 def test_the_corpus_covers_every_rpc_of_both_services() -> None:
     assert len(METHODS) == 14
-    assert CLIENT_STREAM == ["/automator67.v1.NodeService/Heartbeat"]
+    assert CLIENT_STREAM == ["/automator67.v1.AgentService/Heartbeat"]
 
 
 @pytest.mark.parametrize("path", UNARY_OR_SERVER_STREAM, ids=lambda p: p.rsplit("/", 1)[1])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from automator67.v1 import deployment_pb2, node_service_pb2_grpc
+from automator67.v1 import agent_service_pb2_grpc, deployment_pb2, node_service_pb2_grpc
 from automator67.v1 import heartbeat_pb2 as hb
 
 from .conftest import StartController, open_channel
@@ -36,6 +36,7 @@ from .heartbeat_helpers import (
 )
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
 # How late a deadline may be seen on a loaded machine (monitor tick, scheduling, transit).
@@ -56,11 +57,12 @@ def controller(start_controller: StartController) -> ControllerProcess:
 
 async def test_hello_is_answered_with_a_session_at_the_configured_interval(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     first, second = await register_node(node_stub), await register_node(node_stub)
 
-    agent = await Agent.connect(node_stub, first.id)
-    other = await Agent.connect(node_stub, second.id)
+    agent = await Agent.connect(agent_stub, first.id)
+    other = await Agent.connect(agent_stub, second.id)
 
     session = agent.session
     assert re.fullmatch(r"[0-9a-f]{32}", session.session_id), session
@@ -72,9 +74,10 @@ async def test_hello_is_answered_with_a_session_at_the_configured_interval(
 
 async def test_each_beat_is_acked_with_its_sequence_and_receive_time(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     before = datetime.now(UTC)
 
     # Sequences must increase, not count: gaps are fine.
@@ -91,13 +94,14 @@ async def test_each_beat_is_acked_with_its_sequence_and_receive_time(
 
 async def test_a_node_goes_ready_when_its_stream_opens(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
     watch = Watch(node_stub)
     state, _ = await watch.state()
     assert state[node.id].status == PENDING
 
-    await Agent.connect(node_stub, node.id)
+    await Agent.connect(agent_stub, node.id)
 
     event, _ = await watch.status_change(node.id, READY)
     assert event.previous_status == PENDING
@@ -106,11 +110,12 @@ async def test_a_node_goes_ready_when_its_stream_opens(
 
 async def test_last_heartbeat_time_moves_forward_with_each_beat(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
     assert not node.HasField("last_heartbeat_time")
 
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     opened = (await get_node(node_stub, node.id)).last_heartbeat_time.ToDatetime(tzinfo=UTC)
     seen = [opened]
     for _ in range(3):
@@ -127,12 +132,14 @@ async def test_last_heartbeat_time_moves_forward_with_each_beat(
 
 
 async def test_a_clean_close_ends_ok_then_the_node_goes_suspect_then_offline(
-    controller: ControllerProcess, node_stub: NodeServiceAsyncStub
+    controller: ControllerProcess,
+    node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
     watch = Watch(node_stub)
     await watch.state()
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     await watch.status_change(node.id, READY)
 
     last_beat_sent = time.monotonic()
@@ -155,7 +162,7 @@ async def test_a_clean_close_ends_ok_then_the_node_goes_suspect_then_offline(
     )
 
     # The agent comes back: a new stream makes the node READY again at once.
-    again = await Agent.connect(node_stub, node.id)
+    again = await Agent.connect(agent_stub, node.id)
     assert again.session.node_status == READY
     back, _ = await watch.status_change(node.id, READY)
     assert back.previous_status == OFFLINE
@@ -163,11 +170,12 @@ async def test_a_clean_close_ends_ok_then_the_node_goes_suspect_then_offline(
 
 async def test_a_node_that_beats_again_after_going_offline_is_ready(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
     watch = Watch(node_stub)
     await watch.state()
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     await watch.status_change(node.id, READY)
 
     # The stream stays open but silent until the node is OFFLINE.
@@ -186,9 +194,10 @@ async def test_a_node_that_beats_again_after_going_offline_is_ready(
 
 async def test_beats_carrying_load_and_replica_reports_are_accepted(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     deployment_id = str(uuid.uuid4())
     every_state = [
         hb.ReplicaReport(
@@ -233,14 +242,15 @@ async def test_a_stream_past_its_max_age_is_asked_to_reconnect_and_its_node_stay
         node = await register_node(stub)
         watch = Watch(stub)
         await watch.state()
-        agent = await Agent.connect(stub, node.id)
+        agents = agent_service_pb2_grpc.AgentServiceStub(channel)
+        agent = await Agent.connect(agents, node.id)
         await watch.status_change(node.id, READY)
 
         index = await agent.inbox.first(
             lambda m: m.WhichOneof("kind") == "reconnect", "Reconnect", wait_s=max_age_s + WAIT_S
         )
         assert await agent.ended() == grpc.StatusCode.OK
-        again = await Agent.connect(stub, node.id)  # as an agent does, at once
+        again = await Agent.connect(agents, node.id)  # as an agent does, at once
         await again.beat()
 
         age = agent.inbox.arrivals[index] - agent.hello_sent_at

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from automator67.v1 import node_pb2, node_service_pb2_grpc
+from automator67.v1 import agent_service_pb2_grpc, node_pb2, node_service_pb2_grpc
 from automator67.v1 import node_service_pb2 as pb
+from grpc import aio
 
 from .conftest import StartController, open_channel
 from .controller_process import ROOT, ControllerProcess
@@ -55,12 +56,12 @@ STREAM_ENDED = ("heartbeat stream broke", "agent closed its heartbeat stream")
 AGENT_SCRIPT = """
 import asyncio, sys
 from grpc import aio
-from automator67.v1 import heartbeat_pb2 as hb, node_service_pb2_grpc
+from automator67.v1 import heartbeat_pb2 as hb, agent_service_pb2_grpc
 
 async def main(address, node_id, token):
     metadata = (("authorization", "Bearer " + token),) if token else ()
     async with aio.insecure_channel(address) as channel:
-        call = node_service_pb2_grpc.NodeServiceStub(channel).Heartbeat(metadata=metadata)
+        call = agent_service_pb2_grpc.AgentServiceStub(channel).Heartbeat(metadata=metadata)
         await call.write(hb.HeartbeatRequest(hello=hb.AgentHello(node_id=node_id)))
         print((await call.read()).WhichOneof("kind"), flush=True)
         sequence = 0
@@ -111,7 +112,7 @@ async def test_a_killed_stream_makes_its_node_suspect_within_a_second(
         else:
             async with open_channel(controller.address) as agent_channel:
                 agent = await Agent.connect(
-                    node_service_pb2_grpc.NodeServiceStub(agent_channel), node.id
+                    agent_service_pb2_grpc.AgentServiceStub(agent_channel), node.id
                 )
                 agent.keep_beating(BEAT_EVERY_S)
                 await agent.more_acks(2)
@@ -153,7 +154,8 @@ async def test_a_silent_open_stream_goes_suspect_then_offline_on_time(
         watch = Watch(stub)
         await watch.state()
 
-        agent = await Agent.connect(stub, node.id)  # then nothing
+        agents = agent_service_pb2_grpc.AgentServiceStub(channel)
+        agent = await Agent.connect(agents, node.id)  # then nothing
         await watch.status_change(node.id, READY)
         _, suspect_at = await watch.status_change(node.id, SUSPECT)
         _, offline_at = await watch.status_change(node.id, OFFLINE, wait_s=WAIT_S + SLACK_S)
@@ -177,7 +179,8 @@ async def stop_beating(agents: list[Agent]) -> None:
         await agent.stop_beating()
 
 
-async def beating_agents(stub: NodeServiceAsyncStub, node_ids: list[str]) -> list[Agent]:
+async def beating_agents(channel: aio.Channel, node_ids: list[str]) -> list[Agent]:
+    stub = agent_service_pb2_grpc.AgentServiceStub(channel)
     agents = [await Agent.connect(stub, node_id) for node_id in node_ids]
     for agent in agents:
         agent.keep_beating(BEAT_EVERY_S)
@@ -194,7 +197,7 @@ async def test_a_restart_marks_no_node_offline_and_gives_the_missing_the_failove
         ids = [n.id for n in nodes]
         watch = Watch(stub)
         await watch.state()
-        agents = await beating_agents(stub, ids)
+        agents = await beating_agents(channel, ids)
         await watch.all_become(ids, READY)
         await watch.close()  # an open watch would hold the shutdown for its grace
         await stop_beating(agents)
@@ -217,7 +220,7 @@ async def test_a_restart_marks_no_node_offline_and_gives_the_missing_the_failove
 
         # Two agents come back; the third never does.
         *back, missing = ids
-        agents = await beating_agents(stub, back)
+        agents = await beating_agents(channel, back)
         assert [a.session.node_status for a in agents] == [READY, READY]
         await watch.status_change(missing, SUSPECT, wait_s=RESTART.failover_grace_s + WAIT_S)
         _, offline_at = await watch.status_change(missing, OFFLINE)
@@ -249,7 +252,7 @@ async def test_a_restart_with_a_watch_open_keeps_every_node_ready(
         ids = [(await register_node(stub)).id for _ in range(3)]
         watch = Watch(stub)
         await watch.state()
-        agents = await beating_agents(stub, ids)
+        agents = await beating_agents(channel, ids)
         await watch.all_become(ids, READY)
         await stop_beating(agents)
 
@@ -277,7 +280,7 @@ async def break_the_whole_fleet(
     when the connection was closed (after every node's last beat)."""
     ids = [(await register_node(stub)).id for _ in range(count)]
     async with open_channel(controller.address) as agents_channel:
-        await beating_agents(node_service_pb2_grpc.NodeServiceStub(agents_channel), ids)
+        await beating_agents(agents_channel, ids)
         await watch.all_become(ids, READY)
         broken_at = time.monotonic()
     await watch.all_become(ids, SUSPECT)
@@ -306,7 +309,7 @@ async def test_when_the_whole_fleet_goes_quiet_at_once_no_node_goes_offline_unti
 
         # Two agents return: the fleet has recovered, and the one still silent goes OFFLINE.
         *back, silent = ids
-        agents = await beating_agents(stub, back)
+        agents = await beating_agents(channel, back)
         await logged(controller, lambda line: line.get("msg") == RECOVERED)
         await watch.status_change(silent, OFFLINE)
         for agent in agents:

@@ -57,7 +57,7 @@ METHODS = {
     "unary CreateDeployment": f"{DEPLOYMENTS}/CreateDeployment",
     "server stream WatchNodes": f"{NODES}/WatchNodes",
     "server stream WatchDeployments": f"{DEPLOYMENTS}/WatchDeployments",
-    "bidi Heartbeat": f"{NODES}/Heartbeat",
+    "bidi Heartbeat": "/automator67.v1.AgentService/Heartbeat",
     "bidi server reflection": "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     "unary health check": "/grpc.health.v1.Health/Check",
     "server stream health watch": "/grpc.health.v1.Health/Watch",

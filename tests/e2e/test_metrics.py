@@ -25,6 +25,7 @@ from .heartbeat_helpers import STEADY, Agent, register_node
 from .seed import web_deployment
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.deployment_service_pb2_grpc import DeploymentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
@@ -81,6 +82,7 @@ async def test_metrics_move_with_rpcs_heartbeats_and_the_fleet(
     metrics_port: int,
     node_stub: NodeServiceAsyncStub,
     deployment_stub: DeploymentServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     port = metrics_port
     before = await asyncio.to_thread(scrape, port)
@@ -91,7 +93,7 @@ async def test_metrics_move_with_rpcs_heartbeats_and_the_fleet(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await node_stub.GetNode(pb.GetNodeRequest(node_id=str(uuid.uuid4())))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     for _ in range(3):
         await agent.beat()
     await deployment_stub.CreateDeployment(
@@ -143,7 +145,7 @@ async def test_metrics_move_with_rpcs_heartbeats_and_the_fleet(
         value(
             samples,
             "automator67_rpcs_total",
-            method="/automator67.v1.NodeService/Heartbeat",
+            method="/automator67.v1.AgentService/Heartbeat",
             code="OK",
         )
         == 1

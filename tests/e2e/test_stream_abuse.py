@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 import pytest_asyncio
-from automator67.v1 import deployment_pb2, node_service_pb2_grpc
+from automator67.v1 import agent_service_pb2_grpc, deployment_pb2, node_service_pb2_grpc
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_service_pb2 as pb
 from grpc import aio
@@ -40,9 +40,10 @@ from .heartbeat_helpers import (
 from .rpc_errors import bad_request_fields
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
-HEARTBEAT_METHOD = "/automator67.v1.NodeService/Heartbeat"
+HEARTBEAT_METHOD = "/automator67.v1.AgentService/Heartbeat"
 FLOOD = 500  # beats written as fast as the client can; the limit is a burst of 10
 
 
@@ -63,7 +64,7 @@ async def bystander(controller: ControllerProcess) -> AsyncIterator[Agent]:
     async with open_channel(controller.address) as channel:
         stub = node_service_pb2_grpc.NodeServiceStub(channel)
         node = await register_node(stub, "bystander")
-        agent = await Agent.connect(stub, node.id)
+        agent = await Agent.connect(agent_service_pb2_grpc.AgentServiceStub(channel), node.id)
         agent.keep_beating(STEADY.interval_s / 2)
         await agent.more_acks(1)
         yield agent
@@ -80,16 +81,19 @@ async def assert_unaffected(bystander: Agent, channel: aio.Channel) -> None:
 
 
 async def test_a_second_stream_for_a_node_replaces_the_first(
-    node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
     watch = Watch(node_stub)
     await watch.state()
-    first = await Agent.connect(node_stub, node.id)
+    first = await Agent.connect(agent_stub, node.id)
     await first.beat()
     await watch.status_change(node.id, READY)
 
-    second = await Agent.connect(node_stub, node.id)
+    second = await Agent.connect(agent_stub, node.id)
 
     assert await first.ended() == grpc.StatusCode.ABORTED
     assert first.inbox.error is not None
@@ -109,10 +113,13 @@ async def test_a_second_stream_for_a_node_replaces_the_first(
 
 
 async def test_an_unknown_node_is_not_found(
-    node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     unknown = str(uuid.uuid4())
-    agent = Agent(node_stub)
+    agent = Agent(agent_stub)
 
     await agent.send(hello_request(unknown))
 
@@ -124,10 +131,13 @@ async def test_an_unknown_node_is_not_found(
 
 
 async def test_a_beat_for_a_node_deleted_meanwhile_is_not_found(
-    node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     await agent.beat()
     await node_stub.DeleteNode(pb.DeleteNodeRequest(node_id=node.id))
 
@@ -162,10 +172,14 @@ BAD_HELLOS: dict[str, tuple[hb.AgentHello, str]] = {
 
 @pytest.mark.parametrize("case", BAD_HELLOS)
 async def test_a_malformed_hello_is_invalid_argument_naming_its_field(
-    case: str, node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    case: str,
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     hello, field = BAD_HELLOS[case]
-    agent = Agent(node_stub)
+    agent = Agent(agent_stub)
 
     await agent.send(hb.HeartbeatRequest(hello=hello))
 
@@ -177,9 +191,12 @@ async def test_a_malformed_hello_is_invalid_argument_naming_its_field(
 
 
 async def test_a_beat_before_hello_is_invalid_argument(
-    node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
-    agent = Agent(node_stub)
+    agent = Agent(agent_stub)
 
     await agent.send(beat_request(1))
 
@@ -190,10 +207,13 @@ async def test_a_beat_before_hello_is_invalid_argument(
 
 
 async def test_a_second_hello_is_invalid_argument(
-    node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     await agent.beat()
 
     await agent.send(hello_request(node.id))
@@ -263,11 +283,15 @@ BAD_BEATS: dict[str, tuple[list[hb.Beat], str]] = {
 
 @pytest.mark.parametrize("case", BAD_BEATS)
 async def test_a_bad_beat_is_invalid_argument_naming_its_field(
-    case: str, node_stub: NodeServiceAsyncStub, channel: aio.Channel, bystander: Agent
+    case: str,
+    node_stub: NodeServiceAsyncStub,
+    channel: aio.Channel,
+    bystander: Agent,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     *good, bad = BAD_BEATS[case][0]
     node = await register_node(node_stub)
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     for beat in good:
         await agent.beat(beat.sequence)
 
@@ -339,7 +363,7 @@ def flood(address: str, metadata: Metadata, node_id: str) -> tuple[grpc.StatusCo
     (`set_internal_error` in grpc/aio/_call.py), which a flood makes likely."""
     requests = [hello_request(node_id), *(beat_request(s) for s in range(1, FLOOD + 1))]
     with grpc.insecure_channel(address) as blocking_channel:
-        stub = node_service_pb2_grpc.NodeServiceStub(blocking_channel)
+        stub = agent_service_pb2_grpc.AgentServiceStub(blocking_channel)
         responses = stub.Heartbeat(iter(requests), timeout=WAIT_S, metadata=metadata)
         acks = 0
         try:

@@ -42,6 +42,7 @@ from .rpc_errors import bad_request_fields
 from .seed import seed_node
 
 if TYPE_CHECKING:
+    from automator67.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
 
 # Enough changes to overflow a watcher's server-side buffer (1024 events) after its connection's
@@ -58,12 +59,13 @@ def controller(start_controller: StartController) -> ControllerProcess:
 
 async def test_a_watch_starts_with_every_node_then_synced(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     watch = Watch(node_stub)
     state, _ = await watch.state()
     assert state == {}  # an empty store: SYNCED alone
     nodes = [await register_node(node_stub) for _ in range(3)]
-    await Agent.connect(node_stub, nodes[0].id)  # one READY node, with a heartbeat time
+    await Agent.connect(agent_stub, nodes[0].id)  # one READY node, with a heartbeat time
     latest, _ = await watch.status_change(nodes[0].id, READY)
 
     opened = Watch(node_stub)
@@ -80,13 +82,14 @@ async def test_a_watch_starts_with_every_node_then_synced(
 
 async def test_a_watch_sees_registrations_status_changes_and_deletions_live(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     watch = Watch(node_stub)
     await watch.state()
 
     node = await register_node(node_stub)
     added = await watch.next_event()
-    agent = await Agent.connect(node_stub, node.id)
+    agent = await Agent.connect(agent_stub, node.id)
     ready = await watch.next_event()
     await agent.discard()  # the stream breaks
     suspect = await watch.next_event()
@@ -109,6 +112,7 @@ async def test_a_watch_sees_registrations_status_changes_and_deletions_live(
 
 async def test_a_resumed_watch_gets_the_changes_since_its_revision_then_synced(
     node_stub: NodeServiceAsyncStub,
+    agent_stub: AgentServiceAsyncStub,
 ) -> None:
     kept, removed, connected = [await register_node(node_stub) for _ in range(3)]
     first = Watch(node_stub)
@@ -123,7 +127,7 @@ async def test_a_resumed_watch_gets_the_changes_since_its_revision_then_synced(
     await live.until(lambda e: e.type == ADDED and e.node.id == registered.id, "ADDED")
     await node_stub.DeleteNode(pb.DeleteNodeRequest(node_id=removed.id))
     await live.until(lambda e: e.type == DELETED and e.node.id == removed.id, "DELETED")
-    await Agent.connect(node_stub, connected.id)
+    await Agent.connect(agent_stub, connected.id)
     latest, _ = await live.status_change(connected.id, READY)
 
     resumed = Watch(node_stub, start_revision=seen)

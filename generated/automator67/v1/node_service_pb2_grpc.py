@@ -4,7 +4,6 @@
 import grpc
 import warnings
 
-from automator67.v1 import heartbeat_pb2 as automator67_dot_v1_dot_heartbeat__pb2
 from automator67.v1 import node_service_pb2 as automator67_dot_v1_dot_node__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -62,11 +61,6 @@ class NodeServiceStub:
                 request_serializer=automator67_dot_v1_dot_node__service__pb2.GetNodeStatsRequest.SerializeToString,
                 response_deserializer=automator67_dot_v1_dot_node__service__pb2.GetNodeStatsResponse.FromString,
                 _registered_method=True)
-        self.Heartbeat = channel.stream_stream(
-                '/automator67.v1.NodeService/Heartbeat',
-                request_serializer=automator67_dot_v1_dot_heartbeat__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=automator67_dot_v1_dot_heartbeat__pb2.HeartbeatResponse.FromString,
-                _registered_method=True)
         self.WatchNodes = channel.unary_stream(
                 '/automator67.v1.NodeService/WatchNodes',
                 request_serializer=automator67_dot_v1_dot_node__service__pb2.WatchNodesRequest.SerializeToString,
@@ -113,15 +107,6 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Heartbeat(self, request_iterator, context):
-        """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
-        `session`, then acks each beat, and may send commands at any time. One stream per node: a
-        newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def WatchNodes(self, request, context):
         """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
         `start_revision`, every change after it; then changes as they happen.
@@ -157,11 +142,6 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.GetNodeStats,
                     request_deserializer=automator67_dot_v1_dot_node__service__pb2.GetNodeStatsRequest.FromString,
                     response_serializer=automator67_dot_v1_dot_node__service__pb2.GetNodeStatsResponse.SerializeToString,
-            ),
-            'Heartbeat': grpc.stream_stream_rpc_method_handler(
-                    servicer.Heartbeat,
-                    request_deserializer=automator67_dot_v1_dot_heartbeat__pb2.HeartbeatRequest.FromString,
-                    response_serializer=automator67_dot_v1_dot_heartbeat__pb2.HeartbeatResponse.SerializeToString,
             ),
             'WatchNodes': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchNodes,
@@ -305,33 +285,6 @@ class NodeService:
             '/automator67.v1.NodeService/GetNodeStats',
             automator67_dot_v1_dot_node__service__pb2.GetNodeStatsRequest.SerializeToString,
             automator67_dot_v1_dot_node__service__pb2.GetNodeStatsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Heartbeat(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/automator67.v1.NodeService/Heartbeat',
-            automator67_dot_v1_dot_heartbeat__pb2.HeartbeatRequest.SerializeToString,
-            automator67_dot_v1_dot_heartbeat__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,6 @@
 isort:skip_file
 """
 
-from automator67.v1 import heartbeat_pb2 as _heartbeat_pb2
 from automator67.v1 import node_service_pb2 as _node_service_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -45,11 +44,6 @@ class NodeServiceStub:
     """Removes a node. NOT_FOUND if there is no node with that id."""
     GetNodeStats: _grpc.UnaryUnaryMultiCallable[_node_service_pb2.GetNodeStatsRequest, _node_service_pb2.GetNodeStatsResponse]
     """Counts nodes by status, provider and region, with capacity totals."""
-    Heartbeat: _grpc.StreamStreamMultiCallable[_heartbeat_pb2.HeartbeatRequest, _heartbeat_pb2.HeartbeatResponse]
-    """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
-    `session`, then acks each beat, and may send commands at any time. One stream per node: a
-    newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
-    """
     WatchNodes: _grpc.UnaryStreamMultiCallable[_node_service_pb2.WatchNodesRequest, _node_service_pb2.WatchNodesResponse]
     """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
     `start_revision`, every change after it; then changes as they happen.
@@ -70,11 +64,6 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Removes a node. NOT_FOUND if there is no node with that id."""
     GetNodeStats: _aio.UnaryUnaryMultiCallable[_node_service_pb2.GetNodeStatsRequest, _node_service_pb2.GetNodeStatsResponse]  # type: ignore[assignment]
     """Counts nodes by status, provider and region, with capacity totals."""
-    Heartbeat: _aio.StreamStreamMultiCallable[_heartbeat_pb2.HeartbeatRequest, _heartbeat_pb2.HeartbeatResponse]  # type: ignore[assignment]
-    """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
-    `session`, then acks each beat, and may send commands at any time. One stream per node: a
-    newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
-    """
     WatchNodes: _aio.UnaryStreamMultiCallable[_node_service_pb2.WatchNodesRequest, _node_service_pb2.WatchNodesResponse]  # type: ignore[assignment]
     """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
     `start_revision`, every change after it; then changes as they happen.
@@ -122,17 +111,6 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_service_pb2.GetNodeStatsResponse, _abc.Awaitable[_node_service_pb2.GetNodeStatsResponse]]:
         """Counts nodes by status, provider and region, with capacity totals."""
-
-    @_abc_1.abstractmethod
-    def Heartbeat(
-        self,
-        request_iterator: _MaybeAsyncIterator[_heartbeat_pb2.HeartbeatRequest],
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_heartbeat_pb2.HeartbeatResponse], _abc.AsyncIterator[_heartbeat_pb2.HeartbeatResponse]]:
-        """The agent's stream: `hello`, then a `beat` every heartbeat interval; the controller answers
-        `session`, then acks each beat, and may send commands at any time. One stream per node: a
-        newer stream replaces an older one, which ends with ABORTED. NOT_FOUND for an unknown node.
-        """
 
     @_abc_1.abstractmethod
     def WatchNodes(
