@@ -109,7 +109,9 @@ class Malformed:
     def error(self) -> InvalidArgumentError:
         description = f"is not a valid {self.message_name}"
         return InvalidArgumentError(
-            [FieldViolation("request", description)], message=f"the request {description}"
+            [FieldViolation("request", description)],
+            message=f"the request {description}",
+            reason="MALFORMED_REQUEST",
         )
 
 

@@ -146,7 +146,7 @@ class HeartbeatStream:
             stop = session.stopped.result()
             if stop.kind is StopKind.REPLACED:
                 ended = "replaced"
-                raise ConflictError(stop.reason)
+                raise ConflictError(stop.reason, reason="STREAM_REPLACED")
             await context.write(hb.HeartbeatResponse(reconnect=hb.Reconnect(reason=stop.reason)))
             reason, planned = stop.reason, True
             ended = "reconnect"
@@ -176,7 +176,9 @@ class HeartbeatStream:
         check_id(hello.node_id, "hello.node_id")
         principal = current_principal.get()  # set by controller/auth/interceptor.py
         if principal is not None and principal.node_id not in (None, hello.node_id):
-            raise PermissionDeniedError("a node token may only stream for its own node")
+            raise PermissionDeniedError(
+                "a node token may only stream for its own node", reason="NODE_TOKEN_MISMATCH"
+            )
         if len(hello.agent_version) > 64:
             raise InvalidArgumentError.single("hello.agent_version", "at most 64 characters")
         if len(hello.drivers) > 16 or any(len(d) > 64 for d in hello.drivers):
@@ -218,7 +220,9 @@ class HeartbeatStream:
             _check_beat(beat)
             if bucket is not None and not bucket.take():
                 raise ResourceExhaustedError(
-                    f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)"
+                    f"beats arrive far faster than the heartbeat interval ({s.interval_s:g}s)",
+                    reason="BEAT_RATE_EXCEEDED",
+                    metadata={"heartbeat_interval_s": f"{s.interval_s:g}"},
                 )
             received_beat()
             self._nodes.beat(node_id)

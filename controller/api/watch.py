@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from google.protobuf.message import Message
 from grpc import aio
 
-from controller.errors import InvalidArgumentError, UnavailableError
+from controller.errors import FieldViolation, InvalidArgumentError, UnavailableError
 from controller.registry.changes import ChangeLog
 from controller.registry.events import Closed, Event, EventHub, Overflowed
 from controller.store.base import ResourceKind
@@ -161,7 +161,9 @@ class Watch(Generic[R]):
                     continue
                 except Closed:
                     raise UnavailableError(
-                        f"the controller is shutting down; watch again from revision {sent}"
+                        f"the controller is shutting down; watch again from revision {sent}",
+                        reason="SHUTTING_DOWN",
+                        metadata={"resume_revision": str(sent)},
                     ) from None
                 if event.revision > sent:
                     await context.write(self._encoder.event(event))
@@ -183,8 +185,13 @@ class Watch(Generic[R]):
         """Sends what changed in (start, applied], then SYNCED; returns the revision sent."""
         current = await self._changes.revision()
         if start > current:
-            raise InvalidArgumentError.single(
-                "start_revision", f"is ahead of the store (at revision {current})"
+            raise InvalidArgumentError(
+                [
+                    FieldViolation(
+                        "start_revision", f"is ahead of the store (at revision {current})"
+                    )
+                ],
+                reason="REVISION_AHEAD",
             )
         if applied - start > MAX_REPLAY:
             return await self._send_state(context, reset=True)

@@ -102,7 +102,9 @@ class AuthInterceptor(ServerInterceptor):
         key = (principal.role.value, principal.subject)
         if self._open_streams[key] >= self._max_streams:
             raise ResourceExhaustedError(
-                f"at most {self._max_streams} open streams per token subject; close some first"
+                f"at most {self._max_streams} open streams per token subject; close some first",
+                reason="STREAM_LIMIT",
+                metadata={"limit": str(self._max_streams)},
             )
         self._open_streams[key] += 1
         return key
@@ -117,7 +119,10 @@ def authorize(principal: Principal | None, rule: Rule, method: str) -> None:
     """Raises PermissionDeniedError if `principal` may not call `method`."""
     if principal is not None and not allowed(principal, rule):
         name = method.rsplit("/", 1)[-1]
-        raise PermissionDeniedError(f"the {principal.role.value} role may not call {name}")
+        raise PermissionDeniedError(
+            f"the {principal.role.value} role may not call {name}",
+            metadata={"role": principal.role.value, "method": name},
+        )
 
 
 class _Refused:

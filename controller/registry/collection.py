@@ -28,7 +28,12 @@ from dataclasses import replace
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
-from controller.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from controller.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from controller.registry import paging
 from controller.registry.events import Event, EventHub, EventType
 from controller.registry.filtering import Normalizer, parse_filter
@@ -200,14 +205,21 @@ class Collection(Generic[T]):
 
     def _replay(self, fingerprint: str, resource_id: str, request: RequestKey) -> T:
         if fingerprint != request.fingerprint:
-            raise InvalidArgumentError.single(
-                "request_id", f"was already used for a different {self.kind} request"
+            raise InvalidArgumentError(
+                [
+                    FieldViolation(
+                        "request_id", f"was already used for a different {self.kind} request"
+                    )
+                ],
+                reason="REQUEST_ID_REUSED",
             )
         resource = self.index.get(resource_id)
         if resource is None:
             raise FailedPreconditionError(
                 f"request_id {request.request_id!r} created {self.kind} {resource_id!r},"
-                " which has since been deleted"
+                " which has since been deleted",
+                reason="REQUEST_ID_RESOURCE_DELETED",
+                metadata={f"{self.kind}_id": resource_id},
             )
         return resource
 

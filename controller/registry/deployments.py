@@ -18,7 +18,7 @@ from controller.errors import (
     InvalidArgumentError,
 )
 from controller.models import Deployment, DeploymentSpec, DeploymentStatus, Replica, StatusChange
-from controller.registry.collection import Collection, parse_etag
+from controller.registry.collection import Collection, etag_of, parse_etag
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
@@ -84,7 +84,11 @@ class DeploymentRegistry:
 
         async def name_is_free() -> None:
             if next(self._deployments.index.query([("name", spec.name)]), None) is not None:
-                raise AlreadyExistsError(f"a deployment named {spec.name!r} already exists")
+                raise AlreadyExistsError(
+                    f"a deployment named {spec.name!r} already exists",
+                    reason="DEPLOYMENT_NAME_TAKEN",
+                    metadata={"name": spec.name},
+                )
 
         def build() -> Deployment:
             now = self._clock.now()
@@ -142,7 +146,9 @@ class DeploymentRegistry:
         """Changes the fields named in `paths` (an update mask) to their values in `spec`."""
         current = self._current(deployment_id, etag, "deployment.id")
         if current.status is DeploymentStatus.STOPPING:
-            raise FailedPreconditionError(f"deployment {deployment_id!r} is being deleted")
+            raise FailedPreconditionError(
+                f"deployment {deployment_id!r} is being deleted", reason="DEPLOYMENT_DELETING"
+            )
         if not paths:
             raise InvalidArgumentError.single("update_mask", "name at least one field to change")
         unknown = [p for p in paths if p not in UPDATABLE]
@@ -235,7 +241,8 @@ class DeploymentRegistry:
         expect = parse_etag(etag)
         if expect is not None and expect != current.revision:
             raise ConflictError(
-                f"deployment {deployment_id!r} changed since etag {etag} (now {current.revision})"
+                f"deployment {deployment_id!r} changed since etag {etag} (now {current.revision})",
+                metadata={"current_etag": etag_of(current.revision)},
             )
         return current
 

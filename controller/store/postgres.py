@@ -339,7 +339,10 @@ class PostgresTable(Generic[T]):
             raise NotFoundError(self._layout.kind, resource_id)
         if expect is not None and row[0] != expect:
             kind = self._layout.kind
-            raise ConflictError(f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}")
+            raise ConflictError(
+                f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}",
+                metadata={"current_etag": str(row[0])},
+            )
 
 
 # Appends one row to the change log; parameters: kind, resource id, deleted.

@@ -271,7 +271,10 @@ class SQLiteTable(Generic[T]):
             raise NotFoundError(self._layout.kind, resource_id)
         if expect is not None and row[0] != expect:
             kind = self._layout.kind
-            raise ConflictError(f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}")
+            raise ConflictError(
+                f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}",
+                metadata={"current_etag": str(row[0])},
+            )
 
 
 def _log_change(conn: sqlite3.Connection, kind: str, resource_id: str, *, deleted: bool) -> int:

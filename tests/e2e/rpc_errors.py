@@ -46,3 +46,15 @@ def bad_request_fields(error: aio.AioRpcError) -> list[str]:
                 fields.append(str(violation.field))
     assert fields, f"no BadRequest field violations in {status}"
     return fields
+
+
+def error_info(error: aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """The reason and metadata of the error's `google.rpc.ErrorInfo` (domain automator67.io)."""
+    status = rich_status(error)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "automator67.io"
+            return str(info.reason), dict(info.metadata)
+    raise AssertionError(f"no ErrorInfo in {status}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -83,7 +86,8 @@ def test_an_invalid_argument_carries_a_bad_request_with_every_violation() -> Non
 
     assert rich.code == code_pb2.INVALID_ARGUMENT
     assert rich.message == str(error)
-    [detail] = rich.details
+    info, detail = rich.details
+    assert error_info(info).reason == "INVALID_FIELD"
     assert detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
     bad_request = error_details_pb2.BadRequest()
     detail.Unpack(bad_request)
@@ -93,16 +97,58 @@ def test_an_invalid_argument_carries_a_bad_request_with_every_violation() -> Non
     ]
 
 
+def error_info(detail: Any) -> error_details_pb2.ErrorInfo:
+    assert detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)
+    info = error_details_pb2.ErrorInfo()
+    detail.Unpack(info)
+    assert info.domain == "automator67.io"
+    return info
+
+
 @pytest.mark.parametrize(
-    "error",
-    [errors.NotFoundError("node", "x"), errors.ConflictError("moved")],
-    ids=["not found", "conflict"],
+    ("error", "reason", "metadata"),
+    [
+        (errors.NotFoundError("node", "x"), "NODE_NOT_FOUND", {"node_id": "x"}),
+        (errors.NotFoundError("deployment", "d"), "DEPLOYMENT_NOT_FOUND", {"deployment_id": "d"}),
+        (errors.ConflictError("moved"), "ETAG_MISMATCH", {}),
+        (
+            errors.ConflictError("moved", metadata={"current_etag": "7"}),
+            "ETAG_MISMATCH",
+            {"current_etag": "7"},
+        ),
+        (
+            errors.AlreadyExistsError("taken", reason="DEPLOYMENT_NAME_TAKEN"),
+            "DEPLOYMENT_NAME_TAKEN",
+            {},
+        ),
+        (errors.UnauthenticatedError("no"), "TOKEN_INVALID", {}),
+        (errors.PermissionDeniedError("no"), "ROLE_NOT_PERMITTED", {}),
+        (errors.ResourceExhaustedError("many"), "LIMIT_EXCEEDED", {}),
+        (errors.UnavailableError("later"), "UNAVAILABLE", {}),
+        (errors.FailedPreconditionError("not now"), "FAILED_PRECONDITION", {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
 )
-def test_other_errors_carry_a_status_without_details(error: errors.ControllerError) -> None:
+def test_other_errors_carry_only_their_error_info(
+    error: errors.ControllerError, reason: str, metadata: dict[str, str]
+) -> None:
     rich = decode(to_status(error))
     assert rich.code == code_of(error).value[0]
     assert rich.message == str(error)
-    assert list(rich.details) == []
+    [detail] = rich.details
+    info = error_info(detail)
+    assert info.reason == reason
+    assert dict(info.metadata) == metadata
+
+
+def test_every_reason_is_upper_snake_case() -> None:
+    classes = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.ControllerError)
+    ]
+    for cls in classes:
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*[A-Z0-9]", cls.default_reason), cls
 
 
 def test_the_status_message_is_the_error_message() -> None:
@@ -117,7 +163,9 @@ def test_an_internal_status_names_the_request_id_and_nothing_else() -> None:
     rich = decode(status)
     assert rich.code == code_pb2.INTERNAL
     assert "req-42" in rich.message
-    assert list(rich.details) == []
+    [detail] = rich.details
+    info = error_info(detail)
+    assert (info.reason, dict(info.metadata)) == ("INTERNAL", {"request_id": "req-42"})
 
 
 # Every status stays small enough for a grpc client (8 KB of trailers), whatever the error.
@@ -169,7 +217,7 @@ def test_a_long_list_of_violations_is_listed_in_part_and_counted() -> None:
     assert 1 <= listed < 256
     assert status.details.endswith(f"; and {256 - listed} more")
     bad_request = error_details_pb2.BadRequest()
-    [detail] = decode(status).details
+    _, detail = decode(status).details
     detail.Unpack(bad_request)
     assert 1 <= len(bad_request.field_violations) <= 8
     assert bad_request.field_violations[0].field == "env[0]"
@@ -183,7 +231,7 @@ def test_user_text_is_clipped_in_the_message_and_the_details() -> None:
     assert status.details.startswith("update_mask: cannot update xxx")
     assert status.details.endswith("...")
     bad_request = error_details_pb2.BadRequest()
-    [detail] = decode(status).details
+    _, detail = decode(status).details
     detail.Unpack(bad_request)
     [violation] = bad_request.field_violations
     assert violation.field == "update_mask"
