@@ -50,6 +50,7 @@ from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Session, Sessions, StopKind
 from controller.registry.validation import MAX_DISK_GB, MAX_MEMORY_GB
+from controller.token_bucket import TokenBucket
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -62,24 +63,6 @@ class StreamSettings:
     max_age_s: float = 1800.0  # each stream ends after this, +-10% jitter
     burst: int = 10  # beats allowed back to back ...
     rate_factor: float = 4.0  # ... then at most this many per interval (0: no limit)
-
-
-class _Bucket:
-    """A token bucket: `burst` tokens, refilled at `rate` per second."""
-
-    def __init__(self, burst: int, rate: float, clock: Clock) -> None:
-        self._burst, self._rate, self._clock = burst, rate, clock
-        self._tokens = float(burst)
-        self._at = clock.monotonic()
-
-    def take(self) -> bool:
-        now = self._clock.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 class HeartbeatStream:
@@ -204,7 +187,9 @@ class HeartbeatStream:
     ) -> None:
         s = self._settings
         bucket = (
-            _Bucket(s.burst, s.rate_factor / s.interval_s, self._clock) if s.rate_factor else None
+            TokenBucket(s.burst, s.rate_factor / s.interval_s, self._clock)
+            if s.rate_factor
+            else None
         )
         last_sequence = -1
         received_beat = metrics.HEARTBEATS.inc  # bound once: a beat costs one unlabelled inc()

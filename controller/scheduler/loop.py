@@ -41,6 +41,7 @@ from controller.registry.replicas import nodes_of
 from controller.registry.sessions import Sessions
 from controller.scheduler.capacity import Capacity
 from controller.scheduler.reconcile import Context, reconcile, unplaced, waits_on_time
+from controller.token_bucket import TokenBucket
 
 log = logging.getLogger("controller.scheduler")
 
@@ -60,9 +61,7 @@ class Evictions:
     """Which OFFLINE nodes may have their replicas replaced: a token bucket of nodes."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
-        self._rate, self._burst, self._clock = rate_per_s, burst, clock
-        self._tokens = float(burst)
-        self._at = clock.monotonic()
+        self._bucket = TokenBucket(burst, rate_per_s, clock)
         self._admitted: set[str] = set()
         self.paused = False  # while the controller suspects itself
 
@@ -74,12 +73,8 @@ class Evictions:
             return False
         if node_id in self._admitted:
             return True
-        now = self._clock.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
+        if not self._bucket.take():
             return False
-        self._tokens -= 1
         self._admitted.add(node_id)
         log.warning(
             "replacing the replicas of an OFFLINE node", extra={"fields": {"node_id": node_id}}
