@@ -2,9 +2,11 @@
 HTTP server that exposes them (README "Metrics").
 
 Counters and histograms are updated where things happen (the request interceptor, the heartbeat
-stream, the node registry, the scheduler). Fleet state (nodes by status, deployments by status)
-is not kept in gauges updated on every change: `StateCollector` computes it from the registries'
-`stats()` when Prometheus scrapes, on the event loop that owns them.
+stream) or, for the domain, from its events (`NodeRegistry.on_transition`, `Scheduler.on_pass`),
+which `server.py` wires here: the registry and the scheduler import no metrics. Fleet state
+(nodes by status, deployments by status) is not kept in gauges updated on every change:
+`StateCollector` computes it from the registries' `stats()` when Prometheus scrapes, on the event
+loop that owns them.
 
 The heartbeat path is hot: a beat costs one `inc()` of a plain int (`LoopCounter`). RPC label
 children are looked up once per method and cached."""
@@ -17,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,10 +29,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from controller.config import ConfigError
 from controller.models import DeploymentStatus, NodeStatus
-
-if TYPE_CHECKING:  # the registries import this module
-    from controller.registry.deployments import DeploymentStats
-    from controller.registry.nodes import NodeStats
+from controller.registry.deployments import DeploymentStats
+from controller.registry.nodes import NodeStats
 
 log = logging.getLogger("controller.metrics")
 
@@ -163,11 +163,19 @@ def code_name(code: object) -> str:
 _transitions: dict[tuple[str, str], Any] = {}
 
 
-def node_transition(old: str, new: str) -> None:
-    child = _transitions.get((old, new))
+def node_transition(old: NodeStatus, new: NodeStatus) -> None:
+    """A node's status changed (`NodeRegistry.on_transition`)."""
+    child = _transitions.get((old.value, new.value))
     if child is None:
-        child = _transitions[(old, new)] = NODE_TRANSITIONS.labels(old, new)
+        child = _transitions[(old.value, new.value)] = NODE_TRANSITIONS.labels(old.value, new.value)
     child.inc()
+
+
+def scheduler_pass(placements: int, seconds: float) -> None:
+    """A scheduling pass ended (`Scheduler.on_pass`)."""
+    if placements:
+        SCHEDULER_PLACEMENTS.inc(placements)
+    SCHEDULER_PASS_DURATION.observe(seconds)
 
 
 @dataclass(frozen=True)

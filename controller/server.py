@@ -26,6 +26,7 @@ from automator67.v1 import (
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from controller import metrics
 from controller.api import reflection
 from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
@@ -34,6 +35,7 @@ from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
 from controller.api.watch import Watch
 from controller.api.watch_events import DeploymentEvents, NodeEvents
+from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
 from controller.config import Config
 from controller.metrics import Exporter, StateSource
@@ -77,7 +79,10 @@ class Controller:
         self.scheduler = Scheduler(
             self.deployments, self.nodes, self.sessions, self.clock, scheduler_settings(config)
         )
-        self.nodes.on_transition.append(self.deployments.changed.set)
+        self.nodes.on_transition.append(lambda old, new: self.deployments.changed.set())
+        # Metrics hang off the domain's events: the registry and the scheduler know no metrics.
+        self.nodes.on_transition.append(metrics.node_transition)
+        self.scheduler.on_pass.append(metrics.scheduler_pass)
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self.metrics: Exporter | None = None
@@ -97,7 +102,12 @@ class Controller:
             options=server_options(self.config),
         )
         heartbeats = HeartbeatStream(
-            self.nodes, self.deployments, self.sessions, stream_settings(self.config), self.clock
+            self.nodes,
+            self.deployments,
+            self.sessions,
+            stream_settings(self.config),
+            self.clock,
+            node_of_caller,
         )
         changes = ChangeLog(self.store)
         node_watch = Watch("node", self.nodes, NodeEvents(), changes)

@@ -37,7 +37,6 @@ from controller.api.convert import (
     node_status_pb,
     report_of,
 )
-from controller.auth.principals import current_principal
 from controller.clock import Clock
 from controller.errors import (
     ConflictError,
@@ -73,7 +72,11 @@ class HeartbeatStream:
         sessions: Sessions,
         settings: StreamSettings,
         clock: Clock,
+        node_of_caller: Callable[[], str | None] = lambda: None,
     ) -> None:
+        # The node a node token names, for the call being served (None for other callers or
+        # without auth): the auth layer knows the caller, this layer only asks.
+        self._node_of_caller = node_of_caller
         self._nodes = nodes
         self._deployments = deployments
         self._sessions = sessions
@@ -157,8 +160,8 @@ class HeartbeatStream:
             raise InvalidArgumentError.single("hello", "the first message must be hello")
         hello = first.hello
         check_id(hello.node_id, "hello.node_id")
-        principal = current_principal.get()  # set by controller/auth/interceptor.py
-        if principal is not None and principal.node_id not in (None, hello.node_id):
+        caller_node = self._node_of_caller()
+        if caller_node not in (None, hello.node_id):
             raise PermissionDeniedError(
                 "a node token may only stream for its own node", reason="NODE_TOKEN_MISMATCH"
             )

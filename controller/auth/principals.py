@@ -91,3 +91,10 @@ def rule_for(method: str) -> Rule:
 
 def allowed(principal: Principal, rule: Rule) -> bool:
     return rule.roles is None or principal.role in rule.roles
+
+
+def node_of_caller() -> str | None:
+    """The node id of the node token serving the current call; None for any other caller (and
+    when authentication is off)."""
+    principal = current_principal.get()
+    return principal.node_id if principal is not None else None

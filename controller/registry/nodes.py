@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from controller import metrics
 from controller.clock import Clock
 from controller.errors import NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus, Resources
@@ -75,7 +74,8 @@ class NodeRegistry:
         # Set when transitions wait to be persisted, to wake the health monitor.
         self.transitions_pending = asyncio.Event()
         # Called after every status transition (the scheduler's wake-up).
-        self.on_transition: list[Callable[[], None]] = []
+        # Called with the old and the new status of every transition, after it is staged.
+        self.on_transition: list[Callable[[NodeStatus, NodeStatus], None]] = []
 
     async def load(self) -> None:
         await self._nodes.load(await self._store.revision())
@@ -196,7 +196,6 @@ class NodeRegistry:
                 }
             },
         )
-        metrics.node_transition(node.status.value, transition.status.value)
         now = self._clock.now()
         seen = self.liveness.last_seen(node.id) or node.last_heartbeat_time
         self._nodes.stage(
@@ -204,7 +203,7 @@ class NodeRegistry:
         )
         self.transitions_pending.set()
         for listener in self.on_transition:
-            listener()
+            listener(node.status, transition.status)
 
     def _live(self, node: Node) -> Node:
         seen = self.liveness.last_seen(node.id)

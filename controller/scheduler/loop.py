@@ -27,14 +27,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller import metrics
 from controller.background import BackgroundLoop
 from controller.clock import Clock
-from controller.models import Deployment, PlacementStrategy, Replica
+from controller.models import Deployment, NodeStatus, PlacementStrategy, Replica
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import nodes_of
@@ -115,6 +114,8 @@ class Scheduler:
             settle_s=settings.min_pass_interval_s,
         )
         self.passes = 0
+        # Called after each pass with its placements and its duration in seconds.
+        self.on_pass: list[Callable[[int, float], None]] = []
         self.reconciled = 0  # deployments reconciled, over all passes
         self.yields = 0  # times a pass gave the event loop back, over all passes
 
@@ -183,9 +184,8 @@ class Scheduler:
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
         self._sessions.assignments_changed(touched)
         self.reconciled += reconciled
-        if placements:
-            metrics.SCHEDULER_PLACEMENTS.inc(placements)
-        metrics.SCHEDULER_PASS_DURATION.observe(time.perf_counter() - started)
+        for listener in self.on_pass:
+            listener(placements, time.perf_counter() - started)
         log.debug(
             "scheduling pass",
             extra={
@@ -197,7 +197,7 @@ class Scheduler:
             },
         )
 
-    def _node_transition(self) -> None:
+    def _node_transition(self, old: NodeStatus, new: NodeStatus) -> None:
         self._nodes_changed = True
 
     def _sync_nodes(self) -> None:

@@ -147,6 +147,7 @@ async def test_status_transitions_are_counted_by_from_and_to(
     store: Store, clock: FakeClock
 ) -> None:
     nodes, _ = await registries(store, clock)
+    nodes.on_transition.append(metrics.node_transition)  # as server.py wires it
     node = await nodes.register(SPEC)
     ready = {"from": "PENDING", "to": "READY"}
     suspect = {"from": "READY", "to": "SUSPECT"}
