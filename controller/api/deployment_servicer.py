@@ -55,8 +55,8 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
     async def DeleteDeployment(
         self, request: pb.DeleteDeploymentRequest, context: Context
     ) -> pb.DeleteDeploymentResponse:
-        await self._deployments.delete(request.deployment_id, request.etag)
-        return pb.DeleteDeploymentResponse()
+        stopping = await self._deployments.delete(request.deployment_id, request.etag)
+        return pb.DeleteDeploymentResponse(deployment=convert.deployment_to_pb(stopping))
 
     async def GetDeploymentStats(
         self, request: pb.GetDeploymentStatsRequest, context: Context

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 from grpc import aio
@@ -76,7 +76,7 @@ class Encoder(Protocol[R_contra]):
 
     def changed(self, resource: R_contra, revision: int) -> Message: ...
 
-    def deleted(self, resource_id: str, revision: int) -> Message: ...
+    def deleted(self, resource_id: str, revision: int, last: R_contra | None) -> Message: ...
 
     def synced(self, revision: int) -> Message: ...
 
@@ -203,7 +203,12 @@ class Watch(Generic[R]):
                     resource = self._source.snapshot_of(change.resource_id)
                     if change.deleted:
                         if resource is None:
-                            message = self._encoder.deleted(change.resource_id, change.revision)
+                            # The last state, as a live DELETED event carries it (the log
+                            # keeps it; entries older than that carry only the id).
+                            last = cast("R | None", change.resource)
+                            message = self._encoder.deleted(
+                                change.resource_id, change.revision, last
+                            )
                             await turn.write(context, message)
                     elif resource is not None and resource.revision <= change.revision:
                         # Its last change up to `applied`; a later one is sent when its turn

@@ -39,9 +39,10 @@ class NodeEvents:
             type=npb.NODE_EVENT_TYPE_CHANGED, node=node_to_pb(node), revision=revision
         )
 
-    def deleted(self, node_id: str, revision: int) -> npb.WatchNodesResponse:
+    def deleted(self, node_id: str, revision: int, last: Node | None) -> npb.WatchNodesResponse:
+        node = node_to_pb(last) if last is not None else node_pb2.Node(id=node_id)
         return npb.WatchNodesResponse(
-            type=npb.NODE_EVENT_TYPE_DELETED, node=node_pb2.Node(id=node_id), revision=revision
+            type=npb.NODE_EVENT_TYPE_DELETED, node=node, revision=revision
         )
 
     def synced(self, revision: int) -> npb.WatchNodesResponse:
@@ -80,11 +81,16 @@ class DeploymentEvents:
             revision=revision,
         )
 
-    def deleted(self, deployment_id: str, revision: int) -> dpb.WatchDeploymentsResponse:
+    def deleted(
+        self, deployment_id: str, revision: int, last: Deployment | None
+    ) -> dpb.WatchDeploymentsResponse:
+        dep = (
+            deployment_to_pb(last)
+            if last is not None
+            else deployment_pb2.Deployment(id=deployment_id)
+        )
         return dpb.WatchDeploymentsResponse(
-            type=dpb.DEPLOYMENT_EVENT_TYPE_DELETED,
-            deployment=deployment_pb2.Deployment(id=deployment_id),
-            revision=revision,
+            type=dpb.DEPLOYMENT_EVENT_TYPE_DELETED, deployment=dep, revision=revision
         )
 
     def synced(self, revision: int) -> dpb.WatchDeploymentsResponse:

@@ -175,7 +175,7 @@ class DeploymentRegistry:
         """Marks the deployment STOPPING; the scheduler stops its replicas and removes it."""
         current = self._current(deployment_id, etag, "deployment_id")
         if current.status is DeploymentStatus.STOPPING:
-            return current
+            return self._deployments.published(current)
         now = self._clock.now()
         reason = "deletion requested"
         stopping = replace(

@@ -26,12 +26,17 @@ T_co = TypeVar("T_co", Node, Deployment, covariant=True)
 
 @dataclass(frozen=True)
 class Change:
-    """One entry of the change log: `resource_id` of `kind` was put or deleted at `revision`."""
+    """One entry of the change log: `resource_id` of `kind` was put or deleted at `revision`.
+
+    `resource` is the resource as that change left it (for a put, at `revision`) or, for a
+    delete, as it was just before (at its last revision): the log alone says what every change
+    did. None only for entries written before the log kept documents (schema version 1)."""
 
     revision: int
     kind: ResourceKind
     resource_id: str
     deleted: bool
+    resource: Node | Deployment | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -27,7 +27,7 @@ from controller.models import (
     StatusChange,
     frozen_map,
 )
-from controller.store.base import ResourceKind
+from controller.store.base import Change, ResourceKind
 from controller.store.sealing import Sealed, Sealer
 
 K = TypeVar("K", Node, Deployment)
@@ -209,3 +209,20 @@ DEPLOYMENT_LAYOUT: Layout[Deployment] = Layout(
     encode=encode_deployment,
     decode=decode_deployment,
 )
+
+
+def change(
+    layouts: Mapping[str, Layout[Node] | Layout[Deployment]],
+    revision: int,
+    kind: ResourceKind,
+    resource_id: str,
+    deleted: object,
+    document: str | None,
+    prior_revision: int | None,
+) -> Change:
+    """A change-log row as a `Change`, its document decoded with the kind's layout."""
+    resource: Node | Deployment | None = None
+    if document is not None:
+        at = int(prior_revision) if deleted and prior_revision is not None else int(revision)
+        resource = layouts[kind].decode(resource_id, at, document)
+    return Change(int(revision), kind, resource_id, bool(deleted), resource)

@@ -144,13 +144,18 @@ class PostgresStore:
         return await self.run(query)
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
+        layouts: dict[str, codec.Layout[Node] | codec.Layout[Deployment]] = {
+            "node": self._nodes.layout,
+            "deployment": self._deployments.layout,
+        }
+
         async def query(conn: Connection) -> list[Change]:
             cursor = await conn.execute(
-                "SELECT revision, kind, resource_id, deleted FROM changes"
-                " WHERE revision > %s ORDER BY revision LIMIT %s",
+                "SELECT revision, kind, resource_id, deleted, data::text, prior_revision"
+                " FROM changes WHERE revision > %s ORDER BY revision LIMIT %s",
                 (revision, limit),
             )
-            return [Change(int(r[0]), r[1], r[2], bool(r[3])) for r in await cursor.fetchall()]
+            return [codec.change(layouts, *row) for row in await cursor.fetchall()]
 
         return await self.run(query)
 
@@ -201,6 +206,10 @@ class PostgresTable(Generic[T]):
         self._store = store
         self._layout: codec.Layout[T] = layout
 
+    @property
+    def layout(self) -> codec.Layout[T]:
+        return self._layout
+
     async def get(self, resource_id: str) -> T | None:
         table = self._layout.table
 
@@ -231,11 +240,11 @@ class PostgresTable(Generic[T]):
                 raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
             columns: dict[str, object] = {"id": resource.id, **layout.columns(resource)}
             names = ", ".join(["revision", *columns, "data"])
-            marks = ", ".join(["c.revision", *("%s" for _ in columns), "%s::jsonb"])
+            marks = ", ".join(["c.revision", *("%s" for _ in columns), "c.data"])
             cursor = await conn.execute(
-                f"WITH c AS ({_LOG_CHANGE}) INSERT INTO {layout.table} ({names})"
+                f"WITH c AS ({_LOG_PUT}) INSERT INTO {layout.table} ({names})"
                 f" SELECT {marks} FROM c RETURNING revision",
-                (layout.kind, resource.id, False, *columns.values(), layout.encode(resource)),
+                (layout.kind, resource.id, layout.encode(resource), *columns.values()),
             )
             revision = await _returned(cursor)
             if request:
@@ -262,19 +271,12 @@ class PostgresTable(Generic[T]):
         layout = self._layout
         columns: dict[str, str] = layout.columns(resource)
         assignments = ", ".join(
-            ["revision = c.revision", *(f"{name} = %s" for name in columns), "data = %s::jsonb"]
+            ["revision = c.revision", *(f"{name} = %s" for name in columns), "data = c.data"]
         )
         cursor = await conn.execute(
-            f"WITH c AS ({_LOG_CHANGE}) UPDATE {layout.table} SET {assignments}"
+            f"WITH c AS ({_LOG_PUT}) UPDATE {layout.table} SET {assignments}"
             f" FROM c WHERE id = %s RETURNING {layout.table}.revision",
-            (
-                layout.kind,
-                resource.id,
-                False,
-                *columns.values(),
-                layout.encode(resource),
-                resource.id,
-            ),
+            (layout.kind, resource.id, layout.encode(resource), *columns.values(), resource.id),
         )
         return await _returned(cursor)
 
@@ -309,10 +311,12 @@ class PostgresTable(Generic[T]):
         async def write(conn: Connection) -> int:
             await self._check_revision(conn, resource_id, expect_revision)
             cursor = await conn.execute(
-                f"WITH c AS ({_LOG_CHANGE}),"
+                f"WITH old AS (SELECT revision, data FROM {layout.table} WHERE id = %s),"
+                " c AS (INSERT INTO changes (kind, resource_id, deleted, data, prior_revision)"
+                "  SELECT %s, %s, TRUE, old.data, old.revision FROM old RETURNING revision),"
                 f" d AS (DELETE FROM {layout.table} WHERE id = %s)"
                 " SELECT revision FROM c",
-                (layout.kind, resource_id, True, resource_id),
+                (resource_id, layout.kind, resource_id, resource_id),
             )
             return await _returned(cursor)
 
@@ -345,9 +349,11 @@ class PostgresTable(Generic[T]):
             )
 
 
-# Appends one row to the change log; parameters: kind, resource id, deleted.
-_LOG_CHANGE = (
-    "INSERT INTO changes (kind, resource_id, deleted) VALUES (%s, %s, %s) RETURNING revision"
+# Appends a put to the change log; parameters: kind, resource id, document. Returns the
+# revision and the document (as stored, for the resource row).
+_LOG_PUT = (
+    "INSERT INTO changes (kind, resource_id, deleted, data) VALUES (%s, %s, FALSE, %s::jsonb)"
+    " RETURNING revision, data"
 )
 
 

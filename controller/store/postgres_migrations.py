@@ -44,4 +44,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (scope, request_id)
     );
     """,
+    # 2: the change log keeps what each change did: the document after a put, the last one
+    # (and its revision) for a delete.
+    """
+    ALTER TABLE changes ADD COLUMN data JSONB, ADD COLUMN prior_revision BIGINT;
+    """,
 ]

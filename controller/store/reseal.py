@@ -1,10 +1,11 @@
 """Re-encrypts every stored node credential with the sealer's newest key (`automator67 keys
 reencrypt`), after a rotation.
 
-Each node document is decoded and encoded again through the codec, in one transaction, and only
-its sealed credential changes: no revision, no change-log entry, no etag change (the resource is
-the same). With `secure_delete` on, SQLite zeroes the pages it frees, and the WAL is checkpointed
-at the end, so old ciphertexts (and plaintext written before encryption was on) do not linger.
+Each node document (in the nodes table and in the change log) is decoded and encoded again
+through the codec, in one transaction, and only its sealed credential changes: no revision, no
+new change-log entry, no etag change (the resource is the same). With `secure_delete` on, SQLite
+zeroes the pages it frees, and the WAL is checkpointed at the end, so old ciphertexts (and
+plaintext written before encryption was on) do not linger.
 Safe while a controller runs on the same file: SQLite serializes the writers.
 
 On PostgreSQL the rewrite is one transaction that locks every node row (`FOR UPDATE`, in id
@@ -43,16 +44,22 @@ async def reseal_sqlite(store: SQLiteStore, sealer: RotatingSealer) -> ResealRep
             resealed = current = 0
             rows = conn.execute("SELECT id, revision, data FROM nodes").fetchall()
             for node_id, revision, data in rows:
-                credentials = json.loads(data).get("credentials")
-                if credentials is None:
+                document = _resealed(node_id, revision, data, sealer)
+                if document is None:
+                    current += _sealed(data)
                     continue
-                if credentials["key_id"] == sealer.current_key_id:
-                    current += 1
-                    continue
-                node = codec.decode_node(node_id, revision, data, sealer)
-                document = codec.encode_node(node, sealer)
                 conn.execute("UPDATE nodes SET data = ? WHERE id = ?", (document, node_id))
                 resealed += 1
+            logged = conn.execute(
+                "SELECT revision, resource_id, data FROM changes"
+                " WHERE kind = 'node' AND data IS NOT NULL"
+            ).fetchall()
+            for revision, node_id, data in logged:
+                document = _resealed(node_id, revision, data, sealer)
+                if document is not None:
+                    conn.execute(
+                        "UPDATE changes SET data = ? WHERE revision = ?", (document, revision)
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -72,23 +79,45 @@ async def reseal_postgres(store: PostgresStore, sealer: RotatingSealer) -> Resea
             "SELECT id, revision, data::text FROM nodes ORDER BY id FOR UPDATE"
         )
         for node_id, revision, data in await cursor.fetchall():
-            credentials = json.loads(data).get("credentials")
-            if credentials is None:
+            document = _resealed(node_id, int(revision), data, sealer)
+            if document is None:
+                current += _sealed(data)
                 continue
-            if credentials["key_id"] == sealer.current_key_id:
-                current += 1
-                continue
-            node = codec.decode_node(node_id, int(revision), data, sealer)
-            document = codec.encode_node(node, sealer)
             await conn.execute(
                 "UPDATE nodes SET data = %s::jsonb WHERE id = %s", (document, node_id)
             )
             resealed += 1
+        cursor = await conn.execute(
+            "SELECT revision, resource_id, data::text FROM changes"
+            " WHERE kind = 'node' AND data IS NOT NULL ORDER BY revision FOR UPDATE"
+        )
+        for revision, node_id, data in await cursor.fetchall():
+            document = _resealed(node_id, int(revision), data, sealer)
+            if document is not None:
+                await conn.execute(
+                    "UPDATE changes SET data = %s::jsonb WHERE revision = %s", (document, revision)
+                )
         return ResealReport(resealed, current, sealer.current_key_id)
 
     async def vacuum(conn: Connection) -> None:
         await conn.execute("VACUUM nodes")
+        await conn.execute("VACUUM changes")
 
     report = await store.transaction(rewrite, "node", logged=False)
     await store.run(vacuum)
     return report
+
+
+def _sealed(document: str) -> int:
+    """1 if the node document holds a credential, else 0."""
+    return int(json.loads(document).get("credentials") is not None)
+
+
+def _resealed(node_id: str, revision: int, document: str, sealer: RotatingSealer) -> str | None:
+    """The node document with its credential sealed by the newest key; None if it has no
+    credential or already uses that key. Raises ValueError if no key opens it."""
+    credentials = json.loads(document).get("credentials")
+    if credentials is None or credentials["key_id"] == sealer.current_key_id:
+        return None
+    node = codec.decode_node(node_id, revision, document, sealer)
+    return codec.encode_node(node, sealer)

@@ -127,13 +127,18 @@ class SQLiteStore:
         return await self.read(query)
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
+        layouts: dict[str, codec.Layout[Node] | codec.Layout[Deployment]] = {
+            "node": self._nodes.layout,
+            "deployment": self._deployments.layout,
+        }
+
         def query(conn: sqlite3.Connection) -> list[Change]:
             rows = conn.execute(
-                "SELECT revision, kind, resource_id, deleted FROM changes"
+                "SELECT revision, kind, resource_id, deleted, data, prior_revision FROM changes"
                 " WHERE revision > ? ORDER BY revision LIMIT ?",
                 (revision, limit),
             ).fetchall()
-            return [Change(r[0], r[1], r[2], bool(r[3])) for r in rows]
+            return [codec.change(layouts, *row) for row in rows]
 
         return await self.read(query)
 
@@ -156,6 +161,10 @@ class SQLiteTable(Generic[T]):
     def __init__(self, store: SQLiteStore, layout: codec.Layout[T]) -> None:
         self._store = store
         self._layout: codec.Layout[T] = layout
+
+    @property
+    def layout(self) -> codec.Layout[T]:
+        return self._layout
 
     async def get(self, resource_id: str) -> T | None:
         table = self._layout.table
@@ -183,13 +192,14 @@ class SQLiteTable(Generic[T]):
         def write(conn: sqlite3.Connection) -> int:
             if request and self._find_request(conn, request.request_id):
                 raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
-            revision = _log_change(conn, layout.kind, resource.id, deleted=False)
+            document = layout.encode(resource)
+            revision = _log_change(conn, layout.kind, resource.id, document)
             columns: dict[str, object] = {
                 "id": resource.id,
                 "revision": revision,
                 **layout.columns(resource),
             }
-            columns["data"] = layout.encode(resource)
+            columns["data"] = document
             names = ", ".join(columns)
             marks = ", ".join("?" for _ in columns)
             conn.execute(
@@ -216,9 +226,10 @@ class SQLiteTable(Generic[T]):
     def _update(self, conn: sqlite3.Connection, resource: T, expect_revision: int) -> int:
         layout = self._layout
         self._check_revision(conn, resource.id, expect_revision)
-        revision = _log_change(conn, layout.kind, resource.id, deleted=False)
+        document = layout.encode(resource)
+        revision = _log_change(conn, layout.kind, resource.id, document)
         columns: dict[str, object] = {"revision": revision, **layout.columns(resource)}
-        columns["data"] = layout.encode(resource)
+        columns["data"] = document
         assignments = ", ".join(f"{name} = ?" for name in columns)
         conn.execute(
             f"UPDATE {layout.table} SET {assignments} WHERE id = ?",
@@ -244,8 +255,8 @@ class SQLiteTable(Generic[T]):
         layout = self._layout
 
         def write(conn: sqlite3.Connection) -> int:
-            self._check_revision(conn, resource_id, expect_revision)
-            revision = _log_change(conn, layout.kind, resource_id, deleted=True)
+            prior, document = self._check_revision(conn, resource_id, expect_revision)
+            revision = _log_change(conn, layout.kind, resource_id, document, deleted_at=prior)
             conn.execute(f"DELETE FROM {layout.table} WHERE id = ?", (resource_id,))
             return revision
 
@@ -263,9 +274,10 @@ class SQLiteTable(Generic[T]):
 
     def _check_revision(
         self, conn: sqlite3.Connection, resource_id: str, expect: int | None
-    ) -> None:
+    ) -> tuple[int, str]:
+        """The stored revision and document, if the revision is `expect` (when given)."""
         row = conn.execute(
-            f"SELECT revision FROM {self._layout.table} WHERE id = ?", (resource_id,)
+            f"SELECT revision, data FROM {self._layout.table} WHERE id = ?", (resource_id,)
         ).fetchone()
         if row is None:
             raise NotFoundError(self._layout.kind, resource_id)
@@ -275,12 +287,23 @@ class SQLiteTable(Generic[T]):
                 f"{kind} {resource_id!r} is at revision {row[0]}, not {expect}",
                 metadata={"current_etag": str(row[0])},
             )
+        return int(row[0]), str(row[1])
 
 
-def _log_change(conn: sqlite3.Connection, kind: str, resource_id: str, *, deleted: bool) -> int:
+def _log_change(
+    conn: sqlite3.Connection,
+    kind: str,
+    resource_id: str,
+    document: str,
+    *,
+    deleted_at: int | None = None,
+) -> int:
+    """Appends a put of `document` (or, with `deleted_at`, the delete of the resource whose last
+    `document` was at that revision) to the change log; returns its revision."""
     cursor = conn.execute(
-        "INSERT INTO changes (kind, resource_id, deleted) VALUES (?, ?, ?)",
-        (kind, resource_id, int(deleted)),
+        "INSERT INTO changes (kind, resource_id, deleted, data, prior_revision)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (kind, resource_id, int(deleted_at is not None), document, deleted_at),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid

@@ -56,7 +56,7 @@ async def test_update_many_logs_one_change_per_written_resource(
     written = await table.update_many([kind.changed(first), kind.changed(second)])
 
     assert await store.changes_since(start) == [
-        Change(w.revision, kind.name, w.id, deleted=False) for w in written if w
+        Change(w.revision, kind.name, w.id, False, w) for w in written if w
     ]
 
 

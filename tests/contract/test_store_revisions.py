@@ -68,12 +68,13 @@ async def test_changes_since_lists_the_changes_after_a_revision_oldest_first(
     deployment_deletion = await store.deployments.delete(deployment.id)
     node_deletion = await store.nodes.delete(node.id, expect_revision=node_update.revision)
 
+    # Each entry carries what the change did: the state it left, or (a delete) the last state.
     changes = [
-        Change(node.revision, "node", node.id, deleted=False),
-        Change(deployment.revision, "deployment", deployment.id, deleted=False),
-        Change(node_update.revision, "node", node.id, deleted=False),
-        Change(deployment_deletion, "deployment", deployment.id, deleted=True),
-        Change(node_deletion, "node", node.id, deleted=True),
+        Change(node.revision, "node", node.id, False, node),
+        Change(deployment.revision, "deployment", deployment.id, False, deployment),
+        Change(node_update.revision, "node", node.id, False, node_update),
+        Change(deployment_deletion, "deployment", deployment.id, True, deployment),
+        Change(node_deletion, "node", node.id, True, node_update),
     ]
     assert await store.changes_since(start) == changes
     assert await store.changes_since(deployment.revision) == changes[2:]
@@ -86,9 +87,9 @@ async def test_changes_since_returns_at_most_limit_changes(store: Store, kind: K
 
     changes = await store.changes_since(start, limit=2)
 
-    assert changes == [Change(r.revision, kind.name, r.id, deleted=False) for r in created[:2]]
+    assert changes == [Change(r.revision, kind.name, r.id, False, r) for r in created[:2]]
     assert await store.changes_since(changes[-1].revision, limit=2) == [
-        Change(r.revision, kind.name, r.id, deleted=False) for r in created[2:4]
+        Change(r.revision, kind.name, r.id, False, r) for r in created[2:4]
     ]
 
 

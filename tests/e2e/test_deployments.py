@@ -188,7 +188,11 @@ async def test_delete_removes_the_deployment(deployment_stub: DeploymentServiceA
     deleted = await deployment_stub.DeleteDeployment(
         pb.DeleteDeploymentRequest(deployment_id=created.id)
     )
-    assert deleted == pb.DeleteDeploymentResponse()
+    # AIP-135: the deployment in its deleting state, with a new etag.
+    assert deleted.deployment.id == created.id
+    assert deleted.deployment.status == deployment_pb2.DEPLOYMENT_STATUS_STOPPING
+    assert deleted.deployment.status_reason == "deletion requested"
+    assert deleted.deployment.etag != created.etag
     await gone(deployment_stub, created.id)  # no replicas to stop: removed at once
 
     error = await rpc_error(

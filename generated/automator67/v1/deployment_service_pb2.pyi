@@ -311,12 +311,22 @@ class DeleteDeploymentResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployment(self) -> _deployment_pb2.Deployment:
+        """The deployment in its STOPPING state (AIP-135: the delete is not immediate). It is removed
+        once its replicas have stopped: its DELETED watch event, or NOT_FOUND from GetDeployment,
+        says when.
+        """
+
     def __init__(
         self,
+        *,
+        deployment: _deployment_pb2.Deployment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
