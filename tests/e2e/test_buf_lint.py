@@ -58,3 +58,39 @@ def test_lint_fails_on_a_camel_case_field(tmp_path: Path) -> None:
     assert problems, result.stderr
     assert all("misnamed.proto" in line for line in problems), problems
     assert any("camelCase" in line and "lower_snake_case" in line for line in problems), problems
+
+
+def test_the_contract_has_no_breaking_change_since_the_baseline() -> None:
+    result = buf_check("breaking")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _edited_protos(tmp_path: Path, old: str, new: str) -> Path:
+    copy = tmp_path / "protos"
+    shutil.copytree(ROOT / "protos", copy)
+    node = copy / "automator67" / "v1" / "node.proto"
+    text = node.read_text()
+    assert old in text
+    node.write_text(text.replace(old, new))
+    return copy
+
+
+def test_breaking_fails_when_a_field_is_removed(tmp_path: Path) -> None:
+    copy = _edited_protos(
+        tmp_path, "  string region = 4 [(google.api.field_behavior) = OPTIONAL];\n", ""
+    )
+
+    result = buf_check("breaking", "--protos", copy)
+
+    assert result.returncode != 0
+    assert 'field "4" with name "region" on message "Node" was deleted' in result.stdout
+
+
+def test_breaking_fails_when_a_field_is_renumbered(tmp_path: Path) -> None:
+    copy = _edited_protos(tmp_path, "  string region = 4 [", "  string region = 14 [")
+
+    result = buf_check("breaking", "--protos", copy)
+
+    assert result.returncode != 0
+    assert '"Node"' in result.stdout and "region" in result.stdout
