@@ -47,11 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         setup_logging(config.log_level)
         from controller.server import serve  # grpc is imported only when serving
+        from controller.store.base import StoreInUseError
 
         try:
             asyncio.run(serve(config))
         except ConfigError as exc:  # a key or certificate file that cannot be used
             print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        except StoreInUseError as exc:
+            print(f"automator67: {exc}", file=sys.stderr)
             return 2
     elif args.command == "agent":
         return _agent(args)

@@ -66,7 +66,7 @@ class Controller:
         self.config = config
         self.clock = clock or SystemClock()
         self.security = Security.load(config)  # keys: loaded, or generated on first start
-        self.store = open_store(config.store_url, self.security.sealer)
+        self.store = open_store(config.store_url, self.security.sealer, serving=True)
         self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config))
         self.deployments = DeploymentRegistry(self.store, self.clock)
         self.sessions = Sessions()

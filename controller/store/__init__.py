@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 SCHEMES = ("sqlite", "postgresql")
 
 
-def open_store(url: str, sealer: Sealer | None = None) -> Store:
-    """Builds (does not open) the store for `url`.
+def open_store(url: str, sealer: Sealer | None = None, *, serving: bool = False) -> Store:
+    """Builds (does not open) the store for `url`. `serving`: for the controller that serves
+    from it (an embedded store then refuses a second one: StoreInUseError on open).
 
     `sqlite:///relative/path.db` or `sqlite:////absolute/path.db` (SQLAlchemy's convention: the
     path is what follows `sqlite:///`), or `postgresql://user:password@host:port/dbname?options`
@@ -32,7 +33,7 @@ def open_store(url: str, sealer: Sealer | None = None) -> Store:
             raise ValueError(
                 f"a SQLite store URL looks like sqlite:///path/to/file.db, not {url!r}"
             )
-        return SQLiteStore(Path(url[len(prefix) :]), sealer)
+        return SQLiteStore(Path(url[len(prefix) :]), sealer, serving=serving)
     if scheme == "postgresql":
         from controller.store.postgres import PostgresStore
 

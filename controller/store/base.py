@@ -39,6 +39,11 @@ class Change:
     resource: Node | Deployment | None = None
 
 
+class StoreInUseError(Exception):
+    """Another process holds the embedded store: it has exactly one replica. The message names
+    the other process."""
+
+
 @dataclass(frozen=True)
 class RequestKey:
     """An idempotency key (AIP-155) and a fingerprint of the request that first used it."""

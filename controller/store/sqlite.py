@@ -10,6 +10,8 @@ never blocks on disk."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +24,7 @@ from typing import Generic, TypeVar
 from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
 from controller.models import Deployment, Node
 from controller.store import codec
-from controller.store.base import Change, RequestKey, RequestRecord, T
+from controller.store.base import Change, RequestKey, RequestRecord, StoreInUseError, T
 from controller.store.sealing import PlaintextSealer, Sealer
 from controller.store.sqlite_migrations import MIGRATIONS
 
@@ -33,8 +35,12 @@ READERS = 2  # read threads, each with its own connection; reads of a page take 
 class SQLiteStore:
     """`Store` on a SQLite file. `path` is created (with its folder) if missing."""
 
-    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
+    def __init__(self, path: Path, sealer: Sealer | None = None, *, serving: bool = False) -> None:
+        """`serving`: this process is the controller serving from the file, which only one may
+        be (a lock file beside it, held while open); admin commands (`keys reencrypt`) open it
+        beside a running controller, SQLite serializing the writers."""
         self.path = path
+        self._serving = serving
         sealer = sealer or PlaintextSealer()
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -42,6 +48,7 @@ class SQLiteStore:
         self._reader = threading.local()  # .conn: the reader thread's own connection
         self._reader_conns: list[sqlite3.Connection] = []  # every one opened, to close them
         self._reader_conns_lock = threading.Lock()
+        self._lock_fd: int | None = None  # holds the store's lock file while open
         self._nodes = SQLiteTable[Node](self, codec.node_layout(sealer))
         self._deployments = SQLiteTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
@@ -61,6 +68,8 @@ class SQLiteStore:
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._serving:
+            self._lock_fd = _lock(self.path.with_name(self.path.name + ".lock"))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
@@ -94,6 +103,9 @@ class SQLiteStore:
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
+        lock_fd, self._lock_fd = self._lock_fd, None
+        if lock_fd is not None:
+            os.close(lock_fd)  # releases the lock
 
     async def run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         """Runs `fn(connection)` on the writer thread, with the read-write connection, after the
@@ -288,6 +300,25 @@ class SQLiteTable(Generic[T]):
                 metadata={"current_etag": str(row[0])},
             )
         return int(row[0]), str(row[1])
+
+
+def _lock(path: Path) -> int:
+    """Takes `path`, an exclusive lock that one process at a time holds (released when the
+    process ends, however it ends), and writes our pid in it. Raises StoreInUseError naming the
+    process that holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreInUseError(
+            f"another controller (pid {holder}) is using {path.with_suffix('')}; the embedded"
+            " store has exactly one replica (run several on PostgreSQL)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _log_change(
