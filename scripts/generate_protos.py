@@ -1,5 +1,9 @@
 """Regenerate generated/ from protos/: Python messages, gRPC stubs and mypy-protobuf type stubs.
 
+generated/automator67/v1 is the `automator67.v1` package; its parent `automator67` is the
+hand-written SDK in sdk/python/automator67 (setup.py maps the two together; the SDK's wheel is
+built by scripts/build_python_sdk.py), so generated/automator67 has no `__init__.py`.
+
 Run `python scripts/generate_protos.py` after changing a .proto file. `--check` regenerates into a
 temporary folder and exits 1 if generated/ differs (the test suite runs it so stale code fails).
 """
@@ -58,7 +62,8 @@ def generate(out: Path) -> None:
     (out / "automator67" / "v1").mkdir(parents=True, exist_ok=True)
     subprocess.run(cmd, check=True)
     for path in out.rglob("*"):
-        if path.is_dir():
+        # `automator67` itself is the SDK's package (sdk/python/automator67); only `v1` is ours.
+        if path.is_dir() and path != out / "automator67":
             (path / "__init__.py").touch()
         elif path.suffix in {".py", ".pyi"} and path.name != "__init__.py":
             path.write_text(HEADER + path.read_text())

@@ -1,0 +1,44 @@
+"""What the sync and asyncio clients share: requests, the event kinds of each watch, the
+idempotency key of creates. Private: the clients are the interface."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from automator67.v1 import deployment_pb2
+from automator67.v1 import deployment_service_pb2 as ds
+from automator67.v1 import node_service_pb2 as ns
+from automator67.watch import EventKinds
+
+NODE_EVENTS = EventKinds(
+    added=ns.NODE_EVENT_TYPE_ADDED, synced=ns.NODE_EVENT_TYPE_SYNCED, reset=ns.NODE_EVENT_TYPE_RESET
+)
+DEPLOYMENT_EVENTS = EventKinds(
+    added=ds.DEPLOYMENT_EVENT_TYPE_ADDED,
+    synced=ds.DEPLOYMENT_EVENT_TYPE_SYNCED,
+    reset=ds.DEPLOYMENT_EVENT_TYPE_RESET,
+)
+
+
+def node_reset() -> ns.WatchNodesResponse:
+    return ns.WatchNodesResponse(type=ns.NODE_EVENT_TYPE_RESET)
+
+
+def deployment_reset() -> ds.WatchDeploymentsResponse:
+    return ds.WatchDeploymentsResponse(type=ds.DEPLOYMENT_EVENT_TYPE_RESET)
+
+
+def request_id(given: str | None) -> str:
+    """The idempotency key of a create (AIP-155): the caller's, else a new UUID (as Google's
+    client libraries fill in UUID4 request ids, AIP-4235), so that retrying the create after a
+    lost answer cannot create twice. "" sends none (and the create is not retried)."""
+    return str(uuid.uuid4()) if given is None else given
+
+
+def update_request(
+    deployment: deployment_pb2.Deployment, update_mask: Sequence[str]
+) -> ds.UpdateDeploymentRequest:
+    request = ds.UpdateDeploymentRequest(deployment=deployment)
+    request.update_mask.paths.extend(update_mask)
+    return request
