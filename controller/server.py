@@ -42,6 +42,7 @@ from controller.metrics import Exporter, StateSource
 from controller.models import PlacementStrategy
 from controller.registry.changes import ChangeLog
 from controller.registry.deployments import DeploymentRegistry
+from controller.registry.feed import ChangeFeed
 from controller.registry.liveness import LivenessSettings
 from controller.registry.monitor import HealthMonitor
 from controller.registry.nodes import NodeRegistry
@@ -67,9 +68,12 @@ class Controller:
         self.clock = clock or SystemClock()
         self.security = Security.load(config)  # keys: loaded, or generated on first start
         self.store = open_store(config.store_url, self.security.sealer, serving=True)
-        self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config))
-        self.deployments = DeploymentRegistry(self.store, self.clock)
+        # One feed of the store's change log for every view of this process (registry/feed.py).
+        self.feed = ChangeFeed(self.store)
+        self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config), self.feed)
+        self.deployments = DeploymentRegistry(self.store, self.clock, self.feed)
         self.sessions = Sessions()
+        self.deployments.on_assignments_changed.append(self.sessions.assignments_changed)
         self.monitor = HealthMonitor(
             self.nodes,
             self.clock,
@@ -94,7 +98,7 @@ class Controller:
     async def start(self) -> None:
         await self.store.open()
         await self.nodes.load()
-        await self.deployments.load(self.nodes.revision)
+        await self.deployments.load()
         if self.metrics is not None:
             self.metrics.start()  # first: a taken port stops the start before gRPC serves
         server = aio.server(
@@ -127,6 +131,7 @@ class Controller:
         self.port = self.security.add_port(server)  # TLS when configured
         await server.start()
         self._server = server
+        self.feed.start()  # other replicas' writes
         self.monitor.start()
         self.scheduler.start()
         for name in ("", *SERVICES):
@@ -142,6 +147,7 @@ class Controller:
         # away by us, so nothing may judge it (the next start gives it the failover grace).
         await self.scheduler.stop()
         await self.monitor.stop()
+        await self.feed.stop()
         # Watchers are told to resume elsewhere (UNAVAILABLE) instead of holding the grace.
         self.nodes.events.close()
         self.deployments.events.close()

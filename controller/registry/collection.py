@@ -1,22 +1,21 @@
 """What nodes and deployments share: a store table mirrored by an in-memory index, idempotent
 creates (AIP-155), etag-checked deletes (AIP-154) and filtered, paginated listing.
 
-Invariant: the index holds what the store holds, as of the last write this process made, except
-for changes the owner made in memory on purpose and persists later (`stage` + `persist`: node
-status transitions, coalesced). Writes go to the store first and reach the index and the
-watchers only once durable; the lock serializes writes of one kind, so neither sees them out of
-order.
+Invariant: the index is derived from the store's change log, never updated beside it. The
+change feed (`registry/feed.py`) applies every change in revision order (`apply`), this
+process's writes and other replicas' alike; a write commits, then waits until the feed has
+applied its revision. The index differs from the log only by changes the owner made in memory
+on purpose and persists later (`stage` + `persist`: node status transitions, coalesced; the
+scheduler's placements): readers see the last persisted version (`published`).
 
 Invariant: a write is whole or absent in every view (store, index, watchers, idempotency
 record, and what the owner derives from it, such as liveness), whatever its caller does. A
 store's transaction, once begun, commits even if the coroutine awaiting it is cancelled (a gRPC
-deadline, a client that hung up), so the steps after it must not depend on that coroutine:
-`write()` runs each critical section (the store write and every in-memory update that follows
-from it) as a task of its own, which takes the lock itself, and the caller awaits it through
-`asyncio.shield`. A cancelled caller stops waiting; the write finishes. A retry, or any later
-write of the kind, queues on the lock behind it. `settle()` waits for writes whose callers are
-gone (the server calls it before it closes the store). Methods named `*_locked` are critical
-sections: call them only inside `write()`."""
+deadline, a client that hung up); the feed, not the caller, applies it. `write()` runs each
+critical section as a task of its own, which takes the lock itself, and the caller awaits it
+through `asyncio.shield`, so a later write of the kind queues behind it; `settle()` waits for
+writes whose callers are gone (the server calls it before it closes the store). Methods named
+`*_locked` are critical sections: call them only inside `write()`."""
 
 from __future__ import annotations
 
@@ -29,6 +28,7 @@ from itertools import islice
 from typing import Any, Generic, TypeVar
 
 from controller.errors import (
+    ConflictError,
     FailedPreconditionError,
     FieldViolation,
     InvalidArgumentError,
@@ -36,9 +36,10 @@ from controller.errors import (
 )
 from controller.registry import paging
 from controller.registry.events import Event, EventHub, EventType
+from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import Normalizer, parse_filter
 from controller.registry.index import Index, T, Term
-from controller.store.base import RequestKey, Table
+from controller.store.base import Change, RequestKey, Table
 
 R = TypeVar("R")
 
@@ -50,23 +51,30 @@ class Collection(Generic[T]):
         table: Table[T],
         terms_of: Callable[[T], Iterable[Term]],
         filter_fields: Mapping[str, Normalizer | None],
+        feed: ChangeFeed,
     ) -> None:
         self.kind = kind
+        self.feed = feed
+        feed.follow(kind, self)
         self.table: Table[T] = table
         self.index: Index[T] = Index(terms_of)
         self.lock = asyncio.Lock()
         self.events: EventHub[T] = EventHub()
-        self.revision = 0  # of the latest change applied to the index
+        self.revision = 0  # every change of the log up to here is applied to the index
         self._filter_fields = filter_fields
         self._staged: dict[str, T] = {}  # id -> its last persisted state
         self._writing: dict[str, T] = {}  # the same, for the staged changes being written now
+        self._written: dict[str, T] = {}  # id -> the content being written now
+        # Called with the event of each change applied from the log, after the index has it
+        # (what the owner derives: liveness, the scheduler's wake-up, assignments).
+        self.on_applied: list[Callable[[Event[T]], None]] = []
         self._in_flight: set[asyncio.Task[Any]] = set()  # writes, some perhaps without a caller
 
-    async def load(self, revision: int) -> None:
-        """Fills the index from the store, which is at `revision`."""
+    async def load(self) -> None:
+        """Fills the index from the store; the feed applies what changes after (call the feed's
+        `start_at` with the revision read before this)."""
         for resource in await self.table.list_all():
             self.index.put(resource)
-        self.revision = revision
 
     def get(self, resource_id: str, field: str) -> T:
         """The resource as last persisted (see `published`)."""
@@ -137,12 +145,12 @@ class Collection(Generic[T]):
         if request is not None:
             earlier = await self.table.find_request(request.request_id)
             if earlier is not None:
+                await self.feed.caught_up()  # it may come from another replica, moments ago
                 return self._replay(earlier.fingerprint, earlier.resource_id, request)
         await check()
         created = await self.table.create(build(), request)
-        self.index.put(created)
-        self._published(Event(EventType.ADDED, created, created.revision))
-        return created
+        await self.feed.caught_up(created.revision)
+        return self.index.get(created.id) or created
 
     def stage(self, resource: T) -> None:
         """Puts a changed resource in the index now; `persist()` stores it later. The resource
@@ -158,32 +166,42 @@ class Collection(Generic[T]):
             return 0  # the common case (every tick of the loops): no task, no lock
         return await self.write(self.persist_locked)
 
-    async def persist_locked(self) -> int:
+    async def persist_locked(self, must_write: str = "") -> int:
         """Stores every staged resource in one transaction; returns how many were written.
-        A resource changed in memory again while it was being written stays staged."""
+        A resource changed in memory again while it was being written stays staged. A resource
+        changed elsewhere since it was read (another replica) is not written: the feed brings
+        the other change; if it is `must_write` (a user's change), raises ConflictError."""
         if not self._staged:
             return 0
         staged, self._staged = self._staged, {}
         self._writing = staged
         before = [r for r in map(self.index.get, staged) if r is not None]
+        self._written = {r.id: r for r in before}
         try:
             written = await self.table.update_many(before)
+            await self.feed.caught_up(max((w.revision for w in written if w), default=0))
         except BaseException:
             self._staged = staged | self._staged  # retried on the next call
             raise
         finally:
-            self._writing = {}
+            self._writing, self._written = {}, {}
+        refused = False
         for old, new in zip(before, written, strict=True):
-            current = self.index.get(old.id)
-            if new is None or current is None:
-                continue  # deleted meanwhile
-            if current is old:
-                self.index.put(new)
-            else:  # changed again while we wrote: keep the newer state, staged
-                self._staged[old.id] = new
-                self.index.put(replace(current, revision=new.revision))
-            self._published(Event(EventType.CHANGED, new, new.revision, staged[old.id]))
-        return len(before)
+            if new is not None:
+                continue
+            refused |= old.id == must_write
+            if self.index.get(old.id) is old:
+                # Changed elsewhere since it was read (the feed brings that change): back to
+                # the last persisted version until it does.
+                self.index.put(staged[old.id])
+        if refused:
+            await self.feed.caught_up()
+            current = self.index.get(must_write)
+            raise ConflictError(
+                f"{self.kind} {must_write!r} changed since it was read; read it again",
+                metadata={"current_etag": etag_of(current.revision)} if current else {},
+            )
+        return sum(1 for w in written if w is not None)
 
     async def delete(self, resource_id: str, etag: str, field: str) -> None:
         check_id(resource_id, field)
@@ -193,15 +211,49 @@ class Collection(Generic[T]):
     async def delete_locked(self, resource_id: str, expect: int | None) -> None:
         """Deletes the resource (at revision `expect`, if given); its id is already checked."""
         revision = await self.table.delete(resource_id, expect)
-        last = self.index.get(resource_id)
-        self.index.remove(resource_id)
-        self._staged.pop(resource_id, None)
-        if last is not None:
-            self._published(Event(EventType.DELETED, last, revision))
+        await self.feed.caught_up(revision)
 
-    def _published(self, event: Event[T]) -> None:
+    def apply(self, change: Change) -> None:
+        """Applies one change of the log (the feed calls this, in revision order)."""
+        resource_id = change.resource_id
+        current = self.index.get(resource_id)
+        base = self.published(current) if current is not None else None
+        if change.deleted:
+            if current is None or base is None:
+                return
+            self.index.remove(resource_id)
+            self._staged.pop(resource_id, None)
+            last: T = change.resource if change.resource is not None else base  # type: ignore[assignment]
+            self._notify(Event(EventType.DELETED, last, change.revision))
+            return
+        new: T = change.resource  # type: ignore[assignment]
+        if new is None:  # an entry from before the log kept documents: read the row
+            return
+        if base is not None and base.revision >= change.revision:
+            return  # already applied (the index was loaded after this change)
+        written = self._written.pop(resource_id, None)
+        ours = written is not None and replace(written, revision=new.revision) == new
+        if ours and current is not None and current is not written:
+            # Our own persist, and the owner changed it again meanwhile: the newer content stays,
+            # staged on top of what was just persisted.
+            self._staged[resource_id] = new
+            self.index.put(replace(current, revision=new.revision))
+        else:
+            # Our write as written, or another replica's (which wins over a local staged change:
+            # the store would refuse that one, based on an older revision).
+            self._staged.pop(resource_id, None)
+            self.index.put(new)
+        kind = EventType.ADDED if current is None else EventType.CHANGED
+        self._notify(Event(kind, new, change.revision, base))
+
+    def reached(self, revision: int) -> None:
+        self.revision = revision
+
+    def _notify(self, event: Event[T]) -> None:
         self.revision = max(self.revision, event.revision)
         self.events.publish(event)
+        for listener in self.on_applied:
+            listener(event)
 
     def _replay(self, fingerprint: str, resource_id: str, request: RequestKey) -> T:
         if fingerprint != request.fingerprint:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from controller.clock import Clock
@@ -19,6 +19,8 @@ from controller.errors import (
 )
 from controller.models import Deployment, DeploymentSpec, DeploymentStatus, Replica, StatusChange
 from controller.registry.collection import Collection, etag_of, parse_etag
+from controller.registry.events import Event
+from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
@@ -62,18 +64,35 @@ class DeploymentRegistry:
     scheduler loop (`persist()`), so a beat never waits for the store. Each write and its
     wake-up of the scheduler run whole through `Collection.write`, even if the caller leaves."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, feed: ChangeFeed | None = None) -> None:
         self._clock = clock
+        self._store = store
         self._deployments = Collection[Deployment](
-            "deployment", store.deployments, _terms, FILTER_FIELDS
+            "deployment", store.deployments, _terms, FILTER_FIELDS, feed or ChangeFeed(store)
         )
+        self._deployments.on_applied.append(self._applied)
+        # Called with the nodes whose assignments a change (from any replica) altered: the
+        # heartbeat streams of those held here push the new desired set.
+        self.on_assignments_changed: list[Callable[[set[str]], None]] = []
         self.events = self._deployments.events
         # Set whenever something the scheduler should look at changed.
         self.changed = asyncio.Event()
         self._touched_nodes: set[str] = set()  # whose assignments a user change altered
 
-    async def load(self, revision: int) -> None:
-        await self._deployments.load(revision)
+    async def load(self) -> None:
+        revision = await self._store.revision()
+        await self._deployments.load()
+        self._deployments.feed.start_at(revision)
+        await self._deployments.feed.caught_up()
+
+    def _applied(self, event: Event[Deployment]) -> None:
+        self.changed.set()
+        touched = nodes_of(event.resource.replica_set)
+        if event.previous is not None:
+            touched |= nodes_of(event.previous.replica_set)
+        if touched:
+            for listener in self.on_assignments_changed:
+                listener(touched)
 
     @property
     def revision(self) -> int:
@@ -257,7 +276,7 @@ class DeploymentRegistry:
         self._touched_nodes |= nodes_of(dep.replica_set)
 
         async def persist_locked() -> Deployment:
-            await self._deployments.persist_locked()
+            await self._deployments.persist_locked(must_write=dep.id)
             self.changed.set()
             return self.get(dep.id)
 

@@ -23,6 +23,8 @@ from controller.clock import Clock
 from controller.errors import NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus, Resources
 from controller.registry.collection import Collection, check_id, parse_etag
+from controller.registry.events import Event, EventType
+from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
@@ -64,11 +66,18 @@ class NodeRegistry:
     """Owns the nodes. Call `load()` once before serving."""
 
     def __init__(
-        self, store: Store, clock: Clock, liveness: LivenessSettings | None = None
+        self,
+        store: Store,
+        clock: Clock,
+        liveness: LivenessSettings | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self._clock = clock
         self._store = store
-        self._nodes = Collection[Node]("node", store.nodes, _terms, FILTER_FIELDS)
+        self._nodes = Collection[Node](
+            "node", store.nodes, _terms, FILTER_FIELDS, feed or ChangeFeed(store)
+        )
+        self._nodes.on_applied.append(self._applied)
         self.liveness = Liveness(liveness or LivenessSettings(), clock)
         self.events = self._nodes.events
         # Set when transitions wait to be persisted, to wake the health monitor.
@@ -78,9 +87,20 @@ class NodeRegistry:
         self.on_transition: list[Callable[[NodeStatus, NodeStatus], None]] = []
 
     async def load(self) -> None:
-        await self._nodes.load(await self._store.revision())
+        revision = await self._store.revision()
+        await self._nodes.load()
         for node in self._nodes.index.values():
             self.liveness.track(node.id, node.status, restored=True)
+        self._nodes.feed.start_at(revision)
+        await self._nodes.feed.caught_up()
+
+    def _applied(self, event: Event[Node]) -> None:
+        """Liveness tracks every node the log has: a new one (here or on another replica)
+        from its status, a deleted one no more."""
+        if event.type is EventType.DELETED:
+            self.liveness.forget(event.resource.id)
+        elif self.liveness.status(event.resource.id) is None:
+            self.liveness.track(event.resource.id, event.resource.status)
 
     @property
     def revision(self) -> int:
@@ -120,13 +140,7 @@ class NodeRegistry:
 
         key = request_key(request_id, spec)
 
-        async def register_locked() -> Node:
-            node = await self._nodes.create_locked(build, key, _no_check)
-            if self.liveness.status(node.id) is None:
-                self.liveness.track(node.id, node.status)
-            return node
-
-        return await self._nodes.write(register_locked)
+        return await self._nodes.write(lambda: self._nodes.create_locked(build, key, _no_check))
 
     def get(self, node_id: str) -> Node:
         return self._live(self._nodes.get(node_id, "node_id"))
@@ -139,11 +153,7 @@ class NodeRegistry:
         check_id(node_id, "node_id")
         expect = parse_etag(etag)
 
-        async def delete_locked() -> None:
-            await self._nodes.delete_locked(node_id, expect)
-            self.liveness.forget(node_id)
-
-        await self._nodes.write(delete_locked)
+        await self._nodes.write(lambda: self._nodes.delete_locked(node_id, expect))
 
     async def settle(self) -> None:
         """Returns once every write begun so far is whole, including those whose callers left."""

@@ -131,6 +131,12 @@ class Store(Protocol):
         each is one read, and reads take turns."""
         ...
 
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        """Returns when another process may have changed the store (PostgreSQL: a notification
+        of a committed change), or after `timeout_s`. Changes are then read with
+        `changes_since`; a store no other process writes only waits out the timeout."""
+        ...
+
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         """Stores nodes' last-heartbeat times in one transaction, without a new revision or a
         change-log entry (like etcd's lease renewals, they are not changes watchers see).

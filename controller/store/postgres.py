@@ -40,6 +40,7 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 # pg_advisory_xact_lock keys (any 64-bit numbers unique to this application).
 WRITE_LOCK = 0x0A67_0001
 MIGRATION_LOCK = 0x0A67_0002
+CHANGES_CHANNEL = "a67_changes"  # NOTIFY channel: a change was committed to the log
 # Attempts of a transaction that PostgreSQL aborted to serialize it (deadlock, serialization).
 ATTEMPTS = 5
 CONNECT_TIMEOUT_S = 10
@@ -56,6 +57,8 @@ class PostgresStore:
         self._open = False
         self._writer = _Line(self._connect)
         self._reader = _Line(self._connect)
+        self._listener = _Line(self._connect)  # LISTENs for other replicas' changes
+        self._listening: Connection | None = None
         self._nodes = PostgresTable[Node](self, codec.node_layout(sealer))
         self._deployments = PostgresTable[Deployment](self, codec.DEPLOYMENT_LAYOUT)
 
@@ -92,6 +95,7 @@ class PostgresStore:
             self._open = False
             await self._writer.close()
             await self._reader.close()
+            await self._listener.close()
 
     async def _connection(self, line: _Line) -> Connection:
         """The line's open connection (reopened if it broke). Call only in its turn."""
@@ -123,6 +127,8 @@ class PostgresStore:
                     async with conn.transaction():
                         if logged:
                             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                            # Delivered at commit, once per transaction: followers read the log.
+                            await conn.execute(f"NOTIFY {CHANGES_CHANNEL}")
                         return await fn(conn)
                 except pg_errors.UniqueViolation as exc:
                     raise AlreadyExistsError(
@@ -158,6 +164,19 @@ class PostgresStore:
             return [codec.change(layouts, *row) for row in await cursor.fetchall()]
 
         return await self.run(query)
+
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        async with self._listener.turn:
+            conn = await self._connection(self._listener)
+            try:
+                if self._listening is not conn:  # a new connection: listen again
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._listening = conn
+                async for _ in conn.notifies(timeout=timeout_s, stop_after=1):
+                    pass
+            except psycopg.OperationalError as exc:
+                await self._listener.close()
+                raise UnavailableError(f"the PostgreSQL store failed: {exc}") from exc
 
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         ids = sorted(times)

@@ -154,6 +154,10 @@ class SQLiteStore:
 
         return await self.read(query)
 
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        # One serving process writes the file (the lock): nothing else to wait for.
+        await asyncio.sleep(timeout_s)
+
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         rows = [(time.isoformat(), node_id) for node_id, time in times.items()]
 

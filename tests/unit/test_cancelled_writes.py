@@ -121,6 +121,9 @@ class GatedStore:
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
         return await self._inner.changes_since(revision, limit)
 
+    async def wait_for_changes(self, timeout_s: float) -> None:
+        await self._inner.wait_for_changes(timeout_s)
+
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         await self._inner.record_heartbeats(times)
 
@@ -179,7 +182,7 @@ async def deployments(
     gated: GatedStore, clock: FakeClock
 ) -> AsyncIterator[tuple[DeploymentRegistry, Watcher[Deployment]]]:
     registry = DeploymentRegistry(gated, clock)
-    await registry.load(await gated.revision())
+    await registry.load()
     watcher = Watcher(registry.events)
     yield registry, watcher
     await watcher.stop()

@@ -51,7 +51,7 @@ def spec(**changes: Any) -> DeploymentSpec:
 
 async def registry_on(store: Store, clock: FakeClock) -> DeploymentRegistry:
     registry = DeploymentRegistry(store, clock)
-    await registry.load(await store.revision())
+    await registry.load()
     return registry
 
 

@@ -127,7 +127,7 @@ async def test_a_cancelled_stream_leaves_no_pending_task(
     nodes = NodeRegistry(store, clock)
     await nodes.load()
     deployments = DeploymentRegistry(store, clock)
-    await deployments.load(nodes.revision)
+    await deployments.load()
     sessions = Sessions()
     stream = HeartbeatStream(nodes, deployments, sessions, StreamSettings(interval_s=1), clock)
     collected = Collected()

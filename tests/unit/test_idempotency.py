@@ -21,6 +21,7 @@ from controller.models import (
     Secret,
 )
 from controller.registry.collection import Collection
+from controller.registry.feed import ChangeFeed
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.store.base import RequestKey, Store
@@ -162,8 +163,11 @@ class Calls:
 
 
 async def loaded(store: Store) -> Collection[Node]:
-    collection = Collection[Node]("node", store.nodes, terms, {"provider": None})
-    await collection.load(await store.revision())
+    feed = ChangeFeed(store)
+    collection = Collection[Node]("node", store.nodes, terms, {"provider": None}, feed)
+    revision = await store.revision()
+    await collection.load()
+    feed.start_at(revision)
     return collection
 
 

@@ -34,7 +34,7 @@ async def registries(store: Store, clock: FakeClock) -> tuple[NodeRegistry, Depl
     nodes = NodeRegistry(store, clock)
     await nodes.load()
     deployments = DeploymentRegistry(store, clock)
-    await deployments.load(nodes.revision)
+    await deployments.load()
     return nodes, deployments
 
 

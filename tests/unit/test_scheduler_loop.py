@@ -145,7 +145,7 @@ async def make_plane(
     nodes = NodeRegistry(store, clock)
     await nodes.load()
     deployments = DeploymentRegistry(store, clock)
-    await deployments.load(await store.revision())
+    await deployments.load()
     sessions = Sessions()
     scheduler = Scheduler(
         deployments, nodes, sessions, clock, settings or SchedulerSettings(), random.Random(1)
@@ -192,7 +192,7 @@ async def test_a_pass_persists_what_it_placed(plane: Plane) -> None:
     await plane.scheduler.run_once()
 
     fresh = DeploymentRegistry(plane.store, plane.clock)
-    await fresh.load(await plane.store.revision())
+    await fresh.load()
     stored = fresh.get(dep.id)
     assert stored.replica_set == plane.deployments.get(dep.id).replica_set
     assert stored.status is DeploymentStatus.SCHEDULED
@@ -221,7 +221,7 @@ async def test_the_agent_s_reports_make_the_deployment_running(plane: Plane) -> 
     await plane.scheduler.run_once()
 
     fresh = DeploymentRegistry(plane.store, plane.clock)
-    await fresh.load(await plane.store.revision())
+    await fresh.load()
     for registry in (plane.deployments, fresh):
         running = registry.get(dep.id)
         assert (running.status, running.status_reason) == (
