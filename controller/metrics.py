@@ -30,7 +30,7 @@ from prometheus_client.process_collector import ProcessCollector
 from controller.config import ConfigError
 from controller.models import DeploymentStatus, NodeStatus
 from controller.registry.deployments import DeploymentStats
-from controller.registry.nodes import NodeStats
+from controller.registry.node_tally import NodeStats
 
 log = logging.getLogger("controller.metrics")
 

@@ -36,7 +36,7 @@ from controller.models import (
     frozen_map,
 )
 from controller.registry.deployments import DeploymentStats
-from controller.registry.nodes import NodeStats
+from controller.registry.node_tally import NodeStats
 from controller.registry.replicas import REPORTABLE, Report
 
 _STRATEGIES = {

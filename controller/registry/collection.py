@@ -52,12 +52,13 @@ class Collection(Generic[T]):
         terms_of: Callable[[T], Iterable[Term]],
         filter_fields: Mapping[str, Normalizer | None],
         feed: ChangeFeed,
+        on_index_change: Callable[[T | None, T | None], None] | None = None,
     ) -> None:
         self.kind = kind
         self.feed = feed
         feed.follow(kind, self)
         self.table: Table[T] = table
-        self.index: Index[T] = Index(terms_of)
+        self.index: Index[T] = Index(terms_of, on_index_change)
         self.lock = asyncio.Lock()
         self.events: EventHub[T] = EventHub()
         self.revision = 0  # every change of the log up to here is applied to the index

@@ -17,8 +17,15 @@ Term = tuple[str, str]
 
 
 class Index(Generic[T]):
-    def __init__(self, terms_of: Callable[[T], Iterable[Term]]) -> None:
+    def __init__(
+        self,
+        terms_of: Callable[[T], Iterable[Term]],
+        on_change: Callable[[T | None, T | None], None] | None = None,
+    ) -> None:
+        """`on_change(old, new)` is called on every put (old may be None) and remove (new is
+        None): running totals follow the index with it."""
         self._terms_of: Callable[[T], Iterable[Term]] = terms_of
+        self._on_change: Callable[[T | None, T | None], None] | None = on_change
         self._by_id: dict[str, T] = {}
         self._ids: list[str] = []  # sorted
         self._postings: dict[Term, list[str]] = {}  # each sorted
@@ -38,6 +45,8 @@ class Index(Generic[T]):
         bisect.insort(self._ids, resource.id)
         for term in set(self._terms_of(resource)):
             bisect.insort(self._postings.setdefault(term, []), resource.id)
+        if self._on_change is not None:
+            self._on_change(None, resource)
 
     def remove(self, resource_id: str) -> None:
         old = self._by_id.pop(resource_id, None)
@@ -49,6 +58,8 @@ class Index(Generic[T]):
             _discard(posting, resource_id)
             if not posting:
                 del self._postings[term]
+        if self._on_change is not None:
+            self._on_change(old, None)
 
     def query(self, terms: list[Term], after_id: str = "") -> Iterator[T]:
         """Resources matching every term, in id order, with id > `after_id`."""

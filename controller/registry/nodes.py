@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from controller.clock import Clock
 from controller.errors import NotFoundError
-from controller.models import Node, NodeSpec, NodeStatus, Resources
+from controller.models import Node, NodeSpec, NodeStatus
 from controller.registry.collection import Collection, check_id, parse_etag
 from controller.registry.events import Event, EventType
 from controller.registry.feed import ChangeFeed
@@ -29,6 +28,7 @@ from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.registry.liveness import Liveness, LivenessSettings, Transition
+from controller.registry.node_tally import NodeStats, NodeTally
 from controller.registry.paging import Page
 from controller.registry.validation import validate_node
 from controller.store.base import Store
@@ -51,17 +51,6 @@ def _terms(node: Node) -> Iterable[Term]:
         yield (f"labels.{key}", value)
 
 
-@dataclass(frozen=True)
-class NodeStats:
-    total: int = 0
-    by_status: Counter[str] = field(default_factory=Counter)
-    by_provider: Counter[str] = field(default_factory=Counter)
-    by_region: Counter[str] = field(default_factory=Counter)
-    total_capacity: Resources = field(default_factory=Resources)
-    ready_capacity: Resources = field(default_factory=Resources)
-    self_suspected: bool = False
-
-
 class NodeRegistry:
     """Owns the nodes. Call `load()` once before serving."""
 
@@ -74,8 +63,14 @@ class NodeRegistry:
     ) -> None:
         self._clock = clock
         self._store = store
+        self._tally = NodeTally()
         self._nodes = Collection[Node](
-            "node", store.nodes, _terms, FILTER_FIELDS, feed or ChangeFeed(store)
+            "node",
+            store.nodes,
+            _terms,
+            FILTER_FIELDS,
+            feed or ChangeFeed(store),
+            self._tally.changed,
         )
         self._nodes.on_applied.append(self._applied)
         self.liveness = Liveness(liveness or LivenessSettings(), clock)
@@ -222,28 +217,9 @@ class NodeRegistry:
         return replace(node, last_heartbeat_time=seen)
 
     def stats(self) -> NodeStats:
-        by_status: Counter[str] = Counter()
-        by_provider: Counter[str] = Counter()
-        by_region: Counter[str] = Counter()
-        total = ready = Resources()
-        for node in self._nodes.index.values():
-            by_status[node.status.value] += 1
-            by_provider[node.provider] += 1
-            by_region[node.region] += 1
-            caps = node.capabilities
-            offered = Resources(caps.cpu_cores, caps.memory_gb, caps.disk_gb)
-            total = total.plus(offered)
-            if node.status is NodeStatus.READY:
-                ready = ready.plus(offered)
-        return NodeStats(
-            len(self._nodes.index),
-            by_status,
-            by_provider,
-            by_region,
-            total,
-            ready,
-            self.liveness.self_suspected,
-        )
+        """Counts and capacities of every node (with its staged status), kept as the index
+        changes: no walk over the fleet."""
+        return self._tally.stats(self.liveness.self_suspected)
 
 
 async def _no_check() -> None:

@@ -38,7 +38,7 @@ from controller.models import (
     frozen_map,
 )
 from controller.registry.deployments import DeploymentStats
-from controller.registry.nodes import NodeStats
+from controller.registry.node_tally import NodeStats
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 UPDATED = datetime(2026, 1, 2, 4, 0, 0, tzinfo=UTC)

@@ -18,7 +18,8 @@ from controller.clock import FakeClock
 from controller.config import ConfigError, parse_config
 from controller.models import Capabilities, NodeSpec, Replica
 from controller.registry.deployments import DeploymentRegistry, DeploymentStats
-from controller.registry.nodes import NodeRegistry, NodeStats
+from controller.registry.node_tally import NodeStats
+from controller.registry.nodes import NodeRegistry
 from controller.scheduler.loop import _placements
 from controller.store.base import Store
 
