@@ -1,4 +1,4 @@
-"""The reference node agent, built on `controller.client`: `automator67 agent`.
+"""The reference node agent, built on the Python SDK (`automator67.agent`): `automator67 agent`.
 
     settings.py  what the node registers as, where the agent keeps its state (flags + env)
     state.py     the node id across restarts (an atomically written JSON file)

@@ -6,6 +6,11 @@
            Reconnect from the controller -> reconnect at once (small jitter)
            any other end -> "reconnecting" after full-jitter backoff; reset after a session
            with an acked beat; NOT_FOUND (node deleted) -> resolve the node again
+    controllers: `--controller a:50051,b:50052,c:50053` names replicas; the agent starts at a
+           random one (so a fleet spreads over them) and moves to the next after every end
+           of an attempt (a dead replica, a Reconnect), after the delay above. One DNS name
+           with several addresses is one target: each new channel picks one of its addresses
+           at random (the SDK's pick_first with a shuffled address list).
     assignments: each stream hands the controller's Assignments to `Workloads` (workloads.py),
            which runs them with the configured driver; every beat reports every replica
     SIGTERM/SIGINT: close the stream cleanly (end of the request stream), stop the replicas
@@ -21,14 +26,16 @@ import random
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, TypeVar
 
 import grpc
+from automator67.agent import AgentClient, HeartbeatProtocolError, node_of_token
+from automator67.connection import TLS, split_targets
+from automator67.errors import ApiError
+from automator67.retry import NO_RETRY
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2, node_service_pb2
-from grpc import aio
 
 from controller import __version__
 from controller.agent.backoff import Backoff, Random
@@ -38,18 +45,16 @@ from controller.agent.session import BeatStream, EndKind, SessionEnd, end_of_err
 from controller.agent.settings import AgentSettings
 from controller.agent.state import AgentState, StateFileError, load_state, save_state
 from controller.agent.workloads import Workloads
-from controller.auth.tokens import unverified_claims
-from controller.client import ControllerClient, HeartbeatProtocolError
 
 log = logging.getLogger("controller.agent")
 T = TypeVar("T")
 
 
-class AgentClient(Protocol):
-    """What the agent needs of `controller.client.ControllerClient` (or of a fake in tests);
-    the contract is ControllerClient's."""
+class ControllerApi(Protocol):
+    """What the agent needs of the SDK's `automator67.agent.AgentClient` (or of a fake in
+    tests); the contract is AgentClient's."""
 
-    async def __aenter__(self) -> AgentClient: ...
+    async def __aenter__(self) -> ControllerApi: ...
 
     async def __aexit__(
         self,
@@ -60,8 +65,8 @@ class AgentClient(Protocol):
 
     async def get_node(self, node_id: str) -> node_pb2.Node: ...
 
-    async def register_agent(
-        self, node: node_pb2.Node, *, request_id: str = ""
+    async def register_node(
+        self, node: node_pb2.Node, *, request_id: str | None = None
     ) -> node_service_pb2.RegisterNodeResponse: ...
 
     def heartbeat(
@@ -85,8 +90,9 @@ class _Stopped(Exception):
 class Agent:
     """One agent. `run()` returns after `stop()`, once its replicas have stopped; `stop()` may
     be called from a signal handler on the loop's thread. `load`, `rand`, `client` (a factory
-    of clients) and `workloads` are injectable for tests. The replicas outlive each stream:
-    a reconnect does not restart them, the new stream's assignments converge them.
+    of clients, given the target of the attempt) and `workloads` are injectable for tests.
+    The replicas outlive each stream: a reconnect does not restart them, the new stream's
+    assignments converge them.
 
     Every attempt (registration and one heartbeat stream) uses a new client, so a new channel
     and a new connection: a Reconnect must be able to land on another controller replica, and
@@ -99,13 +105,15 @@ class Agent:
         *,
         load: Callable[[], hb.NodeLoad] | None = None,
         rand: Random = random.random,
-        client: Callable[[], AgentClient] | None = None,
+        client: Callable[[str], ControllerApi] | None = None,
         workloads: Workloads | None = None,
     ) -> None:
         self.settings = settings
         self._load = load or HostLoad().sample
         self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, rand)
-        self._client: Callable[[], AgentClient] = client or self._new_client
+        self._client: Callable[[str], ControllerApi] = client or self._new_client
+        self._targets = split_targets(settings.controller)
+        self._next_target = int(rand() * len(self._targets)) % len(self._targets)
         self.workloads = workloads or Workloads(make_driver(settings.driver))
         self._stopping = asyncio.Event()
         self._saved: AgentState | None = None
@@ -136,7 +144,11 @@ class Agent:
                     delay = self._backoff.reconnect_delay()
                 else:
                     delay = self._backoff.next_delay()
-                fields = {"delay_s": round(delay, 3), "reason": end.reason}
+                fields = {
+                    "delay_s": round(delay, 3),
+                    "reason": end.reason,
+                    "controller": self._targets[self._next_target],
+                }
                 log.info("reconnecting", extra={"fields": fields})
                 await self._sleep(delay)
         except _Stopped:
@@ -148,38 +160,41 @@ class Agent:
             log.info("stopped", extra={"fields": {"node_id": self.node_id}})
 
     async def _guarded_attempt(self) -> SessionEnd:
-        """One attempt on a new client. An unexpected error (a bug, here or in a library) is
+        """One attempt on a new client, to the next controller of the list (the one after it is
+        next, whatever the outcome). An unexpected error (a bug, here or in a library) is
         logged and retried like a broken stream: the agent outlives its own bugs."""
+        target = self._targets[self._next_target]
+        self._next_target = (self._next_target + 1) % len(self._targets)
         try:
-            async with self._client() as client:
-                return await self._attempt(client)
+            async with self._client(target) as client:
+                return await self._attempt(client, target)
         except (_Stopped, StateFileError, RegistrationRefused):
             raise
         except Exception as error:
             log.exception("unexpected error")
             return SessionEnd(EndKind.BROKEN, f"unexpected error: {error!r}")
 
-    async def _attempt(self, client: AgentClient) -> SessionEnd:
+    async def _attempt(self, client: ControllerApi, target: str) -> SessionEnd:
         """Resolves the node if needed, then runs one heartbeat stream; returns how it ended."""
         if not self.node_id:
             try:
-                self.node_id = await self._resolve_node(client)
-            except aio.AioRpcError as error:
-                if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
-                    raise RegistrationRefused(error.details()) from None
+                self.node_id = await self._resolve_node(client, target)
+            except ApiError as error:
+                if error.code is grpc.StatusCode.INVALID_ARGUMENT:
+                    raise RegistrationRefused(error.message) from None
                 return SessionEnd(EndKind.BROKEN, f"registration failed: {_describe(error)}")
-        end = await self._session(client, self.node_id)
+        end = await self._session(client, self.node_id, target)
         if end.kind is EndKind.NODE_GONE:
             # Deleted while it ran: the next attempt checks once more, then registers anew.
-            self._saved = AgentState(self.node_id, self.settings.controller)
+            self._saved = AgentState(self.node_id, target)
             self.node_id = ""
         return end
 
-    async def _resolve_node(self, client: AgentClient) -> str:
+    async def _resolve_node(self, client: ControllerApi, target: str) -> str:
         """The node of a node token, or the saved node if the controller still has it, else a
         new registration. A node token may not call GetNode: with one, the heartbeat stream is
         what tells (NOT_FOUND) that the node is gone."""
-        token_node = _node_of(self.settings.token)
+        token_node = node_of_token(self.settings.token)
         if token_node:
             log.info("using the node of the token", extra={"fields": {"node_id": token_node}})
             return token_node
@@ -190,8 +205,8 @@ class Agent:
         if saved is not None:
             try:
                 node = await self._until_stopped(client.get_node(saved.node_id))
-            except aio.AioRpcError as error:
-                if error.code() is not grpc.StatusCode.NOT_FOUND:
+            except ApiError as error:
+                if error.code is not grpc.StatusCode.NOT_FOUND:
                     raise
                 fields = {"node_id": saved.node_id, "state_file": str(self.settings.state_file)}
                 log.warning("saved node not found; registering anew", extra={"fields": fields})
@@ -199,17 +214,17 @@ class Agent:
             else:
                 log.info("reusing node", extra={"fields": {"node_id": node.id}})
                 return node.id
-        return await self._register(client)
+        return await self._register(client, target)
 
-    async def _register(self, client: AgentClient) -> str:
+    async def _register(self, client: ControllerApi, target: str) -> str:
         # The same request_id across retries: a registration whose answer was lost is returned
         # again instead of registering a second node.
-        registering = client.register_agent(self._node(), request_id=self._request_id)
+        registering = client.register_node(self._node(), request_id=self._request_id)
         response = await self._until_stopped(registering)
         node = response.node
         self._request_id = _new_request_id()
         # The node token is kept (mode 0600) and used from the next connection on.
-        self._saved = AgentState(node.id, self.settings.controller, response.agent_token)
+        self._saved = AgentState(node.id, target, response.agent_token)
         path = self.settings.state_file
         try:
             save_state(path, self._saved)
@@ -221,27 +236,28 @@ class Agent:
     def _token(self) -> str:
         """The bearer token of the next connection: a node token from the settings, else the
         node token saved at registration, else the token from the settings (if any)."""
-        if _node_of(self.settings.token):
+        if node_of_token(self.settings.token):
             return self.settings.token
         if self._saved is not None and self._saved.token:
             return self._saved.token
         return self.settings.token
 
-    def _forget_refused_token(self, error: aio.AioRpcError) -> None:
+    def _forget_refused_token(self, error: ApiError) -> None:
         """A saved node token the controller refuses (its signing key was rotated) is dropped,
         so that the next connection uses the configured token instead."""
         saved = self._saved
-        if error.code() is grpc.StatusCode.UNAUTHENTICATED and saved is not None and saved.token:
+        if error.code is grpc.StatusCode.UNAUTHENTICATED and saved is not None and saved.token:
             log.warning("the saved node token was refused; using the configured token")
             self._saved = AgentState(saved.node_id, saved.controller)
 
-    def _new_client(self) -> ControllerClient:
-        token = self._token()
-        return ControllerClient(
-            self.settings.controller,
-            metadata=(("authorization", f"Bearer {token}"),) if token else (),
-            credentials=_channel_credentials(self.settings),
+    def _new_client(self, target: str) -> AgentClient:
+        return AgentClient(
+            target,
+            token=self._token() or None,
+            tls=_tls(self.settings),
             timeout_s=self.settings.rpc_timeout_s,
+            # The agent's own loop retries (and moves to another controller), not each call.
+            retry=NO_RETRY,
             # Without it, channels to one address share one connection (and its backoff).
             options=[("grpc.use_local_subchannel_pool", 1)],
         )
@@ -259,7 +275,7 @@ class Agent:
             capabilities=capabilities,
         )
 
-    async def _session(self, client: AgentClient, node_id: str) -> SessionEnd:
+    async def _session(self, client: ControllerApi, node_id: str, target: str) -> SessionEnd:
         session = client.heartbeat(
             node_id,
             agent_version=__version__,
@@ -268,14 +284,18 @@ class Agent:
         )
         try:
             await self._until_stopped(session.open())
-        except aio.AioRpcError as error:
+        except ApiError as error:
             self._forget_refused_token(error)
             return end_of_error(error)
         except TimeoutError:
             return SessionEnd(EndKind.BROKEN, "no SessionStart in time")
         except HeartbeatProtocolError as error:
             return SessionEnd(EndKind.BROKEN, str(error))
-        fields = {"session_id": session.session_id, "interval_s": session.interval_s}
+        fields = {
+            "session_id": session.session_id,
+            "interval_s": session.interval_s,
+            "controller": target,
+        }
         log.info("heartbeat stream opened", extra={"fields": fields})
         return await run_session(session, self._sample, self._stopping, workloads=self.workloads)
 
@@ -313,28 +333,22 @@ def _new_request_id() -> str:
     return f"agent:{uuid.uuid4().hex}"
 
 
-def _describe(error: aio.AioRpcError) -> str:
-    return f"{error.code().name}: {error.details()}"
+def _describe(error: ApiError) -> str:
+    return f"{error.code.name}: {error.message}"
 
 
-def _node_of(token: str) -> str:
-    """The node a node token names, else "". Read without verifying: the agent only decides
-    what to try; the controller decides what is allowed."""
-    claims = unverified_claims(token) if token else {}
-    subject = claims.get("sub")
-    return subject if claims.get("role") == "node" and isinstance(subject, str) else ""
-
-
-def _channel_credentials(settings: AgentSettings) -> grpc.ChannelCredentials | None:
+def _tls(settings: AgentSettings) -> TLS | None:
     """TLS to the controller when a CA is set (with a client certificate for mTLS). Read at
-    each connection, so renewed certificates are picked up."""
+    each connection, so renewed certificates are picked up. The node token is read without
+    verifying (`node_of_token`): the agent only decides what to try; the controller decides
+    what is allowed."""
     if not settings.tls_ca_file:
         return None
     mutual = bool(settings.tls_cert_file)
-    return grpc.ssl_channel_credentials(
-        root_certificates=Path(settings.tls_ca_file).read_bytes(),
-        private_key=Path(settings.tls_key_file).read_bytes() if mutual else None,
-        certificate_chain=Path(settings.tls_cert_file).read_bytes() if mutual else None,
+    return TLS.from_files(
+        settings.tls_ca_file,
+        settings.tls_cert_file if mutual else None,
+        settings.tls_key_file if mutual else None,
     )
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+from automator67.errors import ApiError
 from automator67.v1 import heartbeat_pb2 as hb
-from grpc import aio
 
 log = logging.getLogger("controller.agent")
 
@@ -30,8 +30,8 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class BeatStream(Protocol):
-    """What the agent needs of a heartbeat stream: `controller.client.HeartbeatSession`, or a
-    fake in tests. The contract is HeartbeatSession's."""
+    """What the agent needs of a heartbeat stream: the SDK's `automator67.agent.HeartbeatSession`,
+    or a fake in tests. The contract is HeartbeatSession's."""
 
     session_id: str
     interval_s: float
@@ -75,10 +75,10 @@ class SessionEnd:
     acked: int = 0  # beats the controller acknowledged on this stream
 
 
-def end_of_error(error: aio.AioRpcError, acked: int = 0) -> SessionEnd:
+def end_of_error(error: ApiError, acked: int = 0) -> SessionEnd:
     """How a stream that failed with `error` ended."""
-    kind = EndKind.NODE_GONE if error.code() is grpc.StatusCode.NOT_FOUND else EndKind.BROKEN
-    return SessionEnd(kind, f"{error.code().name}: {error.details()}", acked)
+    kind = EndKind.NODE_GONE if error.code is grpc.StatusCode.NOT_FOUND else EndKind.BROKEN
+    return SessionEnd(kind, f"{error.code.name}: {error.message}", acked)
 
 
 class BeatSchedule:
@@ -126,7 +126,7 @@ class _Reader:
                     self._workloads.assign(response.assignments)
                 else:  # a kind this agent does not know yet; newer controllers may send it
                     log.debug("ignored a message", extra={"fields": {"kind": kind}})
-        except aio.AioRpcError as error:
+        except ApiError as error:
             return end_of_error(error, self.acked)
         return SessionEnd(EndKind.BROKEN, "the controller ended the stream", self.acked)
 
@@ -174,7 +174,7 @@ async def run_session(
                 return SessionEnd(EndKind.BROKEN, reason, reader.acked)
             try:
                 await session.beat(load(), workloads.reports() if workloads is not None else ())
-            except (aio.AioRpcError, asyncio.InvalidStateError):
+            except (ApiError, asyncio.InvalidStateError):
                 # The stream ended under the write; the reader has (or soon has) the reason.
                 end = await _reason_of_end(reading, reader.acked)
                 await session.close(CLOSE_TIMEOUT_S)

@@ -37,7 +37,12 @@ def _meta(env: str, help: str, shown: str | None = None) -> dict[str, str | None
 @dataclass(frozen=True)
 class AgentSettings:
     controller: str = field(
-        default="", metadata=_meta("A67_AGENT_CONTROLLER", "the controller, HOST:PORT (required)")
+        default="",
+        metadata=_meta(
+            "A67_AGENT_CONTROLLER",
+            "the controller, HOST:PORT (required); replicas as a comma list "
+            "(a:50051,b:50052,c:50053) or one DNS name with several addresses",
+        ),
     )
     state_file: Path = field(
         default=Path("agent-state.json"),
@@ -142,6 +147,12 @@ class AgentSettings:
                 raise SettingsError(f"{f.metadata['env']} must be a finite number")
         if not self.controller.strip():
             raise SettingsError("--controller (A67_AGENT_CONTROLLER) is required, e.g. host:50051")
+        if any(not target.strip() for target in self.controller.split(",")) and not (
+            self.controller.startswith(("ipv4:", "ipv6:"))
+        ):
+            raise SettingsError(
+                "A67_AGENT_CONTROLLER: an empty address in the list, e.g. a:50051,b:50052"
+            )
         if not 1 <= len(self.provider) <= 64:
             raise SettingsError("A67_AGENT_PROVIDER must be 1-64 characters")
         if not 1 <= len(self.endpoint) <= 2048:

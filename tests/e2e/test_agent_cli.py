@@ -15,10 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from automator67 import NotFoundError
+from automator67.agent import AgentClient
 from automator67.v1 import deployment_pb2, heartbeat_pb2, node_pb2, node_service_pb2
-from grpc import aio
-
-from controller.client import ControllerClient, WatchCall
+from automator67.watch import AsyncWatch
 
 from .conftest import StartController
 from .controller_process import ADMIN_TOKENS, ROOT, LogLine, ServerLog, controller_env
@@ -111,7 +111,9 @@ def start_agent() -> Iterator[StartAgent]:
 
 
 async def next_node(
-    watch: WatchCall, node_id: str | None, status: node_pb2.NodeStatus.ValueType
+    watch: AsyncWatch[node_service_pb2.WatchNodesResponse],
+    node_id: str | None,
+    status: node_pb2.NodeStatus.ValueType,
 ) -> node_pb2.Node:
     """The first node event (of `node_id`, if given) that shows `status`."""
     async with asyncio.timeout(WAIT_S):
@@ -128,7 +130,7 @@ async def test_the_agent_registers_stops_cleanly_and_comes_back_as_the_same_node
 ) -> None:
     controller = start_controller(extra_args=CONTROLLER_ARGS)
     state_file = tmp_path / "agent" / "state.json"
-    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
+    async with AgentClient(controller.address, metadata=controller.metadata) as client:
         watch = client.watch_nodes()
         try:
             # First run: registers, saves the id, streams; the node turns READY.
@@ -155,7 +157,7 @@ async def test_the_agent_registers_stops_cleanly_and_comes_back_as_the_same_node
             again = start_agent(controller.address, state_file)
             await next_node(watch, node.id, READY)
             assert again.wait_for_line("reusing node")["node_id"] == node.id
-            assert [n.id for n in (await client.list_nodes()).nodes] == [node.id]
+            assert [n.id async for n in client.list_nodes()] == [node.id]
 
             # SIGKILL: no goodbye, but the connection closes with the process; SUSPECT at once.
             assert await again.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
@@ -173,9 +175,10 @@ async def test_the_typed_client_speaks_to_a_real_controller(
         endpoint="host-1",
         capabilities=node_pb2.Capabilities(cpu_cores=2, memory_gb=4),
     )
-    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
-        node = await client.register_node(spec, request_id="client-test-1")
-        assert (await client.register_node(spec, request_id="client-test-1")).id == node.id
+    async with AgentClient(controller.address, metadata=controller.metadata) as client:
+        node = (await client.register_node(spec, request_id="client-test-1")).node
+        again = await client.register_node(spec, request_id="client-test-1")
+        assert again.node.id == node.id
         assert (await client.get_node(node.id)).status == node_pb2.NODE_STATUS_PENDING
 
         async with client.heartbeat(node.id, agent_version="test") as session:
@@ -198,10 +201,10 @@ async def test_the_typed_client_speaks_to_a_real_controller(
         assert closed["session_id"] == session.session_id
         assert (await client.get_node_stats()).by_status == {"NODE_STATUS_SUSPECT": 1}
 
-        with pytest.raises(aio.AioRpcError) as unknown:
+        with pytest.raises(NotFoundError) as unknown:
             async with client.heartbeat("00000000-0000-4000-8000-000000000000"):
                 pass
-        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+        assert unknown.value.reason == "NODE_NOT_FOUND"
 
         deployment = await client.create_deployment(
             deployment_pb2.Deployment(
@@ -211,12 +214,13 @@ async def test_the_typed_client_speaks_to_a_real_controller(
             )
         )
         assert (await client.get_deployment(deployment.id)).name == "web"
-        listed = await client.list_deployments(page_size=10)
-        assert [d.id for d in listed.deployments] == [deployment.id]
+        listed = await client.list_deployments(page_size=10).all()
+        assert [d.id for d in listed] == [deployment.id]
         assert (await client.get_deployment_stats()).total == 1
-        await client.delete_deployment(deployment.id)
+        stopping = await client.delete_deployment(deployment.id)
+        assert stopping.status == deployment_pb2.DEPLOYMENT_STATUS_STOPPING
 
         await client.delete_node(node.id)
-        with pytest.raises(aio.AioRpcError) as deleted:
+        with pytest.raises(NotFoundError) as deleted:
             await client.get_node(node.id)
-        assert deleted.value.code() is grpc.StatusCode.NOT_FOUND
+        assert deleted.value.metadata["node_id"] == node.id

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from automator67.agent import AgentClient
 from automator67.v1 import node_pb2
 
 from controller.auth.tokens import unverified_claims
-from controller.client import ControllerClient
 
 from .conftest import StartController
 from .controller_process import controller_env
@@ -44,7 +44,7 @@ async def test_an_agent_registered_with_an_admin_token_streams_with_its_node_tok
 ) -> None:
     controller = start_controller(extra_args=CONTROLLER_ARGS)
     state_file = tmp_path / "agent.json"
-    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
+    async with AgentClient(controller.address, metadata=controller.metadata) as client:
         watch = client.watch_nodes()
         try:
             first = agent_process(agents, controller.address, state_file, controller.admin_token)
@@ -60,7 +60,7 @@ async def test_an_agent_registered_with_an_admin_token_streams_with_its_node_tok
             again = agent_process(agents, controller.address, state_file, "")
             await next_node(watch, node.id, READY)
             assert again.wait_for_line("reusing node")["node_id"] == node.id
-            assert [n.id for n in (await client.list_nodes()).nodes] == [node.id]
+            assert [n.id async for n in client.list_nodes()] == [node.id]
         finally:
             watch.cancel()
 
@@ -69,13 +69,13 @@ async def test_an_agent_given_a_node_token_streams_for_that_node_without_registe
     start_controller: StartController, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     controller = start_controller(extra_args=CONTROLLER_ARGS)
-    async with ControllerClient(controller.address, metadata=controller.metadata) as client:
+    async with AgentClient(controller.address, metadata=controller.metadata) as client:
         spec = node_pb2.Node(
             provider="bare-metal",
             endpoint="host-9",
             capabilities=node_pb2.Capabilities(cpu_cores=1, memory_gb=1),
         )
-        registered = await client.register_node(spec)
+        registered = (await client.register_node(spec)).node
         watch = client.watch_nodes()
         try:
             node_token = controller.token("node", node=registered.id)

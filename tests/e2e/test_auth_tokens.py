@@ -12,18 +12,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from automator67 import NotFoundError, PermissionDeniedError, ResourceExhaustedError
+from automator67.agent import AgentClient
 from automator67.v1 import heartbeat_pb2, node_pb2, node_service_pb2_grpc
 from automator67.v1 import node_service_pb2 as ns
-from grpc import aio
 
 from controller.auth.principals import Role
 from controller.auth.tokens import unverified_claims
-from controller.client import ControllerClient
 
 from .auth_helpers import Forge, bearer
 from .conftest import StartController, open_channel
 from .controller_process import ROOT, ControllerProcess, LogLine, controller_env
-from .rpc_errors import bad_request_fields, rpc_error
+from .rpc_errors import rpc_error
+from .sdk_helpers import api_error
 from .seed import seed_node
 
 WAIT_S = 10.0
@@ -65,45 +66,46 @@ async def test_register_returns_a_token_that_streams_for_its_own_node_and_nothin
     controller: ControllerProcess,
 ) -> None:
     async with (
-        ControllerClient(controller.address, metadata=controller.metadata) as admin,
+        AgentClient(controller.address, metadata=controller.metadata) as admin,
         open_channel(controller.address) as channel,
     ):
         stub = node_service_pb2_grpc.NodeServiceStub(channel)
         request = ns.RegisterNodeRequest(node=seed_node(), request_id="node-token-1")
         registered = await stub.RegisterNode(request)
         retried = await stub.RegisterNode(request)
-        other = await admin.register_node(seed_node())
+        other = (await admin.register_node(seed_node())).node
         node_id, token = registered.node.id, registered.agent_token
 
         assert retried.node.id == node_id and retried.agent_token
         assert unverified_claims(token)["sub"] == node_id
         assert unverified_claims(token)["role"] == "node"
         fetched = await admin.get_node(node_id)
-        listed = await admin.list_nodes()
+        listed = [page async for page in admin.list_nodes().pages()]
         assert token.encode() not in fetched.SerializeToString()
-        assert token.encode() not in listed.SerializeToString()
+        assert all(token.encode() not in page.SerializeToString() for page in listed)
 
-    async with ControllerClient(controller.address, metadata=bearer(token)) as agent:
+    async with AgentClient(controller.address, metadata=bearer(token)) as agent:
         async with agent.heartbeat(node_id, agent_version="e2e") as session:
             assert session.node_status == node_pb2.NODE_STATUS_READY
             await session.beat(heartbeat_pb2.NodeLoad(cpu_percent=1.0))
 
-        with pytest.raises(aio.AioRpcError) as impersonating:
+        with pytest.raises(PermissionDeniedError) as impersonating:
             async with agent.heartbeat(other.id):
                 pass
-        assert impersonating.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        assert impersonating.value.details() == "a node token may only stream for its own node"
-        for call in (agent.get_node(node_id), agent.list_nodes(), agent.get_deployment_stats()):
-            assert (await rpc_error(call)).code() is grpc.StatusCode.PERMISSION_DENIED
+        assert impersonating.value.message == "a node token may only stream for its own node"
+        assert impersonating.value.reason == "NODE_TOKEN_MISMATCH"
+        calls = (agent.get_node(node_id), agent.list_nodes().all(), agent.get_deployment_stats())
+        for call in calls:
+            assert isinstance(await api_error(call), PermissionDeniedError)
         watch = agent.watch_nodes()
-        assert (await rpc_error(watch.read())).code() is grpc.StatusCode.PERMISSION_DENIED
+        assert isinstance(await api_error(watch.read()), PermissionDeniedError)
 
-        async with ControllerClient(controller.address, metadata=controller.metadata) as admin:
+        async with AgentClient(controller.address, metadata=controller.metadata) as admin:
             await admin.delete_node(node_id)
-        with pytest.raises(aio.AioRpcError) as gone:
+        with pytest.raises(NotFoundError) as gone:
             async with agent.heartbeat(node_id):
                 pass
-        assert gone.value.code() is grpc.StatusCode.NOT_FOUND
+        assert gone.value.reason == "NODE_NOT_FOUND"
 
 
 async def test_every_mutating_call_is_audited_with_who_what_result_and_request_id(
@@ -174,10 +176,10 @@ async def test_token_create_issues_tokens_the_controller_accepts(
     token = made.stdout.strip()
     assert "\n" not in token and "viewer token for 'ci'" in made.stderr
 
-    async with ControllerClient(controller.address, metadata=bearer(token)) as viewer:
-        assert (await viewer.list_nodes()).nodes is not None
-        refused = await rpc_error(viewer.register_node(seed_node()))
-        assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
+    async with AgentClient(controller.address, metadata=bearer(token)) as viewer:
+        assert await viewer.list_nodes().all() is not None
+        refused = await api_error(viewer.register_node(seed_node()))
+        assert refused.code is grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize(
@@ -233,14 +235,14 @@ async def test_streams_per_principal_are_bounded(start_controller: StartControll
     process = start_controller(extra_args=["--max-streams-per-principal", "2"])
     forge = Forge.of(process)
     first, second = (bearer(forge.valid(Role.VIEWER, name)) for name in ("v1", "v2"))
-    async with ControllerClient(process.address, metadata=first) as v1:
+    async with AgentClient(process.address, metadata=first) as v1:
         watches = [v1.watch_nodes(), v1.watch_nodes()]
         for watch in watches:
             assert isinstance(await watch.read(), ns.WatchNodesResponse)
-        refused = await rpc_error(v1.watch_nodes().read())
-        assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "at most 2 open streams per token subject" in str(refused.details())
-        async with ControllerClient(process.address, metadata=second) as v2:
+        refused = await api_error(v1.watch_nodes().read())
+        assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 2 open streams per token subject" in refused.message
+        async with AgentClient(process.address, metadata=second) as v2:
             assert isinstance(await v2.watch_nodes().read(), ns.WatchNodesResponse)
 
         watches[0].cancel()
@@ -250,8 +252,7 @@ async def test_streams_per_principal_are_bounded(start_controller: StartControll
                 try:
                     await again.read()
                     break
-                except aio.AioRpcError as error:
-                    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                except ResourceExhaustedError:
                     await asyncio.sleep(0.05)
         again.cancel()
         watches[1].cancel()
@@ -261,14 +262,14 @@ async def test_oversized_input_is_refused_with_a_clear_code(
     start_controller: StartController,
 ) -> None:
     process = start_controller(extra_args=["--max-message-bytes", "65536"])
-    async with ControllerClient(process.address, metadata=process.metadata) as client:
-        too_big = await rpc_error(client.register_node(seed_node(endpoint="x" * 100_000)))
-        assert too_big.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    async with AgentClient(process.address, metadata=process.metadata) as client:
+        too_big = await api_error(client.register_node(seed_node(endpoint="x" * 100_000)))
+        assert too_big.code is grpc.StatusCode.RESOURCE_EXHAUSTED
 
         labels = {f"k{i}": "v" for i in range(65)}
-        too_many = await rpc_error(client.register_node(seed_node(labels=labels)))
-        assert too_many.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert bad_request_fields(too_many) == ["node.labels"]
+        too_many = await api_error(client.register_node(seed_node(labels=labels)))
+        assert too_many.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert [v.field for v in too_many.field_violations] == ["node.labels"]
 
-        negative = await rpc_error(client.list_nodes(page_size=-1))
-        assert bad_request_fields(negative) == ["page_size"]
+        negative = await api_error(client.list_nodes(page_size=-1).all())
+        assert [v.field for v in negative.field_violations] == ["page_size"]

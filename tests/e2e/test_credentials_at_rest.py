@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from automator67.agent import AgentClient
 from automator67.v1 import heartbeat_pb2, node_service_pb2_grpc
 from automator67.v1 import node_service_pb2 as ns
 from google.protobuf.message import Message
 from grpc import aio
-
-from controller.client import ControllerClient
 
 from .auth_helpers import bearer
 from .conftest import StartController, open_channel
@@ -112,7 +111,7 @@ async def test_a_known_token_appears_in_no_file_no_log_line_and_no_response(
                 await stub.RegisterNode(bad)
             except aio.AioRpcError as error:
                 errors.append(f"{error.details()} {error.trailing_metadata()}")
-    agent = ControllerClient(process.address, metadata=bearer(registered.agent_token))
+    agent = AgentClient(process.address, metadata=bearer(registered.agent_token))
     async with agent, agent.heartbeat(node_id) as session:
         await session.beat(heartbeat_pb2.NodeLoad(cpu_percent=3.0))
         answer = await asyncio.wait_for(session.receive(), WAIT_S)
@@ -169,8 +168,8 @@ async def test_key_rotation_new_key_seals_old_keys_open_reencrypt_moves_all_to_t
     document["keys"] = [k for k in document["keys"] if k["id"] == new_key]
     key_file.write_text(json.dumps(document))
     process.start()
-    async with ControllerClient(process.address, metadata=process.metadata) as client:
-        nodes = {n.id: n for n in (await client.list_nodes()).nodes}
+    async with AgentClient(process.address, metadata=process.metadata) as client:
+        nodes = {n.id: n async for n in client.list_nodes()}
     assert set(nodes) == {first, second}
     assert all(n.has_credentials for n in nodes.values())
     assert process.terminate() == 0
@@ -181,8 +180,8 @@ async def test_key_rotation_new_key_seals_old_keys_open_reencrypt_moves_all_to_t
 async def register_with(process: ControllerProcess, secret: str) -> str:
     spec = seed_node()
     spec.credentials.oauth_token_encrypted = secret
-    async with ControllerClient(process.address, metadata=process.metadata) as client:
-        return (await client.register_node(spec)).id
+    async with AgentClient(process.address, metadata=process.metadata) as client:
+        return (await client.register_node(spec)).node.id
 
 
 async def test_a_store_whose_key_is_missing_does_not_start(

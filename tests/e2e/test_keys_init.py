@@ -14,8 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
-from controller.client import ControllerClient
+from automator67.aio import AsyncClient
 
 from ..contract import postgres_server
 from .auth_helpers import bearer
@@ -114,8 +113,8 @@ async def test_a_postgres_controller_starts_on_the_keys_init_made(
     try:
         made = automator67("token", "create", "--role", "admin", "--data-dir", str(data))
         token = made.stdout.strip()
-        async with ControllerClient(controller.address, metadata=bearer(token)) as admin:
-            node = await admin.register_node(seed_node())
+        async with AsyncClient(controller.address, metadata=bearer(token)) as admin:
+            node = (await admin.register_node(seed_node())).node
         assert not [line for line in controller.log_lines if "generated" in line.get("msg", "")]
     finally:
         controller.stop()
@@ -137,6 +136,6 @@ async def test_keys_init_makes_the_files_the_flags_name(
     assert lines[0] == f"created token signing key {secret} (HMAC secret)"
     assert lines[1].startswith(f"created credential key file {credential} (key k-")
     controller = start_controller(extra_args=flags)  # signs its admin token with the secret
-    async with ControllerClient(controller.address, metadata=controller.metadata) as admin:
-        assert (await admin.register_node(seed_node())).id
+    async with AsyncClient(controller.address, metadata=controller.metadata) as admin:
+        assert (await admin.register_node(seed_node())).node.id
     assert not [line for line in controller.log_lines if "generated" in line.get("msg", "")]

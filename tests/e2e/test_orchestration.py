@@ -18,12 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 import pytest_asyncio
+from automator67.aio import AsyncClient
 from automator67.v1 import deployment_pb2 as dpb
 from automator67.v1 import deployment_service_pb2 as ds
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as ns
-
-from controller.client import ControllerClient
 
 from .controller_process import ROOT, ControllerProcess, LogLine, ServerLog, controller_env
 
@@ -177,7 +176,7 @@ class Cluster:
     tasks. `until()` waits for a condition on them. `violations` collects every deployment
     event that had more current placements, or more RUNNING placements, than replicas."""
 
-    def __init__(self, client: ControllerClient) -> None:
+    def __init__(self, client: AsyncClient) -> None:
         self.nodes: dict[str, node_pb2.Node] = {}
         self.deployments: dict[str, dpb.Deployment] = {}
         self.deleted: dict[str, dpb.Deployment] = {}
@@ -270,13 +269,13 @@ class Cluster:
 
 
 @pytest_asyncio.fixture
-async def cluster_client(data_dir: Path) -> AsyncIterator[tuple[ControllerClient, Cluster, str]]:
+async def cluster_client(data_dir: Path) -> AsyncIterator[tuple[AsyncClient, Cluster, str]]:
     """A fast controller, a client of it, and a `Cluster` following it. Authentication is off:
     what is tested here is orchestration, and the agent is not given a token."""
     controller = ControllerProcess(data_dir, extra_args=FAST, auth=False)
     try:
         controller.start()
-        async with ControllerClient(controller.address) as client:
+        async with AsyncClient(controller.address) as client:
             cluster = Cluster(client)
             try:
                 yield client, cluster, controller.address
@@ -286,7 +285,7 @@ async def cluster_client(data_dir: Path) -> AsyncIterator[tuple[ControllerClient
         controller.stop()
 
 
-Env = tuple[ControllerClient, Cluster, str]
+Env = tuple[AsyncClient, Cluster, str]
 
 
 async def start_fleet(

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from automator67.errors import ApiError
 from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2, node_service_pb2
 
@@ -31,17 +32,19 @@ class FakeController:
     def __init__(self, streams: Sequence[FakeStream] = ()) -> None:
         self.nodes: dict[str, node_pb2.Node] = {}
         self.registrations: list[tuple[node_pb2.Node, str]] = []
-        self.register_errors: list[grpc.aio.AioRpcError] = []
+        self.register_errors: list[ApiError] = []
         self.agent_tokens: list[str] = []  # what each registration answers as the agent token
         self.streams = list(streams)
         self.hellos: list[tuple[str, str]] = []
         self.clients = 0
+        self.targets: list[str] = []  # the controller address of each new client
 
     def add_node(self, node_id: str) -> None:
         self.nodes[node_id] = node_pb2.Node(id=node_id)
 
-    def client(self) -> FakeClient:
+    def client(self, target: str = "") -> FakeClient:
         self.clients += 1
+        self.targets.append(target)
         return FakeClient(self)
 
 
@@ -65,21 +68,17 @@ class FakeClient:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"node {node_id!r} not found")
         return self._controller.nodes[node_id]
 
-    async def register_node(self, node: node_pb2.Node, *, request_id: str = "") -> node_pb2.Node:
+    async def register_node(
+        self, node: node_pb2.Node, *, request_id: str | None = None
+    ) -> node_service_pb2.RegisterNodeResponse:
         c = self._controller
-        c.registrations.append((node, request_id))
+        c.registrations.append((node, request_id or ""))
         if c.register_errors:
             raise c.register_errors.pop(0)
         registered = node_pb2.Node(id=f"node-{len(c.registrations)}")
         registered.MergeFrom(node)
         c.nodes[registered.id] = registered
-        return registered
-
-    async def register_agent(
-        self, node: node_pb2.Node, *, request_id: str = ""
-    ) -> node_service_pb2.RegisterNodeResponse:
-        registered = await self.register_node(node, request_id=request_id)
-        token = self._controller.agent_tokens.pop(0) if self._controller.agent_tokens else ""
+        token = c.agent_tokens.pop(0) if c.agent_tokens else ""
         return node_service_pb2.RegisterNodeResponse(node=registered, agent_token=token)
 
     def heartbeat(
@@ -111,7 +110,7 @@ def settings(tmp_path: Path, **changes: Any) -> AgentSettings:
 def make_agent(
     tmp_path: Path,
     controller: FakeController,
-    client: Callable[[], FakeClient] | None = None,
+    client: Callable[[str], FakeClient] | None = None,
     **changes: Any,
 ) -> Agent:
     return Agent(
@@ -228,9 +227,9 @@ async def test_failures_back_off_and_a_session_with_an_acked_beat_resets_the_bac
     controller = FakeController()
     failures: list[int] = []  # the agent's failure count as each attempt starts
 
-    def counting_client() -> FakeClient:
+    def counting_client(target: str) -> FakeClient:
         failures.append(agent.failures)
-        return controller.client()
+        return controller.client(target)
 
     agent = make_agent(tmp_path, controller, counting_client)
     refused = rpc_error(grpc.StatusCode.UNAVAILABLE, "connection refused")

@@ -8,16 +8,17 @@ from collections.abc import Callable, Iterable
 
 import grpc
 import pytest
+from automator67.errors import ApiError, error_class
 from automator67.v1 import heartbeat_pb2 as hb
-from grpc import aio
 
 from controller.agent.session import EndKind, run_session
 
 OnBeat = Callable[["FakeStream", int], None]
 
 
-def rpc_error(code: grpc.StatusCode, details: str = "") -> aio.AioRpcError:
-    return aio.AioRpcError(code, aio.Metadata(), aio.Metadata(), details, None)
+def rpc_error(code: grpc.StatusCode, details: str = "") -> ApiError:
+    """The typed error the SDK raises for a call that ended with `code`."""
+    return error_class(code)(details, code=code)
 
 
 class FakeClock:
@@ -45,7 +46,7 @@ class FakeStream:
         self.interval_s = interval_s
         self.beats: list[hb.Beat] = []
         self.opened = self.closed = self.cancelled = False
-        self.break_at_next_beat: aio.AioRpcError | None = None
+        self.break_at_next_beat: ApiError | None = None
         self._on_beat = on_beat
         self._clock = clock
         self._open_error = open_error

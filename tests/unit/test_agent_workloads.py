@@ -363,7 +363,7 @@ async def test_the_agent_advertises_its_driver_and_stops_its_replicas_when_it_st
         settings(tmp_path),
         load=hb.NodeLoad,
         rand=lambda: 1e-6,
-        client=lambda: Recording(controller),
+        client=lambda target: Recording(controller),
         workloads=Workloads(driver),
     )
     controller.streams.append(FakeStream(on_beat=on_beat, interval_s=0.001))

@@ -8,8 +8,9 @@ import stat
 from pathlib import Path
 
 import grpc
+from automator67.agent import node_of_token
 
-from controller.agent.runner import Agent, _node_of
+from controller.agent.runner import Agent
 from controller.agent.state import AgentState, load_state, save_state
 from controller.auth.keys import signing_keys
 from controller.auth.principals import Role
@@ -25,10 +26,12 @@ def token(tmp_path: Path, role: Role, subject: str) -> str:
     return TokenIssuer(keys, TokenSettings()).issue(role, subject, 600)
 
 
-def recording(controller: FakeController, agent: list[Agent], used: list[str]) -> FakeClient:
+def recording(
+    controller: FakeController, agent: list[Agent], used: list[str], target: str
+) -> FakeClient:
     """A client factory that notes the token each new connection would carry."""
     used.append(agent[0]._token())
-    return controller.client()
+    return controller.client(target)
 
 
 async def test_an_admin_token_registers_then_the_node_token_is_kept_and_used(
@@ -40,7 +43,10 @@ async def test_an_admin_token_registers_then_the_node_token_is_kept_and_used(
     used: list[str] = []
     holder: list[Agent] = []
     agent = make_agent(
-        tmp_path, controller, client=lambda: recording(controller, holder, used), token=admin
+        tmp_path,
+        controller,
+        client=lambda target: recording(controller, holder, used, target),
+        token=admin,
     )
     holder.append(agent)
     broken = FakeStream(open_error=rpc_error(grpc.StatusCode.UNAVAILABLE, "restarting"))
@@ -64,7 +70,7 @@ async def test_a_node_token_streams_for_its_node_and_never_registers(tmp_path: P
 
     await agent.run()
 
-    assert _node_of(node_token) == "node-42"
+    assert node_of_token(node_token) == "node-42"
     assert controller.registrations == []
     assert controller.hellos == [("node-42", "0.1.0")]
     assert agent._token() == node_token
@@ -89,7 +95,10 @@ async def test_a_refused_saved_token_falls_back_to_the_configured_one(tmp_path: 
     used: list[str] = []
     holder: list[Agent] = []
     agent = make_agent(
-        tmp_path, controller, client=lambda: recording(controller, holder, used), token=admin
+        tmp_path,
+        controller,
+        client=lambda target: recording(controller, holder, used, target),
+        token=admin,
     )
     holder.append(agent)
     refused = FakeStream(open_error=rpc_error(grpc.StatusCode.UNAUTHENTICATED, "bad token"))
@@ -102,5 +111,5 @@ async def test_a_refused_saved_token_falls_back_to_the_configured_one(tmp_path: 
 
 
 def test_only_a_node_token_names_a_node(tmp_path: Path) -> None:
-    assert _node_of(token(tmp_path, Role.ADMIN, "ops")) == ""
-    assert _node_of("junk") == _node_of("") == ""
+    assert node_of_token(token(tmp_path, Role.ADMIN, "ops")) == ""
+    assert node_of_token("junk") == node_of_token("") == ""
