@@ -98,6 +98,20 @@ class Config:
         "(idle sockets would otherwise hold file descriptors for 2 minutes)",
     )
 
+    # Replicas: README "Running several replicas"; controller/registry/leadership.py.
+    replica_id: str = _setting(
+        "",
+        "A67_REPLICA_ID",
+        "this replica's name in the leader lease, logs and GetNodeStats (default: host-pid)",
+        shown="HOSTNAME-PID",
+    )
+    leader_lease_s: float = _setting(
+        10.0,
+        "A67_LEADER_LEASE_S",
+        "the leader's lease, renewed every third of it: a dead leader is replaced within "
+        "lease + lease/3",
+    )
+
     default_strategy: str = _setting(
         "spread",
         "A67_DEFAULT_STRATEGY",
@@ -256,6 +270,12 @@ class Config:
             raise ConfigError(
                 f"A67_HANDSHAKE_TIMEOUT_S must be in [0.1, 120], not {self.handshake_timeout_s:g}"
             )
+        if not 0.3 <= self.leader_lease_s <= 300:
+            raise ConfigError(
+                f"A67_LEADER_LEASE_S must be in [0.3, 300], not {self.leader_lease_s:g}"
+            )
+        if len(self.replica_id) > 128 or not self.replica_id.isprintable():
+            raise ConfigError("A67_REPLICA_ID must be at most 128 printable characters")
 
     def _validate_security(self) -> None:
         if self.auth not in ("jwt", "off") or self.auth_off_allow_remote not in ("yes", "no"):

@@ -115,6 +115,14 @@ class FailedPreconditionError(ControllerError):
     default_reason = "FAILED_PRECONDITION"
 
 
+class FencedError(FailedPreconditionError):
+    """A write only the leader may make came from a replica that no longer holds the lease (a
+    newer leader took over, or its lease ran out while it was frozen): refused in the store's
+    transaction. The replica steps down."""
+
+    default_reason = "NOT_LEADER"
+
+
 class UnavailableError(ControllerError):
     """The controller cannot serve the request now (e.g. the store is closed); retry later."""
 

@@ -114,6 +114,24 @@ SCHEDULER_PLACEMENTS = Counter(
     registry=REGISTRY,
 )
 
+LEADER = Gauge(
+    f"{PREFIX}_leader",
+    "1 while this replica leads (holds the leader lease), else 0",
+    registry=REGISTRY,
+)
+LEADER_CHANGES = Counter(
+    f"{PREFIX}_leader_changes",
+    "Times this replica started or stopped leading",
+    registry=REGISTRY,
+)
+
+
+def leadership_changed(leading: bool, epoch: int) -> None:
+    """This replica started or stopped leading (`Leadership.on_change`)."""
+    LEADER.set(1 if leading else 0)
+    LEADER_CHANGES.inc()
+
+
 for _reason in STREAM_END_REASONS:  # every reason is exported from the start, at 0
     HEARTBEAT_STREAM_ENDS.labels(_reason)
 

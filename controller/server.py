@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import resource
 import signal
+import socket
 import time
 
 from automator67.v1 import (
@@ -43,6 +45,7 @@ from controller.models import PlacementStrategy
 from controller.registry.changes import ChangeLog
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.feed import ChangeFeed
+from controller.registry.leadership import Leadership, LeadershipSettings
 from controller.registry.liveness import LivenessSettings
 from controller.registry.monitor import HealthMonitor
 from controller.registry.nodes import NodeRegistry
@@ -80,9 +83,17 @@ class Controller:
             tick_s=min(0.25, config.suspect_after_s / 10),
             heartbeat_persist_interval_s=config.heartbeat_persist_interval_s,
         )
+        self.leadership = Leadership(self.store, leadership_settings(config), self.clock)
+        self.leadership.on_change.append(metrics.leadership_changed)
         self.scheduler = Scheduler(
-            self.deployments, self.nodes, self.sessions, self.clock, scheduler_settings(config)
+            self.deployments,
+            self.nodes,
+            self.sessions,
+            self.clock,
+            scheduler_settings(config),
+            leadership=self.leadership,
         )
+        self.leadership.on_change.append(lambda leading, epoch: self.deployments.changed.set())
         self.nodes.on_transition.append(lambda old, new: self.deployments.changed.set())
         # Metrics hang off the domain's events: the registry and the scheduler know no metrics.
         self.nodes.on_transition.append(metrics.node_transition)
@@ -115,7 +126,9 @@ class Controller:
         )
         changes = ChangeLog(self.store)
         node_watch = Watch("node", self.nodes, NodeEvents(), changes)
-        node_servicer = NodeServicer(self.nodes, node_watch, self.security.node_token)
+        node_servicer = NodeServicer(
+            self.nodes, node_watch, self.security.node_token, self.leadership
+        )
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(heartbeats), server)
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
@@ -133,6 +146,7 @@ class Controller:
         self._server = server
         self.feed.start()  # other replicas' writes
         self.monitor.start()
+        self.leadership.start()
         self.scheduler.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -146,6 +160,7 @@ class Controller:
         # Liveness and scheduling stop before the grace: a node whose stream ends now was sent
         # away by us, so nothing may judge it (the next start gives it the failover grace).
         await self.scheduler.stop()
+        await self.leadership.stop()  # the lease runs out; another replica takes over
         await self.monitor.stop()
         await self.feed.stop()
         # Watchers are told to resume elsewhere (UNAVAILABLE) instead of holding the grace.
@@ -159,6 +174,11 @@ class Controller:
         await self.nodes.settle()
         await self.deployments.settle()
         await self.store.close()
+
+
+def leadership_settings(config: Config) -> LeadershipSettings:
+    replica_id = config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    return LeadershipSettings(replica_id, config.leader_lease_s, config.leader_lease_s / 3)
 
 
 def liveness_settings(config: Config) -> LivenessSettings:
@@ -262,6 +282,7 @@ async def serve(config: Config) -> None:
                 "port": controller.port,
                 "metrics_port": controller.metrics.port if controller.metrics else 0,
                 "store": controller.store.__class__.__name__,
+                "replica": controller.leadership.replica_id,
                 "nodes": controller.nodes.stats().total,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             }

@@ -119,8 +119,12 @@ def _capacity(res: Resources) -> node_service_pb2.Capacity:
     )
 
 
-def node_stats_to_pb(stats: NodeStats) -> node_service_pb2.GetNodeStatsResponse:
+def node_stats_to_pb(
+    stats: NodeStats, replica_id: str = "", leader_id: str = ""
+) -> node_service_pb2.GetNodeStatsResponse:
     return node_service_pb2.GetNodeStatsResponse(
+        replica_id=replica_id,
+        leader_id=leader_id,
         total=stats.total,
         by_status=_counts(stats.by_status, "NODE_STATUS_"),
         by_provider=_counts(stats.by_provider),

@@ -12,6 +12,7 @@ from grpc import aio
 from controller.api import convert
 from controller.api.watch import Watch
 from controller.models import Node
+from controller.registry.leadership import Leadership
 from controller.registry.nodes import NodeRegistry
 
 Context = aio.ServicerContext[Any, Any]
@@ -23,7 +24,9 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
         nodes: NodeRegistry,
         watch: Watch[Node],
         agent_token: Callable[[str], str] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
+        self._leadership = leadership  # who answers, who leads
         self._nodes = nodes
         self._watch = watch
         self._agent_token = agent_token  # node id -> the token its agent streams with
@@ -54,7 +57,10 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
     async def GetNodeStats(
         self, request: pb.GetNodeStatsRequest, context: Context
     ) -> pb.GetNodeStatsResponse:
-        return convert.node_stats_to_pb(self._nodes.stats())
+        lead = self._leadership
+        if lead is None:
+            return convert.node_stats_to_pb(self._nodes.stats())
+        return convert.node_stats_to_pb(self._nodes.stats(), lead.replica_id, lead.leader_id)
 
     async def WatchNodes(  # type: ignore[override]  # a coroutine writing through the context
         self, request: pb.WatchNodesRequest, context: Context

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 from controller.errors import (
     ConflictError,
     FailedPreconditionError,
+    FencedError,
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
@@ -39,7 +40,7 @@ from controller.registry.events import Event, EventHub, EventType
 from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import Normalizer, parse_filter
 from controller.registry.index import Index, T, Term
-from controller.store.base import Change, RequestKey, Table
+from controller.store.base import Change, Fence, RequestKey, Table
 
 R = TypeVar("R")
 
@@ -162,16 +163,18 @@ class Collection(Generic[T]):
             self._staged.setdefault(resource.id, persisted)
         self.index.put(resource)
 
-    async def persist(self) -> int:
+    async def persist(self, fence: Fence | None = None) -> int:
         if not self._staged:
             return 0  # the common case (every tick of the loops): no task, no lock
-        return await self.write(self.persist_locked)
+        return await self.write(lambda: self.persist_locked(fence=fence))
 
-    async def persist_locked(self, must_write: str = "") -> int:
+    async def persist_locked(self, must_write: str = "", fence: Fence | None = None) -> int:
         """Stores every staged resource in one transaction; returns how many were written.
         A resource changed in memory again while it was being written stays staged. A resource
         changed elsewhere since it was read (another replica) is not written: the feed brings
-        the other change; if it is `must_write` (a user's change), raises ConflictError."""
+        the other change; if it is `must_write` (a user's change), raises ConflictError. With
+        `fence` (a leader's write), a lease no longer held writes nothing and drops every
+        staged change (FencedError): what a deposed leader derived must not be written later."""
         if not self._staged:
             return 0
         staged, self._staged = self._staged, {}
@@ -179,8 +182,13 @@ class Collection(Generic[T]):
         before = [r for r in map(self.index.get, staged) if r is not None]
         self._written = {r.id: r for r in before}
         try:
-            written = await self.table.update_many(before)
+            written = await self.table.update_many(before, fence)
             await self.feed.caught_up(max((w.revision for w in written if w), default=0))
+        except FencedError:
+            for base in (staged | self._staged).values():
+                self.index.put(base)
+            self._staged = {}
+            raise
         except BaseException:
             self._staged = staged | self._staged  # retried on the next call
             raise

@@ -27,7 +27,7 @@ from controller.registry.index import Term
 from controller.registry.paging import Page
 from controller.registry.replicas import MAX_HISTORY, Report, apply_report, nodes_of
 from controller.registry.validation import validate_deployment
-from controller.store.base import Store
+from controller.store.base import Fence, Store
 
 FILTER_FIELDS = {
     "status": enum_normalizer("DEPLOYMENT_STATUS_", [s.value for s in DeploymentStatus]),
@@ -227,8 +227,8 @@ class DeploymentRegistry:
     def stage(self, dep: Deployment) -> None:
         self._deployments.stage(dep)
 
-    async def persist(self) -> int:
-        return await self._deployments.persist()
+    async def persist(self, fence: Fence | None = None) -> int:
+        return await self._deployments.persist(fence)
 
     async def settle(self) -> None:
         """Returns once every write begun so far is whole, including those whose callers left."""

@@ -24,6 +24,7 @@ or capacity that was taken."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -33,8 +34,10 @@ from datetime import datetime
 
 from controller.background import BackgroundLoop
 from controller.clock import Clock
+from controller.errors import FencedError
 from controller.models import Deployment, NodeStatus, PlacementStrategy, Replica
 from controller.registry.deployments import DeploymentRegistry
+from controller.registry.leadership import Leadership
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import nodes_of
 from controller.registry.sessions import Sessions
@@ -90,7 +93,10 @@ class Scheduler:
         clock: Clock,
         settings: SchedulerSettings,
         rng: random.Random | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
+        # Only the leader places, moves and evicts; None: this process is the only replica.
+        self._leadership = leadership
         self._deployments = deployments
         self._nodes = nodes
         self._sessions = sessions
@@ -124,13 +130,22 @@ class Scheduler:
 
     async def stop(self) -> None:
         await self._loop.stop()
-        await self._deployments.persist()
+        fence = self._leadership.fence() if self._leadership is not None else None
+        if self._leadership is None or fence is not None:
+            with contextlib.suppress(FencedError):
+                await self._deployments.persist(fence)
 
     async def run_once(self) -> None:
         """One reconciliation pass over every deployment that needs it."""
         started = time.perf_counter()
         if not self._deployments.count():
             return  # nothing to place or move: skip even the capacity's upkeep
+        fence = None
+        if self._leadership is not None:
+            fence = self._leadership.fence()
+            if fence is None:
+                self._parked.clear()  # the state moved on under another leader
+                return
         self.passes += 1
         self._sync_nodes()
         deployments = {dep.id: dep for dep in self._deployments.latest()}
@@ -174,7 +189,13 @@ class Scheduler:
                 self._park(dep, ctx)
             if new.replica_set != dep.replica_set or new.spec_version != dep.spec_version:
                 touched |= nodes_of(dep.replica_set) | nodes_of(new.replica_set)
-        await self._deployments.persist()
+        try:
+            await self._deployments.persist(fence)
+        except FencedError as exc:
+            assert self._leadership is not None  # only fenced writes are refused
+            self._leadership.step_down(str(exc))
+            self._parked.clear()
+            return
         for deployment_id in removable:
             last = self._deployments.snapshot_of(deployment_id)  # its nodes, as assigned
             if last is not None:

@@ -39,6 +39,27 @@ class Change:
     resource: Node | Deployment | None = None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a named lease, in which epoch (it grows every time the lease changes hands or
+    runs out), and for how much longer, by the store's clock when it was read."""
+
+    name: str
+    holder: str
+    epoch: int
+    ttl_left_s: float
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Makes a write conditional on `holder` still holding lease `name` in `epoch`, checked in
+    the write's own transaction (FencedError otherwise)."""
+
+    name: str
+    holder: str
+    epoch: int
+
+
 class StoreInUseError(Exception):
     """Another process holds the embedded store: it has exactly one replica. The message names
     the other process."""
@@ -89,9 +110,12 @@ class Table(Protocol, Generic[T]):
         ConflictError if the revision moved on, AlreadyExistsError on a unique-key clash."""
         ...
 
-    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+    async def update_many(
+        self, resources: Sequence[T], fence: Fence | None = None
+    ) -> list[T | None]:
         """Like `update` for each resource at its own `revision`, all in one transaction; a
-        resource that is gone or changed is skipped (None in its place), not an error."""
+        resource that is gone or changed is skipped (None in its place), not an error. With
+        `fence`, nothing is written (FencedError) unless the fence's lease is still held."""
         ...
 
     async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
@@ -129,6 +153,13 @@ class Store(Protocol):
         """Changes with a revision greater than `revision`, oldest first, at most `limit`: one
         page; the next starts after the last revision returned. Keep pages small (hundreds):
         each is one read, and reads take turns."""
+        ...
+
+    async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
+        """Takes lease `name` for `holder` for `ttl_s` if it is free or has run out, or renews
+        it if `holder` holds it; returns the lease as it then is (another holder's if it was
+        not taken). The epoch grows whenever the lease changes hands or had run out. Time is
+        the store's (one clock for every replica)."""
         ...
 
     async def wait_for_changes(self, timeout_s: float) -> None:

@@ -27,10 +27,16 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
-from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
+from controller.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FencedError,
+    NotFoundError,
+    UnavailableError,
+)
 from controller.models import Deployment, Node
 from controller.store import codec
-from controller.store.base import Change, RequestKey, RequestRecord, T
+from controller.store.base import Change, Fence, Lease, RequestKey, RequestRecord, T
 from controller.store.postgres_migrations import MIGRATIONS
 from controller.store.sealing import PlaintextSealer, Sealer
 
@@ -164,6 +170,30 @@ class PostgresStore:
             return [codec.change(layouts, *row) for row in await cursor.fetchall()]
 
         return await self.run(query)
+
+    async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
+        async def write(conn: Connection) -> Lease:
+            await conn.execute(
+                "INSERT INTO leases (name, holder, epoch, expires_at)"
+                " VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (name) DO UPDATE SET"
+                "  epoch = CASE WHEN leases.holder = excluded.holder"
+                "   AND leases.expires_at > clock_timestamp()"
+                "   THEN leases.epoch ELSE leases.epoch + 1 END,"
+                "  holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE leases.holder = excluded.holder OR leases.expires_at <= clock_timestamp()",
+                (name, holder, ttl_s),
+            )
+            cursor = await conn.execute(
+                "SELECT holder, epoch, extract(epoch FROM expires_at - clock_timestamp())"
+                " FROM leases WHERE name = %s",
+                (name,),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return Lease(name, row[0], int(row[1]), float(row[2]))
+
+        return await self.transaction(write, "lease", logged=False)
 
     async def wait_for_changes(self, timeout_s: float) -> None:
         async with self._listener.turn:
@@ -299,10 +329,14 @@ class PostgresTable(Generic[T]):
         )
         return await _returned(cursor)
 
-    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+    async def update_many(
+        self, resources: Sequence[T], fence: Fence | None = None
+    ) -> list[T | None]:
         table = self._layout.table
 
         async def write(conn: Connection) -> list[T | None]:
+            if fence is not None:
+                await _check_fence(conn, fence)
             # Lock every row in id order (concurrent batches cannot deadlock), then write those
             # still at the caller's revision.
             cursor = await conn.execute(
@@ -374,6 +408,20 @@ _LOG_PUT = (
     "INSERT INTO changes (kind, resource_id, deleted, data) VALUES (%s, %s, FALSE, %s::jsonb)"
     " RETURNING revision, data"
 )
+
+
+async def _check_fence(conn: Connection, fence: Fence) -> None:
+    """Refuses the transaction unless the fence's lease is held; the row stays share-locked
+    until the transaction ends, so the lease cannot change hands before this write commits."""
+    cursor = await conn.execute(
+        "SELECT 1 FROM leases WHERE name = %s AND holder = %s AND epoch = %s"
+        " AND expires_at > clock_timestamp() FOR SHARE",
+        (fence.name, fence.holder, fence.epoch),
+    )
+    if await cursor.fetchone() is None:
+        raise FencedError(
+            f"{fence.holder} no longer holds lease {fence.name!r} (epoch {fence.epoch})"
+        )
 
 
 async def _returned(cursor: psycopg.AsyncCursor[tuple[Any, ...]]) -> int:

@@ -49,4 +49,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE changes ADD COLUMN data JSONB, ADD COLUMN prior_revision BIGINT;
     """,
+    # 3: named leases (the leader's), with an epoch that only grows.
+    """
+    CREATE TABLE leases (
+        name       TEXT        PRIMARY KEY,
+        holder     TEXT        NOT NULL,
+        epoch      BIGINT      NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]

@@ -21,10 +21,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from controller.errors import AlreadyExistsError, ConflictError, NotFoundError, UnavailableError
+from controller.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FencedError,
+    NotFoundError,
+    UnavailableError,
+)
 from controller.models import Deployment, Node
 from controller.store import codec
-from controller.store.base import Change, RequestKey, RequestRecord, StoreInUseError, T
+from controller.store.base import (
+    Change,
+    Fence,
+    Lease,
+    RequestKey,
+    RequestRecord,
+    StoreInUseError,
+    T,
+)
 from controller.store.sealing import PlaintextSealer, Sealer
 from controller.store.sqlite_migrations import MIGRATIONS
 
@@ -154,6 +168,25 @@ class SQLiteStore:
 
         return await self.read(query)
 
+    async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
+        def write(conn: sqlite3.Connection) -> Lease:
+            conn.execute(
+                "INSERT INTO leases (name, holder, epoch, expires_at)"
+                f" VALUES (?, ?, 1, {_NOW} + ?)"
+                " ON CONFLICT (name) DO UPDATE SET"
+                f"  epoch = CASE WHEN holder = excluded.holder AND expires_at > {_NOW}"
+                "   THEN epoch ELSE epoch + 1 END,"
+                "  holder = excluded.holder, expires_at = excluded.expires_at"
+                f" WHERE holder = excluded.holder OR expires_at <= {_NOW}",
+                (name, holder, ttl_s),
+            )
+            row = conn.execute(
+                f"SELECT holder, epoch, expires_at - {_NOW} FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            return Lease(name, row[0], int(row[1]), float(row[2]))
+
+        return await self.run(lambda conn: _transaction(conn, write, "lease"))
+
     async def wait_for_changes(self, timeout_s: float) -> None:
         # One serving process writes the file (the lock): nothing else to wait for.
         await asyncio.sleep(timeout_s)
@@ -253,8 +286,12 @@ class SQLiteTable(Generic[T]):
         )
         return revision
 
-    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
+    async def update_many(
+        self, resources: Sequence[T], fence: Fence | None = None
+    ) -> list[T | None]:
         def write(conn: sqlite3.Connection) -> list[T | None]:
+            if fence is not None:
+                _check_fence(conn, fence)
             results: list[T | None] = []
             for resource in resources:
                 try:
@@ -304,6 +341,21 @@ class SQLiteTable(Generic[T]):
                 metadata={"current_etag": str(row[0])},
             )
         return int(row[0]), str(row[1])
+
+
+# The current time in Unix seconds, with fractions, by SQLite's clock.
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _check_fence(conn: sqlite3.Connection, fence: Fence) -> None:
+    row = conn.execute(
+        f"SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > {_NOW}",
+        (fence.name, fence.holder, fence.epoch),
+    ).fetchone()
+    if row is None:
+        raise FencedError(
+            f"{fence.holder} no longer holds lease {fence.name!r} (epoch {fence.epoch})"
+        )
 
 
 def _lock(path: Path) -> int:

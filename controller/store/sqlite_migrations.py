@@ -43,4 +43,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE changes ADD COLUMN data TEXT;
     ALTER TABLE changes ADD COLUMN prior_revision INTEGER;
     """,
+    # 3: named leases (the leader's), with an epoch that only grows; expires_at in Unix seconds.
+    """
+    CREATE TABLE leases (
+        name       TEXT    PRIMARY KEY,
+        holder     TEXT    NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_at REAL    NOT NULL
+    );
+    """,
 ]

@@ -32,7 +32,16 @@ from controller.models import (
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.events import EventHub, EventType, Subscription
 from controller.registry.nodes import NodeRegistry
-from controller.store.base import Change, RequestKey, RequestRecord, Store, T, Table
+from controller.store.base import (
+    Change,
+    Fence,
+    Lease,
+    RequestKey,
+    RequestRecord,
+    Store,
+    T,
+    Table,
+)
 
 R = TypeVar("R")
 Resource = TypeVar("Resource", Node, Deployment)
@@ -79,8 +88,10 @@ class GatedTable(Generic[T]):
     async def update(self, resource: T, expect_revision: int) -> T:
         return await self._write(lambda: self._inner.update(resource, expect_revision))
 
-    async def update_many(self, resources: Sequence[T]) -> list[T | None]:
-        return await self._write(lambda: self._inner.update_many(resources))
+    async def update_many(
+        self, resources: Sequence[T], fence: Fence | None = None
+    ) -> list[T | None]:
+        return await self._write(lambda: self._inner.update_many(resources, fence))
 
     async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
         return await self._write(lambda: self._inner.delete(resource_id, expect_revision))
@@ -120,6 +131,9 @@ class GatedStore:
 
     async def changes_since(self, revision: int, limit: int = 1000) -> list[Change]:
         return await self._inner.changes_since(revision, limit)
+
+    async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
+        return await self._inner.campaign(name, holder, ttl_s)
 
     async def wait_for_changes(self, timeout_s: float) -> None:
         await self._inner.wait_for_changes(timeout_s)

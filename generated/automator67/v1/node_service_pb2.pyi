@@ -400,11 +400,19 @@ class GetNodeStatsResponse(_message.Message):
     TOTAL_CAPACITY_FIELD_NUMBER: _builtins.int
     READY_CAPACITY_FIELD_NUMBER: _builtins.int
     SELF_SUSPECTED_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    LEADER_ID_FIELD_NUMBER: _builtins.int
     total: _builtins.int
     """Number of nodes."""
     self_suspected: _builtins.bool
     """True while the controller suspects itself: most of the fleet went quiet at once, so it
     assumes the fault is its own (or its network's) and does not mark nodes OFFLINE.
+    """
+    replica_id: _builtins.str
+    """The replica that answered (A67_REPLICA_ID)."""
+    leader_id: _builtins.str
+    """The replica that leads (places, moves and evicts), as this one last read the leader lease;
+    empty until it has read it.
     """
     @_builtins.property
     def by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
@@ -436,10 +444,12 @@ class GetNodeStatsResponse(_message.Message):
         total_capacity: Global___Capacity | None = ...,
         ready_capacity: Global___Capacity | None = ...,
         self_suspected: _builtins.bool = ...,
+        replica_id: _builtins.str = ...,
+        leader_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ready_capacity", b"ready_capacity", "total_capacity", b"total_capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_provider", b"by_provider", "by_region", b"by_region", "by_status", b"by_status", "ready_capacity", b"ready_capacity", "self_suspected", b"self_suspected", "total", b"total", "total_capacity", b"total_capacity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_provider", b"by_provider", "by_region", b"by_region", "by_status", b"by_status", "leader_id", b"leader_id", "ready_capacity", b"ready_capacity", "replica_id", b"replica_id", "self_suspected", b"self_suspected", "total", b"total", "total_capacity", b"total_capacity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
