@@ -164,6 +164,7 @@ class Watch(Generic[E]):
                 raise StopIteration
             if self._call is None:
                 self._call = self._open()
+                continue  # a RESET of this library's may come first
             try:
                 event = next(self._call)
             except StopIteration:
@@ -201,6 +202,8 @@ class Watch(Generic[E]):
         return delay
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
         self._closed.set()
         call = self._call
         if call is not None:
@@ -258,6 +261,7 @@ class AsyncWatch(Generic[E]):
                 raise StopAsyncIteration
             if self._events is None:
                 self._events = self._open()
+                continue  # a RESET of this library's may come first
             try:
                 event = await anext(self._events)
             except StopAsyncIteration:
@@ -304,6 +308,8 @@ class AsyncWatch(Generic[E]):
         return delay
 
     def cancel(self) -> None:
+        if self._closed.is_set():
+            return
         self._closed.set()
         if self._call is not None:
             self._call.cancel()
