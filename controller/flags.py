@@ -39,7 +39,10 @@ def add_arguments(cls: type, parser: argparse.ArgumentParser) -> None:
             dest=f.name,
             default=None,
             metavar=f.metadata["env"],
-            help=f"{f.metadata['help']} [env {f.metadata['env']}, default {shown}]",
+            # argparse %-formats help texts: a literal % ("+-10% jitter") must be doubled.
+            help=f"{f.metadata['help']} [env {f.metadata['env']}, default {shown}]".replace(
+                "%", "%%"
+            ),
         )
 
 

@@ -246,7 +246,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
                 dest=f.name,
                 default=None,
                 metavar=f.metadata["env"],
-                help=f"{f.metadata['help']} [env {f.metadata['env']}]",
+                help=f"{f.metadata['help']} [env {f.metadata['env']}]".replace("%", "%%"),
             )
 
 
