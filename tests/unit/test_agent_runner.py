@@ -344,3 +344,36 @@ async def test_an_unexpected_error_is_logged_and_retried_instead_of_ending_the_a
     assert reasons(caplog) == ["unexpected error: RuntimeError('a bug')"]
     assert "unexpected error" in messages(caplog)
     assert messages(caplog)[-1] == "stopped"
+
+
+async def test_a_list_of_controllers_is_tried_in_turn_from_a_random_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    controller = FakeController()
+    controller.add_node("node-1")
+    save_state(tmp_path / "agent-state.json", AgentState("node-1"))
+    agent = Agent(
+        settings(tmp_path, controller="a:1, b:2,c:3"),
+        load=hb.NodeLoad,
+        rand=lambda: 0.5,  # starts at the middle one; every delay is half its bound
+        client=controller.client,
+    )
+    down = [FakeStream(open_error=rpc_error(grpc.StatusCode.UNAVAILABLE, "refused")) for _ in "xyz"]
+
+    def reconnect(stream: FakeStream, sequence: int) -> None:
+        stream.ack(sequence)
+        stream.send(hb.HeartbeatResponse(reconnect=hb.Reconnect(reason="draining")))
+
+    controller.streams += [
+        *down,
+        FakeStream(on_beat=reconnect),
+        FakeStream(on_beat=stops(lambda: agent)),
+    ]
+
+    await asyncio.wait_for(agent.run(), timeout=10)
+
+    # get_node, then one stream per attempt: b, c, a (all down), b (Reconnect), c.
+    assert controller.targets == ["b:2", "c:3", "a:1", "b:2", "c:3"]
+    opened = [r for r in caplog.records if r.getMessage() == "heartbeat stream opened"]
+    assert [r.fields["controller"] for r in opened] == ["b:2", "c:3"]  # type: ignore[attr-defined]
