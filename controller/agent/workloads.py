@@ -52,7 +52,8 @@ class _Replica:
     workload: Workload | None = None
     etag: str = ""  # the spec version `workload` runs
     stopping: bool = False  # we asked `workload` to stop
-    reported: Status | None = None  # the status last logged
+    reported: Status | None = None  # the status last logged ...
+    reported_etag: str = ""  # ... and the spec version it was of
 
 
 class Workloads:
@@ -87,8 +88,10 @@ class Workloads:
         for key in sorted(self._replicas):
             replica = self._replicas[key]
             status = _status_of(replica)
-            if status != replica.reported:
-                replica.reported = status
+            # A restart onto a new spec version can be too quick for a beat to see it STARTING:
+            # the same state of a new version is news too.
+            if status != replica.reported or replica.etag != replica.reported_etag:
+                replica.reported, replica.reported_etag = status, replica.etag
                 _log_status(key, status, replica.etag)
             reports.append(
                 hb.ReplicaReport(
