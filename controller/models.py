@@ -119,6 +119,9 @@ class Node:
     status: NodeStatus = NodeStatus.PENDING
     last_heartbeat_time: datetime | None = None
     revision: int = 0
+    # The replica holding the node's heartbeat stream, which judges its liveness ("" if none
+    # ever did). Internal: it moves with the stream, without a new etag worth showing users.
+    holder: str = ""
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Sessions
 from controller.scheduler.loop import Scheduler, SchedulerSettings
 from controller.security import Security
-from controller.store import open_store
+from controller.store import is_embedded, open_store
 
 log = logging.getLogger("controller.server")
 
@@ -73,17 +73,25 @@ class Controller:
         self.store = open_store(config.store_url, self.security.sealer, serving=True)
         # One feed of the store's change log for every view of this process (registry/feed.py).
         self.feed = ChangeFeed(self.store)
-        self.nodes = NodeRegistry(self.store, self.clock, liveness_settings(config), self.feed)
+        self.leadership = Leadership(self.store, leadership_settings(config), self.clock)
+        self.nodes = NodeRegistry(
+            self.store, self.clock, liveness_settings(config), self.feed, self.leadership
+        )
+        self.leadership.on_refresh.append(self.nodes.reconsider)
         self.deployments = DeploymentRegistry(self.store, self.clock, self.feed)
         self.sessions = Sessions()
         self.deployments.on_assignments_changed.append(self.sessions.assignments_changed)
+        self.nodes.on_released.append(
+            lambda node_id, holder: self.sessions.end(
+                node_id, f"replaced by a heartbeat stream on replica {holder}"
+            )
+        )
         self.monitor = HealthMonitor(
             self.nodes,
             self.clock,
             tick_s=min(0.25, config.suspect_after_s / 10),
             heartbeat_persist_interval_s=config.heartbeat_persist_interval_s,
         )
-        self.leadership = Leadership(self.store, leadership_settings(config), self.clock)
         self.leadership.on_change.append(metrics.leadership_changed)
         self.scheduler = Scheduler(
             self.deployments,
@@ -177,8 +185,15 @@ class Controller:
 
 
 def leadership_settings(config: Config) -> LeadershipSettings:
-    replica_id = config.replica_id or f"{socket.gethostname()}-{os.getpid()}"
-    return LeadershipSettings(replica_id, config.leader_lease_s, config.leader_lease_s / 3)
+    # Stable across restarts when the port is (a restarted replica keeps the nodes it held).
+    host = socket.gethostname()
+    default = f"{host}:{config.port}" if config.port else f"{host}-{os.getpid()}"
+    return LeadershipSettings(
+        config.replica_id or default,
+        config.leader_lease_s,
+        config.leader_lease_s / 3,
+        exclusive=is_embedded(config.store_url),
+    )
 
 
 def liveness_settings(config: Config) -> LivenessSettings:

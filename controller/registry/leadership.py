@@ -27,8 +27,13 @@ log = logging.getLogger("controller.leadership")
 LEASE = "leader"
 
 
+REPLICAS = "replica/"  # each replica's own lease: it is alive while it renews it
+
+
 class LeaseStore(Protocol):
     async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease: ...
+
+    async def leases(self, prefix: str) -> list[Lease]: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class LeadershipSettings:
     replica_id: str
     lease_s: float = 10.0
     renew_s: float = 10.0 / 3
+    exclusive: bool = False  # the store has exactly one replica (embedded): no other is alive
 
 
 class Leadership:
@@ -46,6 +52,9 @@ class Leadership:
         self.replica_id = settings.replica_id
         self.leader_id = ""  # the holder, as last read ("" before the first campaign)
         self.epoch = 0  # ours while we lead, else 0
+        self.live_replicas: frozenset[str] = frozenset({self.replica_id})  # as last read
+        # Called after every campaign (who is alive may have changed).
+        self.on_refresh: list[Callable[[], None]] = []
         self._valid_until = 0.0  # on our monotonic clock: our lease cannot outlive this
         # Called with (leading, epoch) when this replica starts or stops leading.
         self.on_change: list[Callable[[bool, int], None]] = []
@@ -68,19 +77,34 @@ class Leadership:
         """Stops campaigning; a leader hands the lease back (it runs out now), so that another
         replica takes over at its next campaign instead of after the lease."""
         await self._loop.stop()
-        if self.epoch:
-            self.step_down("shutting down")
-            with contextlib.suppress(Exception):  # else the lease simply runs out
+        leading = bool(self.epoch)
+        self.step_down("shutting down")
+        with contextlib.suppress(Exception):  # else the leases simply run out
+            await self._store.campaign(REPLICAS + self.replica_id, self.replica_id, 0.0)
+            if leading:
                 await self._store.campaign(LEASE, self.replica_id, 0.0)
 
     async def campaign(self) -> None:
         """Takes or renews the lease; steps down if that fails or another replica holds it."""
         asked = self._clock.monotonic()
+        me, ttl_s = self.replica_id, self._settings.lease_s
         try:
-            lease = await self._store.campaign(LEASE, self.replica_id, self._settings.lease_s)
+            await self._store.campaign(REPLICAS + me, me, ttl_s)  # alive
+            lease = await self._store.campaign(LEASE, me, ttl_s)
+            live = {me}
+            if not self._settings.exclusive:
+                live |= {alive.holder for alive in await self._store.leases(REPLICAS)}
         except Exception as exc:
             self.step_down(f"cannot renew the lease: {exc}")
             raise
+        self.live_replicas = frozenset(live)
+        try:
+            self._take(lease, asked)
+        finally:
+            for listener in self.on_refresh:
+                listener()
+
+    def _take(self, lease: Lease, asked: float) -> None:
         self.leader_id = lease.holder
         if lease.holder != self.replica_id:
             self.step_down(f"{lease.holder} leads (epoch {lease.epoch})")

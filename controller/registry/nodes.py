@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Protocol
 
 from controller.clock import Clock
 from controller.errors import NotFoundError
@@ -51,6 +52,19 @@ def _terms(node: Node) -> Iterable[Term]:
         yield (f"labels.{key}", value)
 
 
+class Replicas(Protocol):
+    """What the node registry needs to know of the replicas (`registry/leadership.py`)."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def live_replicas(self) -> frozenset[str]: ...
+
+
 class NodeRegistry:
     """Owns the nodes. Call `load()` once before serving."""
 
@@ -60,7 +74,15 @@ class NodeRegistry:
         clock: Clock,
         liveness: LivenessSettings | None = None,
         feed: ChangeFeed | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
+        # Which nodes this replica judges (README "Running several replicas"); None: the only
+        # replica, which judges every node.
+        self._replicas = replicas
+        self._streaming: set[str] = set()  # nodes whose heartbeat stream is open here
+        self._view: tuple[bool, frozenset[str]] | None = None  # (leading, live) last considered
+        # Called with a node whose stream another replica took over (end it here).
+        self.on_released: list[Callable[[str, str], None]] = []
         self._clock = clock
         self._store = store
         self._tally = NodeTally()
@@ -85,17 +107,56 @@ class NodeRegistry:
         revision = await self._store.revision()
         await self._nodes.load()
         for node in self._nodes.index.values():
-            self.liveness.track(node.id, node.status, restored=True)
+            if self._judges(node):
+                self.liveness.track(node.id, node.status, restored=True)
         self._nodes.feed.start_at(revision)
         await self._nodes.feed.caught_up()
 
+    def _judges(self, node: Node) -> bool:
+        """Whether this replica judges the node's liveness: it holds its stream (or held it
+        last), or it leads and the node's holder is gone (not alive, or never was)."""
+        r = self._replicas
+        if r is None or node.id in self._streaming or node.holder == r.replica_id:
+            return True
+        return r.leading and node.holder not in r.live_replicas
+
     def _applied(self, event: Event[Node]) -> None:
-        """Liveness tracks every node the log has: a new one (here or on another replica)
-        from its status, a deleted one no more."""
+        """Liveness tracks the nodes this replica judges, as the log changes them: a new one
+        from its status, a deleted one no more; a node whose stream another replica took over
+        is released here."""
+        node = event.resource
         if event.type is EventType.DELETED:
-            self.liveness.forget(event.resource.id)
-        elif self.liveness.status(event.resource.id) is None:
-            self.liveness.track(event.resource.id, event.resource.status)
+            self._streaming.discard(node.id)
+            self.liveness.forget(node.id)
+            return
+        me = self._replicas.replica_id if self._replicas is not None else ""
+        previous = event.previous
+        moved = previous is not None and previous.holder != node.holder
+        if moved and node.holder not in ("", me) and node.id in self._streaming:
+            self._streaming.discard(node.id)
+            for listener in self.on_released:
+                listener(node.id, node.holder)
+        judged = self._judges(node)
+        tracked = self.liveness.status(node.id) is not None
+        if judged and not tracked:
+            self.liveness.track(node.id, node.status, restored=previous is not None)
+        elif tracked and not judged:
+            self.liveness.forget(node.id)
+
+    def reconsider(self) -> None:
+        """Who is alive or leads changed (or may have): track the nodes this replica judges
+        now, giving those it takes over the failover grace, and forget the others."""
+        r = self._replicas
+        if r is None or self._view == (r.leading, r.live_replicas):
+            return
+        self._view = (r.leading, r.live_replicas)
+        for node in self._nodes.index.values():
+            judged = self._judges(node)
+            tracked = self.liveness.status(node.id) is not None
+            if judged and not tracked:
+                self.liveness.track(node.id, node.status, restored=True)
+            elif tracked and not judged:
+                self.liveness.forget(node.id)
 
     @property
     def revision(self) -> int:
@@ -157,19 +218,34 @@ class NodeRegistry:
     # Liveness, reported by the heartbeat stream
 
     def stream_opened(self, node_id: str) -> Node:
-        """The node's agent opened a stream. Raises NotFoundError for an unknown node."""
-        self._nodes.latest(node_id, "hello.node_id")
+        """The node's agent opened a stream here: this replica holds it now (staged, persisted
+        with the next statuses; another replica that held it ends its stream when it follows
+        that). Raises NotFoundError for an unknown node."""
+        node = self._nodes.latest(node_id, "hello.node_id")
+        self._streaming.add(node_id)
+        self._claim(node)
+        if self.liveness.status(node_id) is None:
+            self.liveness.track(node_id, node.status)
         self._apply(self.liveness.connected(node_id))
         return self._live(self._nodes.latest(node_id, "hello.node_id"))
 
     def beat(self, node_id: str) -> None:
         """A beat arrived. Raises NotFoundError if the node was deleted meanwhile."""
-        if self.liveness.status(node_id) is None:
+        node = self._nodes.index.get(node_id)
+        if node is None or self.liveness.status(node_id) is None:
             raise NotFoundError("node", node_id)
+        self._claim(node)  # again, if another replica's write overtook ours
         self._apply(self.liveness.beat(node_id))
 
     def stream_closed(self, node_id: str, reason: str, *, planned: bool = False) -> None:
+        self._streaming.discard(node_id)
         self._apply(self.liveness.disconnected(node_id, reason, planned=planned))
+
+    def _claim(self, node: Node) -> None:
+        r = self._replicas
+        if r is not None and node.holder != r.replica_id:
+            self._nodes.stage(replace(node, holder=r.replica_id))
+            self.transitions_pending.set()
 
     def sweep(self) -> None:
         """Applies liveness deadlines that have passed."""

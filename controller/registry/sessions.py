@@ -61,6 +61,12 @@ class Sessions:
             return True
         return False
 
+    def end(self, node_id: str, reason: str) -> None:
+        """Ends the node's stream here, if any (its agent streams to another replica now)."""
+        session = self._by_node.get(node_id)
+        if session is not None:
+            session.stop(StopKind.REPLACED, reason)
+
     def assignments_changed(self, node_ids: Iterable[str]) -> None:
         for node_id in node_ids:
             session = self._by_node.get(node_id)

@@ -162,6 +162,10 @@ class Store(Protocol):
         the store's (one clock for every replica)."""
         ...
 
+    async def leases(self, prefix: str) -> list[Lease]:
+        """The leases whose name starts with `prefix` that have not run out, by name."""
+        ...
+
     async def wait_for_changes(self, timeout_s: float) -> None:
         """Returns when another process may have changed the store (PostgreSQL: a notification
         of a committed change), or after `timeout_s`. Changes are then read with

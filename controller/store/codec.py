@@ -68,6 +68,7 @@ def encode_node(node: Node, sealer: Sealer) -> str:
             "create_time": _time(node.create_time),
             "update_time": _time(node.update_time),
             "last_heartbeat_time": _time(node.last_heartbeat_time),
+            "holder": node.holder,
         },
         separators=(",", ":"),
     )
@@ -94,6 +95,7 @@ def decode_node(node_id: str, revision: int, document: str, sealer: Sealer) -> N
         update_time=_required_time(d["update_time"]),
         last_heartbeat_time=_parse_time(d["last_heartbeat_time"]),
         revision=revision,
+        holder=d.get("holder", ""),
     )
 
 

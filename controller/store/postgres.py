@@ -195,6 +195,18 @@ class PostgresStore:
 
         return await self.transaction(write, "lease", logged=False)
 
+    async def leases(self, prefix: str) -> list[Lease]:
+        async def query(conn: Connection) -> list[Lease]:
+            cursor = await conn.execute(
+                "SELECT name, holder, epoch, extract(epoch FROM expires_at - clock_timestamp())"
+                " FROM leases WHERE left(name, %s) = %s AND expires_at > clock_timestamp()"
+                " ORDER BY name",
+                (len(prefix), prefix),
+            )
+            return [Lease(r[0], r[1], int(r[2]), float(r[3])) for r in await cursor.fetchall()]
+
+        return await self.run(query)
+
     async def wait_for_changes(self, timeout_s: float) -> None:
         async with self._listener.turn:
             conn = await self._connection(self._listener)

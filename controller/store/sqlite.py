@@ -187,6 +187,17 @@ class SQLiteStore:
 
         return await self.run(lambda conn: _transaction(conn, write, "lease"))
 
+    async def leases(self, prefix: str) -> list[Lease]:
+        def query(conn: sqlite3.Connection) -> list[Lease]:
+            rows = conn.execute(
+                f"SELECT name, holder, epoch, expires_at - {_NOW} FROM leases"
+                f" WHERE substr(name, 1, ?) = ? AND expires_at > {_NOW} ORDER BY name",
+                (len(prefix), prefix),
+            ).fetchall()
+            return [Lease(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+        return await self.read(query)
+
     async def wait_for_changes(self, timeout_s: float) -> None:
         # One serving process writes the file (the lock): nothing else to wait for.
         await asyncio.sleep(timeout_s)

@@ -136,3 +136,139 @@ async def test_a_request_id_used_on_one_replica_replays_on_the_other(
 
 def node_etag(revision: int) -> str:
     return str(revision)
+
+
+@dataclass
+class View:
+    """What a replica knows of the others (`registry/leadership.py` keeps it in a server)."""
+
+    replica_id: str
+    leading: bool = False
+    live_replicas: frozenset[str] = frozenset({"a", "b"})
+
+
+async def judging_pair(url: str, clock: FakeClock) -> tuple[Replica, Replica, View, View]:
+    views = View("a", leading=True), View("b")
+    made = []
+    for view in views:
+        store = open_store(url)
+        await store.open()
+        feed = ChangeFeed(store, poll_s=60.0)
+        nodes = NodeRegistry(store, clock, feed=feed, replicas=view)
+        deployments = DeploymentRegistry(store, clock, feed)
+        await nodes.load()
+        await deployments.load()
+        made.append(Replica(store, feed, nodes, deployments))
+    return made[0], made[1], views[0], views[1]
+
+
+async def test_only_the_replica_holding_a_stream_judges_the_node_and_it_moves_with_the_stream(
+    store_url: str,
+) -> None:
+    clock = FakeClock()
+    a, b, _, _ = await judging_pair(store_url, clock)
+    try:
+        node = await a.nodes.register(NODE)
+        await b.feed.caught_up()
+        b.nodes.stream_opened(node.id)  # the agent streams to b
+        await b.nodes.persist_statuses()
+        await a.feed.caught_up()
+
+        assert a.nodes.get(node.id).status is NodeStatus.READY
+        assert b.nodes.liveness.status(node.id) is NodeStatus.READY
+        assert a.nodes.liveness.status(node.id) is None  # a leads, but b holds it: b judges
+
+        a.nodes.stream_opened(node.id)  # the agent moved to a
+        await a.nodes.persist_statuses()
+        await b.feed.caught_up()
+        b.nodes.stream_closed(node.id, "replaced")  # b's handler ends its stream
+
+        assert b.nodes.liveness.status(node.id) is None
+        clock.advance(60)
+        b.nodes.sweep()
+        a.nodes.beat(node.id)
+        a.nodes.sweep()
+        await a.nodes.persist_statuses()
+        await b.nodes.persist_statuses()
+        await b.feed.caught_up()
+        assert b.nodes.get(node.id).status is NodeStatus.READY  # b judged nothing
+    finally:
+        for r in (a, b):
+            await r.feed.stop()
+            await r.store.close()
+
+
+async def test_a_replica_that_loses_the_stream_to_another_ends_its_own(store_url: str) -> None:
+    clock = FakeClock()
+    a, b, _, _ = await judging_pair(store_url, clock)
+    released: list[tuple[str, str]] = []
+    a.nodes.on_released.append(lambda node_id, holder: released.append((node_id, holder)))
+    try:
+        node = await a.nodes.register(NODE)
+        a.nodes.stream_opened(node.id)
+        await a.nodes.persist_statuses()
+        await b.feed.caught_up()
+
+        b.nodes.stream_opened(node.id)  # a newer stream, on b
+        await b.nodes.persist_statuses()
+        await a.feed.caught_up()
+
+        assert released == [(node.id, "b")]
+    finally:
+        for r in (a, b):
+            await r.feed.stop()
+            await r.store.close()
+
+
+async def test_the_leader_gives_a_dead_replicas_nodes_the_failover_grace_then_offline(
+    store_url: str,
+) -> None:
+    clock = FakeClock()
+    a, b, view_a, _ = await judging_pair(store_url, clock)
+    try:
+        node = await b.nodes.register(NODE)
+        b.nodes.stream_opened(node.id)
+        await b.nodes.persist_statuses()
+        await a.feed.caught_up()
+        assert a.nodes.liveness.status(node.id) is None
+
+        # b dies: its lease runs out. A follower would never judge the node; the leader does,
+        # from now on, with the failover grace (the agent may be reconnecting elsewhere).
+        view_a.live_replicas = frozenset({"a"})
+        a.nodes.reconsider()
+        assert a.nodes.liveness.status(node.id) is NodeStatus.READY
+        grace = a.nodes.liveness.settings.failover_grace_s
+        clock.advance(grace - 1)
+        a.nodes.sweep()
+        assert a.nodes.liveness.status(node.id) is not NodeStatus.OFFLINE
+        clock.advance(2)
+        a.nodes.sweep()
+        await a.nodes.persist_statuses()
+        assert a.nodes.get(node.id).status is NodeStatus.OFFLINE
+    finally:
+        for r in (a, b):
+            await r.feed.stop()
+            await r.store.close()
+
+
+async def test_a_follower_never_marks_a_node_offline(store_url: str) -> None:
+    clock = FakeClock()
+    a, b, _, view_b = await judging_pair(store_url, clock)
+    try:
+        node = await a.nodes.register(NODE)
+        a.nodes.stream_opened(node.id)
+        await a.nodes.persist_statuses()
+        await b.feed.caught_up()
+        view_b.live_replicas = frozenset({"b"})  # a looks dead to b, which does not lead
+        b.nodes.reconsider()
+
+        clock.advance(3600)
+        b.nodes.sweep()
+        await b.nodes.persist_statuses()
+
+        assert b.nodes.liveness.status(node.id) is None
+        assert b.nodes.get(node.id).status is NodeStatus.READY
+    finally:
+        for r in (a, b):
+            await r.feed.stop()
+            await r.store.close()

@@ -83,3 +83,14 @@ async def test_a_write_fenced_by_a_lease_that_ran_out_is_refused(store: Store) -
 
     with pytest.raises(FencedError):
         await store.deployments.update_many([dep], fence=Fence(LEADER, "a", lease.epoch))
+
+
+async def test_leases_lists_the_live_ones_under_a_prefix(store: Store) -> None:
+    await store.campaign("replica/a", "a", ttl_s=30)
+    await store.campaign("replica/b", "b", ttl_s=0.2)
+    await store.campaign("other", "c", ttl_s=30)
+    await asyncio.sleep(0.3)  # b's lease runs out
+
+    live = await store.leases("replica/")
+
+    assert [(lease.name, lease.holder) for lease in live] == [("replica/a", "a")]

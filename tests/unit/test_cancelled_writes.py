@@ -135,6 +135,9 @@ class GatedStore:
     async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
         return await self._inner.campaign(name, holder, ttl_s)
 
+    async def leases(self, prefix: str) -> list[Lease]:
+        return await self._inner.leases(prefix)
+
     async def wait_for_changes(self, timeout_s: float) -> None:
         await self._inner.wait_for_changes(timeout_s)
 

@@ -27,13 +27,18 @@ class FakeLeases:
         self.holder, self.epoch, self.ttl_s = "a", 1, 9.0
         self.down = False
         self.asked = 0
+        self.alive = {"a", "b"}
 
     async def campaign(self, name: str, holder: str, ttl_s: float) -> Lease:
-        assert name == LEASE
-        self.asked += 1
         if self.down:
             raise ConnectionError("the store is down")
+        if name != LEASE:  # a replica's own lease: always its own
+            return Lease(name, holder, 1, ttl_s)
+        self.asked += 1
         return Lease(name, self.holder, self.epoch, self.ttl_s)
+
+    async def leases(self, prefix: str) -> list[Lease]:
+        return [Lease(prefix + r, r, 1, 9.0) for r in sorted(self.alive)]
 
 
 @pytest.fixture
