@@ -145,6 +145,9 @@ class Scheduler:
             fence = self._leadership.fence()
             if fence is None:
                 self._parked.clear()  # the state moved on under another leader
+                # Agents' reports to this replica are staged here; a follower persists them
+                # (the leader, with its placements). Nothing else stages on a follower.
+                await self._deployments.persist()
                 return
         self.passes += 1
         self._sync_nodes()
