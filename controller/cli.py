@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
             return 2
         setup_logging(config.log_level)
+        from controller.errors import UnavailableError
         from controller.server import serve  # grpc is imported only when serving
         from controller.store.base import StoreInUseError
 
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:  # a key or certificate file that cannot be used
             print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
             return 2
-        except StoreInUseError as exc:
+        except (StoreInUseError, UnavailableError) as exc:  # another replica, no database
             print(f"automator67: {exc}", file=sys.stderr)
             return 2
     elif args.command == "agent":
