@@ -14,10 +14,15 @@ beside the writer, and asks for the next page only once the last one is written 
 A client that never reads blocks its replay on flow control after one page: it holds at most one
 page, its buffer of events and what gRPC has buffered, and uses no CPU while it waits.
 
-Turns: bulk sends (a state, a page of a replay) take turns, `SEND_TURNS` at a time, first come
-first served. Every write is one trip through the event loop, so a hundred watchers sending at
-once would stretch each loop iteration, and every other call's latency, a hundredfold. A write
-that blocks longer than `STALL_S` (its client is not reading) gives its turn up."""
+Turns: bulk sends (a state, a page of a replay) take turns, one at a time, first come first
+served. A write costs the event loop ~100 us (gRPC serializes and sends each message from the
+loop's thread, one syscall each) and every write is one trip through the loop: with a hundred
+watchers sending at once, every other call waits behind their writes at each of its own trips
+(and its store threads wait for the GIL). One sender at a time keeps at most one bulk write ahead
+of a unary call's next step, and the loop idle between writes while the sender waits for gRPC;
+it sends fewer messages per second than four, but RegisterNode's p50 under 100 replaying
+watchers fell ~3x (profiled: issue 9, item 3 in docs/benchmarks.md). A write that blocks longer
+than `STALL_S` (its client is not reading) gives its turn up."""
 
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from controller.store.base import ResourceKind
 
 Context = aio.ServicerContext[Any, Any]
 MAX_REPLAY = 10_000  # beyond this many revisions behind, sending the current state is cheaper
-SEND_TURNS = 4  # bulk sends in progress at once (per kind)
+SEND_TURNS = 1  # bulk sends in progress at once (per kind); see "Turns" above
 STATE_CHUNK = 500  # resources of a state sent in one turn
 STALL_S = 0.1  # a write blocked this long gives its turn up
 

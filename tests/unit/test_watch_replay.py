@@ -14,7 +14,7 @@ import pytest
 from automator67.v1 import node_service_pb2 as npb
 from google.protobuf.message import Message
 
-from controller.api.watch import MAX_REPLAY, Watch
+from controller.api.watch import MAX_REPLAY, SEND_TURNS, STATE_CHUNK, Watch
 from controller.api.watch_events import NodeEvents
 from controller.models import Capabilities, Node, NodeStatus
 from controller.registry.changes import ChangeLog
@@ -252,3 +252,67 @@ async def test_change_log_pages_hold_the_changes_in_the_window_oldest_first(
     ]
 
     assert got == pages
+
+
+class Tally:
+    """Node messages being written at once, across every stream that shares it."""
+
+    def __init__(self) -> None:
+        self.writing = self.most = 0
+
+
+class SlowStream(Stream):
+    """Each node message takes a trip through the event loop, as gRPC's writes do."""
+
+    def __init__(self, tally: Tally) -> None:
+        super().__init__()
+        self._tally = tally
+
+    async def write(self, message: Message) -> None:
+        assert isinstance(message, npb.WatchNodesResponse)
+        if message.type in (ADDED, CHANGED):
+            self._tally.writing += 1
+            self._tally.most = max(self._tally.most, self._tally.writing)
+            await asyncio.sleep(0)
+            self._tally.writing -= 1
+        await super().write(message)
+
+
+@pytest.mark.parametrize("start", [0, 1], ids=["state", "replay"])
+async def test_bulk_sends_take_turns_across_watchers(start: int) -> None:
+    plane = Plane()
+    for _ in range(2 * STATE_CHUNK + 1):
+        plane.put(new_node())
+    shared = watch(plane, 500)
+    tally = Tally()
+    streams = [SlowStream(tally) for _ in range(10)]
+    tasks = [asyncio.create_task(shared.serve(start, cast(Any, s))) for s in streams]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(s.synced.wait() for s in streams)), 30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert tally.most == SEND_TURNS
+    nodes = 2 * STATE_CHUNK + 1 - start  # a replay from 1 leaves out the first node
+    assert all(len(s.sent) == nodes + 1 for s in streams)
+
+
+async def test_a_watcher_that_never_reads_gives_its_turn_up() -> None:
+    plane = Plane()
+    for _ in range(3):
+        plane.put(new_node())
+    shared = watch(plane, 500)
+    stalled, reading = Stream(stalled=True), Stream()
+    tasks = [asyncio.create_task(shared.serve(0, cast(Any, stalled)))]
+    try:
+        await asyncio.wait_for(stalled.blocked.wait(), 10)
+        tasks.append(asyncio.create_task(shared.serve(0, cast(Any, reading))))
+        await asyncio.wait_for(reading.synced.wait(), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert [m.type for m in reading.sent] == [ADDED, ADDED, ADDED, SYNCED]
