@@ -377,8 +377,10 @@ class PostgresTable(Generic[T]):
             await self._check_revision(conn, resource_id, expect_revision)
             cursor = await conn.execute(
                 f"WITH old AS (SELECT revision, data FROM {layout.table} WHERE id = %s),"
-                " c AS (INSERT INTO changes (kind, resource_id, deleted, data, prior_revision)"
-                "  SELECT %s, %s, TRUE, old.data, old.revision FROM old RETURNING revision),"
+                " c AS (INSERT INTO changes"
+                "  (revision, kind, resource_id, deleted, data, prior_revision)"
+                f"  SELECT {_NEXT_REVISION}, %s, %s, TRUE, old.data, old.revision FROM old"
+                "  RETURNING revision),"
                 f" d AS (DELETE FROM {layout.table} WHERE id = %s)"
                 " SELECT revision FROM c",
                 (resource_id, layout.kind, resource_id, resource_id),
@@ -414,11 +416,15 @@ class PostgresTable(Generic[T]):
             )
 
 
+# The next revision: every logged write holds the write lock (pg_advisory_xact_lock) when it
+# takes it, so revisions are dense, never repeat, and commit in order.
+_NEXT_REVISION = "(SELECT coalesce(max(revision), 0) + 1 FROM changes)"
+
 # Appends a put to the change log; parameters: kind, resource id, document. Returns the
 # revision and the document (as stored, for the resource row).
 _LOG_PUT = (
-    "INSERT INTO changes (kind, resource_id, deleted, data) VALUES (%s, %s, FALSE, %s::jsonb)"
-    " RETURNING revision, data"
+    f"INSERT INTO changes (revision, kind, resource_id, deleted, data) VALUES ({_NEXT_REVISION},"
+    " %s, %s, FALSE, %s::jsonb) RETURNING revision, data"
 )
 
 

@@ -1,9 +1,9 @@
 """The PostgreSQL schema, as an ordered list of migrations. The `schema_version` table records
 which have been applied; append new migrations, never edit applied ones.
 
-The shape mirrors `sqlite_migrations.py`: the change log's identity column is the revision (a
-sequence, so it never goes backwards or repeats, even after deletes and restarts; gaps left by
-rolled-back transactions are allowed), and each resource table has its indexed columns beside a
+The shape mirrors `sqlite_migrations.py`: the change log's key is the revision (since migration
+4 taken as max + 1 under the write lock, so it never goes backwards, repeats or skips, even
+after a transaction that died), and each resource table has its indexed columns beside a
 JSONB document. Ids sort
 bytewise (COLLATE "C"), as in SQLite, whatever the database's locale."""
 
@@ -57,5 +57,10 @@ MIGRATIONS: list[str] = [
         epoch      BIGINT      NOT NULL,
         expires_at TIMESTAMPTZ NOT NULL
     );
+    """,
+    # 4: revisions without gaps: taken as max + 1 under the write lock, not from a sequence
+    # (a transaction that died after taking a sequence value left a hole in the log).
+    """
+    ALTER TABLE changes ALTER COLUMN revision DROP IDENTITY IF EXISTS;
     """,
 ]
