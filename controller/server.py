@@ -15,6 +15,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 import time
 
 from automator67.v1 import (
@@ -288,6 +289,10 @@ async def serve(config: Config) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    # The store's threads and grpc's poller hand results to the event loop through the GIL,
+    # which a busy loop (watchers streaming a fleet) holds up to the switch interval (5 ms by
+    # default) at each hand-off: 1 ms cut RegisterNode's p99 under 100 replaying watchers ~2x.
+    sys.setswitchinterval(0.001)
     controller.security.log_summary()
     log.info(
         "serving",
