@@ -57,6 +57,7 @@ class SchedulerSettings:
     tick_s: float = 1.0
     min_pass_interval_s: float = 0.05
     pass_slice_s: float = 0.02  # a pass gives the event loop back after holding it this long
+    max_placements_per_step: int = 200  # per deployment per pass (see reconcile.Context)
 
 
 class Evictions:
@@ -263,6 +264,7 @@ class Scheduler:
             default_strategy=self._settings.default_strategy,
             rng=self._rng,
             stop_timeout_s=self._settings.stop_timeout_s,
+            max_placements=self._settings.max_placements_per_step,
         )
 
     def _due(self, dep: Deployment, now: datetime) -> bool:

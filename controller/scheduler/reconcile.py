@@ -47,6 +47,9 @@ class Context:
     default_strategy: PlacementStrategy
     rng: random.Random
     stop_timeout_s: float = 30.0
+    # Replicas one step may try to place: a deployment of thousands is placed over several
+    # passes (each step stays a few tens of milliseconds), the rest wait PENDING for the next.
+    max_placements: int = 200
 
 
 def backoff_s(failures: int, rng: random.Random) -> float:
@@ -70,6 +73,7 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
         elif outcome is not None:
             kept.append(outcome)
     collocated = Counter(r.node_id for r in current.values() if r.node_id)
+    tried = 0
     for index in sorted(set(range(dep.replicas)) | set(current)):
         replica = current.get(index) or Replica(index, state_time=ctx.now)
         if index >= dep.replicas:
@@ -90,8 +94,9 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
         if lost is not None:
             kept.append(lost)
         replica = _after_failure(replica, ctx)
-        if not replica.node_id:
+        if not replica.node_id and tried < ctx.max_placements:
             replica = _place(dep, replica, collocated, ctx)
+            tried += 1
         kept.append(replica)
     replicas = tuple(sorted(kept, key=lambda r: (r.index, not r.superseded)))
     return with_status(_with_replicas(dep, replicas), ctx.now), False

@@ -717,3 +717,23 @@ def test_a_stopping_replica_on_a_ready_node_waits_for_its_agent_however_long(
     again, done = reconcile(dep, world.context(dep))
     assert again is dep
     assert not done
+
+
+def test_a_big_deployment_is_placed_a_bounded_number_of_replicas_per_step(
+    world: World, clock: FakeClock
+) -> None:
+    for i in range(500):
+        world.add(f"n{i:03}")
+    dep = deployment(clock, replicas=450)
+
+    def on_nodes(dep: Deployment) -> set[str]:
+        return {node for _, node, _ in placed(dep) if node}
+
+    steps = []
+    while len(on_nodes(dep)) < 450 and len(steps) < 10:
+        ctx = replace(world.context(dep), max_placements=200)
+        dep, _ = reconcile(dep, ctx)
+        steps.append(len(on_nodes(dep)))
+
+    # Each step tries at most 200 (a step stays short; the scheduler yields between steps).
+    assert steps == [200, 400, 450]
