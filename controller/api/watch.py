@@ -172,6 +172,7 @@ class Watch(Generic[R]):
                     ) from None
                 if event.revision > sent:
                     await context.write(self._encoder.event(event))
+                    sent = event.revision  # events come in revision order (the change feed)
         finally:
             subscription.close()
 
