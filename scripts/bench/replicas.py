@@ -6,10 +6,13 @@ free port on 127.0.0.1), provisions shared keys, starts three controllers. Then:
 - visibility: `--writes` CreateDeployment calls on replica 1, paced at `--rate`/s; replica 2's
   WatchDeployments timestamps each ADDED; latency = seen on 2 - acknowledged on 1 (negative
   values are possible: the feed can deliver before the writer's reply arrives). p50/p99/max;
+- a fleet spread over the three: `--agents` heartbeat streams (AgentService, node tokens), a
+  third on each replica, one beat every `--interval-s`, for `--window-s`: each replica's CPU
+  per beat it acked;
 - failover, `--kills` times: kill -9 the leader, time until both survivors name the same new
   leader in GetNodeStats; the killed replica is restarted before the next round.
 
-    python scripts/bench/replicas.py --writes 500 --rate 50 --kills 3"""
+    python scripts/bench/replicas.py --writes 500 --rate 50 --agents 600 --kills 3"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import fleet
 from automator67.v1 import deployment_pb2
 from automator67.v1 import deployment_service_pb2 as dpb
 from automator67.v1 import deployment_service_pb2_grpc as dsg
@@ -118,6 +122,53 @@ async def visibility(a: common.Server, b: common.Server, writes: int, rate: floa
     }
 
 
+async def spread_fleet(
+    servers: list[common.Server], agents: int, interval_s: float, window_s: float
+) -> list[dict[str, Any]]:
+    """`agents` streams, agent i on replica i % 3, beating every `interval_s`; per replica, the
+    beats acked and the CPU it spent over `window_s`."""
+    ids, tokens = await fleet.register_nodes(servers[0].address, agents, servers[0].metadata)
+    channels = [aio.insecure_channel(s.address) for s in servers]
+    driver = fleet.ControllerDriver()
+    streams_ = [driver.stream(channels[i % 3], ids[i], tokens[i]) for i in range(agents)]
+    await asyncio.gather(*(st.open() for st in streams_))
+    acked = [0, 0, 0]
+    stop = asyncio.Event()
+
+    async def beat(i: int) -> None:
+        await asyncio.sleep(interval_s * i / agents)  # spread over the interval
+        while not stop.is_set():
+            started = time.perf_counter()
+            await streams_[i].beat()
+            acked[i % 3] += 1
+            await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
+
+    beaters = [asyncio.create_task(beat(i)) for i in range(agents)]
+    await asyncio.sleep(interval_s * 2)  # warm up
+    before = [common.cpu_seconds(s.pid) for s in servers]
+    counted = list(acked)
+    await asyncio.sleep(window_s)
+    cpu = [common.cpu_seconds(s.pid) - b for s, b in zip(servers, before, strict=True)]
+    beats = [a - c for a, c in zip(acked, counted, strict=True)]
+    stop.set()
+    for task in beaters:
+        task.cancel()
+    await asyncio.gather(*beaters, return_exceptions=True)
+    for st in streams_:
+        st.cancel()
+    for channel in channels:
+        await channel.close(None)
+    return [
+        {
+            "replica": s.name,
+            "beats": b,
+            "cpu_s": round(c, 2),
+            "us_per_beat": round(c / b * 1e6) if b else None,
+        }
+        for s, b, c in zip(servers, beats, cpu, strict=True)
+    ]
+
+
 async def leader_of(servers: Sequence[common.Server]) -> str:
     names = set()
     for server in servers:
@@ -156,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--agents", type=int, default=600)
+    parser.add_argument("--interval-s", type=float, default=1.0)
+    parser.add_argument("--window-s", type=float, default=20.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
@@ -167,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.ExitStack() as stack:
                 servers = [stack.enter_context(replica(work, data_dir, url, i)) for i in (1, 2, 3)]
                 seen = asyncio.run(visibility(servers[0], servers[1], args.writes, args.rate))
+                spread = asyncio.run(
+                    spread_fleet(servers, args.agents, args.interval_s, args.window_s)
+                )
                 times = []
                 for _ in range(args.kills):
                     times.append(asyncio.run(failover(servers)))
@@ -175,7 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                             servers[i] = stack.enter_context(replica(work, data_dir, url, i + 1))
     finally:
         postgres_server.stop()
-    result = {"visibility": seen, "failover_s": [round(t, 2) for t in times], "lease_s": LEASE_S}
+    result = {
+        "visibility": seen,
+        "fleet": spread,
+        "failover_s": [round(t, 2) for t in times],
+        "lease_s": LEASE_S,
+    }
     print(
         common.markdown_table(
             ["write on r1 -> watch on r2", "p50", "p99", "max", "failover after kill -9"],
@@ -187,6 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{seen['max_ms']} ms",
                     ", ".join(f"{t:.2f} s" for t in times) + f" (lease {LEASE_S:g} s)",
                 ]
+            ],
+        )
+    )
+    print(
+        common.markdown_table(
+            ["replica", f"beats acked in {args.window_s:g} s", "server CPU", "CPU per beat"],
+            [
+                [f["replica"], str(f["beats"]), f"{f['cpu_s']} s", f"{f['us_per_beat']} us"]
+                for f in spread
             ],
         )
     )
