@@ -729,7 +729,7 @@ def test_a_big_deployment_is_placed_a_bounded_number_of_replicas_per_step(
     def on_nodes(dep: Deployment) -> set[str]:
         return {node for _, node, _ in placed(dep) if node}
 
-    steps = []
+    steps: list[int] = []
     while len(on_nodes(dep)) < 450 and len(steps) < 10:
         ctx = replace(world.context(dep), max_placements=200)
         dep, _ = reconcile(dep, ctx)
