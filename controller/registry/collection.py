@@ -163,12 +163,21 @@ class Collection(Generic[T]):
             self._staged.setdefault(resource.id, persisted)
         self.index.put(resource)
 
-    async def persist(self, fence: Fence | None = None) -> int:
+    async def persist(
+        self, fence: Fence | None = None, which: Callable[[str], bool] | None = None
+    ) -> int:
+        """`persist_locked` as a write of its own; `which` picks the staged ids to write (the
+        others stay staged)."""
         if not self._staged:
             return 0  # the common case (every tick of the loops): no task, no lock
-        return await self.write(lambda: self.persist_locked(fence=fence))
+        return await self.write(lambda: self.persist_locked(fence=fence, which=which))
 
-    async def persist_locked(self, must_write: str = "", fence: Fence | None = None) -> int:
+    async def persist_locked(
+        self,
+        must_write: str = "",
+        fence: Fence | None = None,
+        which: Callable[[str], bool] | None = None,
+    ) -> int:
         """Stores every staged resource in one transaction; returns how many were written.
         A resource changed in memory again while it was being written stays staged. A resource
         changed elsewhere since it was read (another replica) is not written: the feed brings
@@ -177,7 +186,13 @@ class Collection(Generic[T]):
         staged change (FencedError): what a deposed leader derived must not be written later."""
         if not self._staged:
             return 0
-        staged, self._staged = self._staged, {}
+        if which is None:
+            staged, self._staged = self._staged, {}
+        else:
+            staged = {k: v for k, v in self._staged.items() if which(k)}
+            self._staged = {k: v for k, v in self._staged.items() if k not in staged}
+        if not staged:
+            return 0
         self._writing = staged
         before = [r for r in map(self.index.get, staged) if r is not None]
         self._written = {r.id: r for r in before}
@@ -185,9 +200,9 @@ class Collection(Generic[T]):
             written = await self.table.update_many(before, fence)
             await self.feed.caught_up(max((w.revision for w in written if w), default=0))
         except FencedError:
-            for base in (staged | self._staged).values():
-                self.index.put(base)
-            self._staged = {}
+            for resource_id, base in staged.items():  # this batch only: a leader's
+                if resource_id not in self._staged:  # (not staged again meanwhile)
+                    self.index.put(base)
             raise
         except BaseException:
             self._staged = staged | self._staged  # retried on the next call

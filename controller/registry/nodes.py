@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from controller.clock import Clock
-from controller.errors import NotFoundError
+from controller.errors import FencedError, NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus
 from controller.registry.collection import Collection, check_id, parse_etag
 from controller.registry.events import Event, EventType
@@ -32,7 +32,7 @@ from controller.registry.liveness import Liveness, LivenessSettings, Transition
 from controller.registry.node_tally import NodeStats, NodeTally
 from controller.registry.paging import Page
 from controller.registry.validation import validate_node
-from controller.store.base import Store
+from controller.store.base import Fence, Store
 
 log = logging.getLogger("controller.nodes")
 
@@ -63,6 +63,10 @@ class Replicas(Protocol):
 
     @property
     def live_replicas(self) -> frozenset[str]: ...
+
+    def fence(self) -> Fence | None:
+        """The leader's fence; None when not leading."""
+        ...
 
 
 class NodeRegistry:
@@ -253,7 +257,30 @@ class NodeRegistry:
             self._apply(transition)
 
     async def persist_statuses(self) -> int:
-        return await self._nodes.persist()
+        """Persists staged statuses and claims: those of the nodes this replica holds (or
+        streams) as they are; those it judges only because it leads (their replica died),
+        fenced by its epoch, since marking them is the leader's alone."""
+        r = self._replicas
+        if r is None:
+            return await self._nodes.persist()
+        written = await self._nodes.persist(which=self._held)
+        fence = r.fence()
+        if fence is None:
+            return written  # a leader's judgements, staged by a leader no more: not written
+        try:
+            return written + await self._nodes.persist(fence, lambda i: not self._held(i))
+        except FencedError as exc:  # deposed meanwhile: the new leader judges them
+            log.info("a deposed leader's node statuses were not written: %s", exc)
+            return written
+
+    def _held(self, node_id: str) -> bool:
+        r = self._replicas
+        node = self._nodes.index.get(node_id)
+        return (
+            r is None
+            or node_id in self._streaming
+            or (node is not None and node.holder == r.replica_id)
+        )
 
     async def persist_heartbeats(self) -> None:
         beats = self.liveness.drain_beats()

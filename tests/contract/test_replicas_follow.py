@@ -17,9 +17,10 @@ from controller.models import Capabilities, DeploymentSpec, NodeSpec, NodeStatus
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.events import EventType
 from controller.registry.feed import ChangeFeed
+from controller.registry.leadership import LEASE
 from controller.registry.nodes import NodeRegistry
 from controller.store import open_store
-from controller.store.base import Store
+from controller.store.base import Fence, Store
 
 NODE = NodeSpec(
     provider="aws",
@@ -145,6 +146,10 @@ class View:
     replica_id: str
     leading: bool = False
     live_replicas: frozenset[str] = frozenset({"a", "b"})
+    epoch: int = 0  # of the store's leader lease, when this replica took it
+
+    def fence(self) -> Fence | None:
+        return Fence(LEASE, self.replica_id, self.epoch) if self.leading else None
 
 
 async def judging_pair(url: str, clock: FakeClock) -> tuple[Replica, Replica, View, View]:
@@ -153,6 +158,8 @@ async def judging_pair(url: str, clock: FakeClock) -> tuple[Replica, Replica, Vi
     for view in views:
         store = open_store(url)
         await store.open()
+        if view.leading:
+            view.epoch = (await store.campaign(LEASE, view.replica_id, 3600)).epoch
         feed = ChangeFeed(store, poll_s=60.0)
         nodes = NodeRegistry(store, clock, feed=feed, replicas=view)
         deployments = DeploymentRegistry(store, clock, feed)
@@ -267,6 +274,30 @@ async def test_a_follower_never_marks_a_node_offline(store_url: str) -> None:
         await b.nodes.persist_statuses()
 
         assert b.nodes.liveness.status(node.id) is None
+        assert b.nodes.get(node.id).status is NodeStatus.READY
+    finally:
+        for r in (a, b):
+            await r.feed.stop()
+            await r.store.close()
+
+
+async def test_a_deposed_leaders_offline_verdict_is_not_written(store_url: str) -> None:
+    clock = FakeClock()
+    a, b, view_a, _ = await judging_pair(store_url, clock)
+    try:
+        node = await b.nodes.register(NODE)
+        b.nodes.stream_opened(node.id)
+        await b.nodes.persist_statuses()
+        await a.feed.caught_up()
+        view_a.live_replicas = frozenset({"a"})  # b looks dead to a, which believes it leads
+        a.nodes.reconsider()
+        view_a.epoch += 1  # but the store's lease moved on: a's fence is stale
+        clock.advance(a.nodes.liveness.settings.failover_grace_s + 1)
+        a.nodes.sweep()
+
+        await a.nodes.persist_statuses()  # refused in the store, not raised
+
+        await b.feed.caught_up()
         assert b.nodes.get(node.id).status is NodeStatus.READY
     finally:
         for r in (a, b):
