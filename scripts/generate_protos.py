@@ -1,7 +1,7 @@
 """Regenerate generated/ from protos/: Python messages, gRPC stubs and mypy-protobuf type stubs.
 
 generated/automator67/v1 is the `automator67.v1` package; its parent `automator67` is the
-hand-written SDK in sdk/python/automator67 (setup.py maps the two together; the SDK's wheel is
+hand-written SDK in sdk/python/automator67 (pyproject.toml maps the two together; the SDK's wheel is
 built by scripts/build_python_sdk.py), so generated/automator67 has no `__init__.py`.
 
 Run `python scripts/generate_protos.py` after changing a .proto file. `--check` regenerates into a
