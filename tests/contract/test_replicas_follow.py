@@ -152,11 +152,24 @@ class View:
         return Fence(LEASE, self.replica_id, self.epoch) if self.leading else None
 
 
-async def judging_pair(url: str, clock: FakeClock) -> tuple[Replica, Replica, View, View]:
+@dataclass
+class Judging:
+    """Two replicas on one store that judge liveness as in a cluster: a leads, both alive."""
+
+    a: Replica
+    b: Replica
+    view_a: View
+    view_b: View
+    clock: FakeClock
+
+
+@pytest_asyncio.fixture
+async def judging(store_url: str) -> AsyncIterator[Judging]:
+    clock = FakeClock()
     views = View("a", leading=True), View("b")
     made = []
     for view in views:
-        store = open_store(url)
+        store = open_store(store_url)
         await store.open()
         if view.leading:
             view.epoch = (await store.campaign(LEASE, view.replica_id, 3600)).epoch
@@ -166,140 +179,113 @@ async def judging_pair(url: str, clock: FakeClock) -> tuple[Replica, Replica, Vi
         await nodes.load()
         await deployments.load()
         made.append(Replica(store, feed, nodes, deployments))
-    return made[0], made[1], views[0], views[1]
+    yield Judging(made[0], made[1], views[0], views[1], clock)
+    for r in made:
+        await r.feed.stop()
+        await r.store.close()
 
 
 async def test_only_the_replica_holding_a_stream_judges_the_node_and_it_moves_with_the_stream(
-    store_url: str,
+    judging: Judging,
 ) -> None:
-    clock = FakeClock()
-    a, b, _, _ = await judging_pair(store_url, clock)
-    try:
-        node = await a.nodes.register(NODE)
-        await b.feed.caught_up()
-        b.nodes.stream_opened(node.id)  # the agent streams to b
-        await b.nodes.persist_statuses()
-        await a.feed.caught_up()
+    a, b, clock = judging.a, judging.b, judging.clock
+    node = await a.nodes.register(NODE)
+    await b.feed.caught_up()
+    b.nodes.stream_opened(node.id)  # the agent streams to b
+    await b.nodes.persist_statuses()
+    await a.feed.caught_up()
 
-        assert a.nodes.get(node.id).status is NodeStatus.READY
-        assert b.nodes.liveness.status(node.id) is NodeStatus.READY
-        assert a.nodes.liveness.status(node.id) is None  # a leads, but b holds it: b judges
+    assert a.nodes.get(node.id).status is NodeStatus.READY
+    assert b.nodes.liveness.status(node.id) is NodeStatus.READY
+    assert a.nodes.liveness.status(node.id) is None  # a leads, but b holds it: b judges
 
-        a.nodes.stream_opened(node.id)  # the agent moved to a
-        await a.nodes.persist_statuses()
-        await b.feed.caught_up()
-        b.nodes.stream_closed(node.id, "replaced")  # b's handler ends its stream
+    a.nodes.stream_opened(node.id)  # the agent moved to a
+    await a.nodes.persist_statuses()
+    await b.feed.caught_up()
+    b.nodes.stream_closed(node.id, "replaced")  # b's handler ends its stream
 
-        assert b.nodes.liveness.status(node.id) is None
-        clock.advance(60)
-        b.nodes.sweep()
-        a.nodes.beat(node.id)
-        a.nodes.sweep()
-        await a.nodes.persist_statuses()
-        await b.nodes.persist_statuses()
-        await b.feed.caught_up()
-        assert b.nodes.get(node.id).status is NodeStatus.READY  # b judged nothing
-    finally:
-        for r in (a, b):
-            await r.feed.stop()
-            await r.store.close()
+    assert b.nodes.liveness.status(node.id) is None
+    clock.advance(60)
+    b.nodes.sweep()
+    a.nodes.beat(node.id)
+    a.nodes.sweep()
+    await a.nodes.persist_statuses()
+    await b.nodes.persist_statuses()
+    await b.feed.caught_up()
+    assert b.nodes.get(node.id).status is NodeStatus.READY  # b judged nothing
 
 
-async def test_a_replica_that_loses_the_stream_to_another_ends_its_own(store_url: str) -> None:
-    clock = FakeClock()
-    a, b, _, _ = await judging_pair(store_url, clock)
+async def test_a_replica_that_loses_the_stream_to_another_ends_its_own(judging: Judging) -> None:
+    a, b = judging.a, judging.b
     released: list[tuple[str, str]] = []
     a.nodes.on_released.append(lambda node_id, holder: released.append((node_id, holder)))
-    try:
-        node = await a.nodes.register(NODE)
-        a.nodes.stream_opened(node.id)
-        await a.nodes.persist_statuses()
-        await b.feed.caught_up()
+    node = await a.nodes.register(NODE)
+    a.nodes.stream_opened(node.id)
+    await a.nodes.persist_statuses()
+    await b.feed.caught_up()
 
-        b.nodes.stream_opened(node.id)  # a newer stream, on b
-        await b.nodes.persist_statuses()
-        await a.feed.caught_up()
+    b.nodes.stream_opened(node.id)  # a newer stream, on b
+    await b.nodes.persist_statuses()
+    await a.feed.caught_up()
 
-        assert released == [(node.id, "b")]
-    finally:
-        for r in (a, b):
-            await r.feed.stop()
-            await r.store.close()
+    assert released == [(node.id, "b")]
 
 
 async def test_the_leader_gives_a_dead_replicas_nodes_the_failover_grace_then_offline(
-    store_url: str,
+    judging: Judging,
 ) -> None:
-    clock = FakeClock()
-    a, b, view_a, _ = await judging_pair(store_url, clock)
-    try:
-        node = await b.nodes.register(NODE)
-        b.nodes.stream_opened(node.id)
-        await b.nodes.persist_statuses()
-        await a.feed.caught_up()
-        assert a.nodes.liveness.status(node.id) is None
+    a, b, view_a, clock = judging.a, judging.b, judging.view_a, judging.clock
+    node = await b.nodes.register(NODE)
+    b.nodes.stream_opened(node.id)
+    await b.nodes.persist_statuses()
+    await a.feed.caught_up()
+    assert a.nodes.liveness.status(node.id) is None
 
-        # b dies: its lease runs out. A follower would never judge the node; the leader does,
-        # from now on, with the failover grace (the agent may be reconnecting elsewhere).
-        view_a.live_replicas = frozenset({"a"})
-        a.nodes.reconsider()
-        assert a.nodes.liveness.status(node.id) is NodeStatus.READY
-        grace = a.nodes.liveness.settings.failover_grace_s
-        clock.advance(grace - 1)
-        a.nodes.sweep()
-        assert a.nodes.liveness.status(node.id) is not NodeStatus.OFFLINE
-        clock.advance(2)
-        a.nodes.sweep()
-        await a.nodes.persist_statuses()
-        assert a.nodes.get(node.id).status is NodeStatus.OFFLINE
-    finally:
-        for r in (a, b):
-            await r.feed.stop()
-            await r.store.close()
+    # b dies: its lease runs out. A follower would never judge the node; the leader does,
+    # from now on, with the failover grace (the agent may be reconnecting elsewhere).
+    view_a.live_replicas = frozenset({"a"})
+    a.nodes.reconsider()
+    assert a.nodes.liveness.status(node.id) is NodeStatus.READY
+    grace = a.nodes.liveness.settings.failover_grace_s
+    clock.advance(grace - 1)
+    a.nodes.sweep()
+    assert a.nodes.liveness.status(node.id) is not NodeStatus.OFFLINE
+    clock.advance(2)
+    a.nodes.sweep()
+    await a.nodes.persist_statuses()
+    assert a.nodes.get(node.id).status is NodeStatus.OFFLINE
 
 
-async def test_a_follower_never_marks_a_node_offline(store_url: str) -> None:
-    clock = FakeClock()
-    a, b, _, view_b = await judging_pair(store_url, clock)
-    try:
-        node = await a.nodes.register(NODE)
-        a.nodes.stream_opened(node.id)
-        await a.nodes.persist_statuses()
-        await b.feed.caught_up()
-        view_b.live_replicas = frozenset({"b"})  # a looks dead to b, which does not lead
-        b.nodes.reconsider()
+async def test_a_follower_never_marks_a_node_offline(judging: Judging) -> None:
+    a, b, view_b, clock = judging.a, judging.b, judging.view_b, judging.clock
+    node = await a.nodes.register(NODE)
+    a.nodes.stream_opened(node.id)
+    await a.nodes.persist_statuses()
+    await b.feed.caught_up()
+    view_b.live_replicas = frozenset({"b"})  # a looks dead to b, which does not lead
+    b.nodes.reconsider()
 
-        clock.advance(3600)
-        b.nodes.sweep()
-        await b.nodes.persist_statuses()
+    clock.advance(3600)
+    b.nodes.sweep()
+    await b.nodes.persist_statuses()
 
-        assert b.nodes.liveness.status(node.id) is None
-        assert b.nodes.get(node.id).status is NodeStatus.READY
-    finally:
-        for r in (a, b):
-            await r.feed.stop()
-            await r.store.close()
+    assert b.nodes.liveness.status(node.id) is None
+    assert b.nodes.get(node.id).status is NodeStatus.READY
 
 
-async def test_a_deposed_leaders_offline_verdict_is_not_written(store_url: str) -> None:
-    clock = FakeClock()
-    a, b, view_a, _ = await judging_pair(store_url, clock)
-    try:
-        node = await b.nodes.register(NODE)
-        b.nodes.stream_opened(node.id)
-        await b.nodes.persist_statuses()
-        await a.feed.caught_up()
-        view_a.live_replicas = frozenset({"a"})  # b looks dead to a, which believes it leads
-        a.nodes.reconsider()
-        view_a.epoch += 1  # but the store's lease moved on: a's fence is stale
-        clock.advance(a.nodes.liveness.settings.failover_grace_s + 1)
-        a.nodes.sweep()
+async def test_a_deposed_leaders_offline_verdict_is_not_written(judging: Judging) -> None:
+    a, b, view_a, clock = judging.a, judging.b, judging.view_a, judging.clock
+    node = await b.nodes.register(NODE)
+    b.nodes.stream_opened(node.id)
+    await b.nodes.persist_statuses()
+    await a.feed.caught_up()
+    view_a.live_replicas = frozenset({"a"})  # b looks dead to a, which believes it leads
+    a.nodes.reconsider()
+    view_a.epoch += 1  # but the store's lease moved on: a's fence is stale
+    clock.advance(a.nodes.liveness.settings.failover_grace_s + 1)
+    a.nodes.sweep()
 
-        await a.nodes.persist_statuses()  # refused in the store, not raised
+    await a.nodes.persist_statuses()  # refused in the store, not raised
 
-        await b.feed.caught_up()
-        assert b.nodes.get(node.id).status is NodeStatus.READY
-    finally:
-        for r in (a, b):
-            await r.feed.stop()
-            await r.store.close()
+    await b.feed.caught_up()
+    assert b.nodes.get(node.id).status is NodeStatus.READY
