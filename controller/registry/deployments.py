@@ -276,7 +276,9 @@ class DeploymentRegistry:
         self._touched_nodes |= nodes_of(dep.replica_set)
 
         async def persist_locked() -> Deployment:
-            await self._deployments.persist_locked(must_write=dep.id)
+            # Only this deployment: what the scheduler staged for others is the leader's to
+            # write, fenced by its epoch.
+            await self._deployments.persist_locked(must_write=dep.id, which=lambda i: i == dep.id)
             self.changed.set()
             return self.get(dep.id)
 
