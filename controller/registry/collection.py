@@ -232,9 +232,12 @@ class Collection(Generic[T]):
         expect = parse_etag(etag)
         await self.write(lambda: self.delete_locked(resource_id, expect))
 
-    async def delete_locked(self, resource_id: str, expect: int | None) -> None:
-        """Deletes the resource (at revision `expect`, if given); its id is already checked."""
-        revision = await self.table.delete(resource_id, expect)
+    async def delete_locked(
+        self, resource_id: str, expect: int | None, fence: Fence | None = None
+    ) -> None:
+        """Deletes the resource (at revision `expect`, if given; while `fence` holds, if
+        given); its id is already checked."""
+        revision = await self.table.delete(resource_id, expect, fence)
         await self.feed.caught_up(revision)
 
     def apply(self, change: Change) -> None:

@@ -208,9 +208,12 @@ class DeploymentRegistry:
         )
         return await self._write(stopping)
 
-    async def remove(self, deployment_id: str) -> None:
-        """Removes a deployment whose replicas have all stopped (the scheduler's last step)."""
-        await self._deployments.delete(deployment_id, "", "deployment_id")
+    async def remove(self, deployment_id: str, fence: Fence | None = None) -> None:
+        """Removes a deployment whose replicas have all stopped (the scheduler's last step:
+        the leader's, fenced by its epoch)."""
+        await self._deployments.write(
+            lambda: self._deployments.delete_locked(deployment_id, None, fence)
+        )
 
     def report(self, node_id: str, reports: Iterable[Report]) -> None:
         """Applies an agent's replica reports (in memory; persisted by the scheduler)."""

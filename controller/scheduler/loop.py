@@ -204,7 +204,12 @@ class Scheduler:
             last = self._deployments.snapshot_of(deployment_id)  # its nodes, as assigned
             if last is not None:
                 touched |= nodes_of(last.replica_set)
-            await self._deployments.remove(deployment_id)
+            try:
+                await self._deployments.remove(deployment_id, fence)
+            except FencedError as exc:
+                assert self._leadership is not None  # only fenced writes are refused
+                self._leadership.step_down(str(exc))
+                return
             self._parked.pop(deployment_id, None)
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
         self._sessions.assignments_changed(touched)

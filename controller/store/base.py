@@ -118,9 +118,12 @@ class Table(Protocol, Generic[T]):
         `fence`, nothing is written (FencedError) unless the fence's lease is still held."""
         ...
 
-    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+    async def delete(
+        self, resource_id: str, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> int:
         """Deletes the resource (if `expect_revision` is given, only at that revision) and
-        returns the revision of the deletion. Raises NotFoundError or ConflictError."""
+        returns the revision of the deletion. Raises NotFoundError or ConflictError, and
+        FencedError if `fence`'s lease is no longer held."""
         ...
 
     async def find_request(self, request_id: str) -> RequestRecord | None:

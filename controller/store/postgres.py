@@ -370,10 +370,14 @@ class PostgresTable(Generic[T]):
             return []
         return await self._store.transaction(write, self._layout.kind)
 
-    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+    async def delete(
+        self, resource_id: str, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> int:
         layout = self._layout
 
         async def write(conn: Connection) -> int:
+            if fence is not None:
+                await _check_fence(conn, fence)
             await self._check_revision(conn, resource_id, expect_revision)
             cursor = await conn.execute(
                 f"WITH old AS (SELECT revision, data FROM {layout.table} WHERE id = %s),"

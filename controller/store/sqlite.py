@@ -315,10 +315,14 @@ class SQLiteTable(Generic[T]):
 
         return await self._store.run(lambda conn: _transaction(conn, write, self._layout.kind))
 
-    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
+    async def delete(
+        self, resource_id: str, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> int:
         layout = self._layout
 
         def write(conn: sqlite3.Connection) -> int:
+            if fence is not None:
+                _check_fence(conn, fence)
             prior, document = self._check_revision(conn, resource_id, expect_revision)
             revision = _log_change(conn, layout.kind, resource_id, document, deleted_at=prior)
             conn.execute(f"DELETE FROM {layout.table} WHERE id = ?", (resource_id,))

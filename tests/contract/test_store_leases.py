@@ -94,3 +94,15 @@ async def test_leases_lists_the_live_ones_under_a_prefix(store: Store) -> None:
     live = await store.leases("replica/")
 
     assert [(lease.name, lease.holder) for lease in live] == [("replica/a", "a")]
+
+
+async def test_a_deposed_leaders_delete_is_refused(store: Store) -> None:
+    old = await store.campaign(LEADER, "a", ttl_s=0.2)
+    dep = await store.deployments.create(new_deployment())
+    await asyncio.sleep(0.3)
+    await store.campaign(LEADER, "b", ttl_s=30)
+
+    with pytest.raises(FencedError):
+        await store.deployments.delete(dep.id, fence=Fence(LEADER, "a", old.epoch))
+
+    assert await store.deployments.get(dep.id) == dep

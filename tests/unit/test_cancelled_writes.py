@@ -93,8 +93,10 @@ class GatedTable(Generic[T]):
     ) -> list[T | None]:
         return await self._write(lambda: self._inner.update_many(resources, fence))
 
-    async def delete(self, resource_id: str, expect_revision: int | None = None) -> int:
-        return await self._write(lambda: self._inner.delete(resource_id, expect_revision))
+    async def delete(
+        self, resource_id: str, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> int:
+        return await self._write(lambda: self._inner.delete(resource_id, expect_revision, fence))
 
     async def _write(self, op: Callable[[], Coroutine[Any, Any, R]]) -> R:
         if not self._armed:
