@@ -140,12 +140,7 @@ class NodeRegistry:
             self._streaming.discard(node.id)
             for listener in self.on_released:
                 listener(node.id, node.holder)
-        judged = self._judges(node)
-        tracked = self.liveness.status(node.id) is not None
-        if judged and not tracked:
-            self.liveness.track(node.id, node.status, restored=previous is not None)
-        elif tracked and not judged:
-            self.liveness.forget(node.id)
+        self._track_if_judged(node, restored=previous is not None)
 
     def reconsider(self) -> None:
         """Who is alive or leads changed (or may have): track the nodes this replica judges
@@ -155,12 +150,17 @@ class NodeRegistry:
             return
         self._view = (r.leading, r.live_replicas)
         for node in self._nodes.index.values():
-            judged = self._judges(node)
-            tracked = self.liveness.status(node.id) is not None
-            if judged and not tracked:
-                self.liveness.track(node.id, node.status, restored=True)
-            elif tracked and not judged:
-                self.liveness.forget(node.id)
+            self._track_if_judged(node, restored=True)
+
+    def _track_if_judged(self, node: Node, *, restored: bool) -> None:
+        """Liveness tracks `node` if and only if this replica judges it; one newly judged
+        starts `restored` (with the failover grace) when it may have been alive elsewhere."""
+        judged = self._judges(node)
+        tracked = self.liveness.status(node.id) is not None
+        if judged and not tracked:
+            self.liveness.track(node.id, node.status, restored=restored)
+        elif tracked and not judged:
+            self.liveness.forget(node.id)
 
     @property
     def revision(self) -> int:
