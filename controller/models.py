@@ -103,6 +103,28 @@ class Capabilities:
     network_bandwidth: str = ""
 
 
+class DrainState(enum.Enum):
+    """Names match the proto enum without its prefix."""
+
+    DRAINING = "DRAINING"
+    COMPLETE = "COMPLETE"
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A node's drain (registry/node_updates.py starts and cancels it). The
+    counts and the message are the leader's progress report (scheduler/drainer.py)."""
+
+    start_time: datetime
+    deadline: datetime
+    state: DrainState = DrainState.DRAINING
+    end_time: datetime | None = None
+    remaining: int = 0  # replicas still placed on the node
+    moved: int = 0  # replicas whose replacement the drain started elsewhere
+    stopped: int = 0  # replicas stopped by the deadline
+    message: str = ""
+
+
 @dataclass(frozen=True)
 class Node:
     """A registered node. `revision` is the store revision of its last change (0 = never stored)."""
@@ -122,6 +144,8 @@ class Node:
     # The replica holding the node's heartbeat stream, which judges its liveness ("" if none
     # ever did). Internal: it moves with the stream, without a new etag worth showing users.
     holder: str = ""
+    unschedulable: bool = False  # cordoned: nothing new is placed on it
+    drain: Drain | None = None  # its drain, if one runs or completed
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,9 @@ class Replica:
     avoid: tuple[str, ...] = ()  # nodes it failed on
     superseded: bool = False
     state_time: datetime | None = None  # when `state` was entered
+    # This placement's own id, new for every placement (scheduler/reconcile.py): agents key
+    # their workloads by it and reports are matched by it. "" while unplaced.
+    placement_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@
                  EVERY beat, so a lost message or a new stream leaves the controller out of
                  date for one beat at most
 
-Converging, per replica (deployment id, replica index):
+Converging, per placement (deployment id, replica index, placement id; the id is "" from
+controllers that predate placement ids, and then one process serves an index):
     RUN, not started here               start it
     RUN, its deployment's etag changed  stop it; once it ended, start the new spec
     RUN, stopped by us before           once it ended, start it again
@@ -42,7 +43,7 @@ log = logging.getLogger("controller.agent.workloads")
 RUN = deployment_pb2.REPLICA_DESIRED_STATE_RUN
 MAX_REPORTS = 1000  # the controller's limit per beat
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
-Key = tuple[str, int]  # (deployment id, replica index)
+Key = tuple[str, int, str]  # (deployment id, replica index, placement id)
 
 
 @dataclass
@@ -67,9 +68,9 @@ class Workloads:
     def assign(self, assignments: hb.Assignments) -> None:
         wanted: dict[Key, hb.Assignment] = {}
         for assignment in assignments.assignments:
-            key = (assignment.deployment.id, assignment.replica_index)
-            # Two placements of one replica on one node (a superseded one and its replacement)
-            # cannot be told apart on the wire: one process serves both, so RUN wins.
+            key = (assignment.deployment.id, assignment.replica_index, assignment.placement_id)
+            # Without placement ids, two placements of one replica on one node (a superseded one
+            # and its replacement) cannot be told apart: one process serves both, so RUN wins.
             if key not in wanted or assignment.desired_state == RUN:
                 wanted[key] = assignment
         for key, replica in self._replicas.items():
@@ -99,6 +100,7 @@ class Workloads:
                     replica_index=key[1],
                     state=status.state,
                     message=status.message[:MAX_MESSAGE],
+                    placement_id=key[2],
                 )
             )
         if len(reports) > MAX_REPORTS:
@@ -154,18 +156,22 @@ class Workloads:
     def _start(self, key: Key, replica: _Replica) -> None:
         spec = replica.assignment.deployment
         try:
-            replica.workload = self.driver.start(spec, key[1])
+            replica.workload = self.driver.start(spec, key[1], key[2])
         except Exception as error:  # the driver's contract says never; a bug must still show
             log.exception("driver failed to start a replica")
             replica.workload = Failed(f"driver error: {error!r}")
         replica.etag, replica.stopping = spec.etag, False
         fields = {"deployment_id": key[0], "replica_index": key[1], "etag": spec.etag}
+        if key[2]:
+            fields["placement_id"] = key[2]
         log.info("replica starting", extra={"fields": {**fields, "driver": self.driver.name}})
 
     def _stop(self, key: Key, replica: _Replica, workload: Workload, why: str) -> None:
         workload.stop()
         replica.stopping = True
         fields = {"deployment_id": key[0], "replica_index": key[1], "reason": why}
+        if key[2]:
+            fields["placement_id"] = key[2]
         log.info("replica stopping", extra={"fields": fields})
 
 
@@ -191,6 +197,7 @@ def _log_status(key: Key, status: Status, etag: str) -> None:
     fields = {
         "deployment_id": key[0],
         "replica_index": key[1],
+        "placement_id": key[2],
         "state": state,
         "message": status.message,
         "etag": etag,

@@ -16,6 +16,7 @@ from automator67.v1 import (
 )
 from google.protobuf import timestamp_pb2
 
+from controller.api.node_update_convert import drain_to_pb
 from controller.errors import InvalidArgumentError
 from controller.models import (
     Capabilities,
@@ -106,6 +107,8 @@ def node_to_pb(node: Node) -> node_pb2.Node:
         update_time=_timestamp(node.update_time),
         last_heartbeat_time=_timestamp(node.last_heartbeat_time),
         etag=str(node.revision),
+        unschedulable=node.unschedulable,
+        drain=drain_to_pb(node.drain),
     )
 
 
@@ -208,6 +211,7 @@ def _replica_pb(r: Replica) -> deployment_pb2.Replica:
         message=r.message,
         failures=r.failures,
         superseded=r.superseded,
+        placement_id=r.placement_id,
     )
 
 
@@ -232,7 +236,7 @@ REPORTABLE_STATES_PB = frozenset(
 
 def report_of(pb: heartbeat_pb2.ReplicaReport) -> Report:
     state = ReplicaState(deployment_pb2.ReplicaState.Name(pb.state).removeprefix("REPLICA_STATE_"))
-    return Report(pb.deployment_id, pb.replica_index, state, pb.message)
+    return Report(pb.deployment_id, pb.replica_index, state, pb.message, pb.placement_id)
 
 
 def deployment_update(

@@ -177,6 +177,7 @@ class HeartbeatStream:
                 deployment=assignment_spec_pb(dep),
                 replica_index=replica.index,
                 desired_state=desired_state_pb(replica.desired),
+                placement_id=replica.placement_id,
             )
             for dep, replica in self._deployments.assignments(node_id)
         ]
@@ -262,3 +263,7 @@ def _check_beat(beat: hb.Beat) -> None:
             )
         if replica.state not in REPORTABLE_STATES_PB:
             raise InvalidArgumentError.single(f"beat.replicas[{i}].state", "unknown value")
+        if len(replica.placement_id) > 64:
+            raise InvalidArgumentError.single(
+                f"beat.replicas[{i}].placement_id", "at most 64 characters"
+            )

@@ -43,14 +43,25 @@ class Report:
     index: int
     state: ReplicaState
     message: str = ""
+    placement_id: str = ""  # "" from agents that predate placement ids
+
+
+def _matches(replica: Replica, node_id: str, report: Report) -> bool:
+    if replica.node_id != node_id:
+        return False
+    if report.placement_id:
+        return replica.placement_id == report.placement_id
+    return replica.index == report.index  # an old agent: the first placement of the index
 
 
 def apply_report(dep: Deployment, node_id: str, report: Report, now: datetime) -> Deployment | None:
-    """The deployment after `report` from `node_id`, or None if it changes nothing. Reports of
-    placements the controller does not know (another node, a dropped placement) are ignored:
-    the agent stops what is not in its assignments."""
+    """The deployment after `report` from `node_id`, or None if it changes nothing. A report
+    names its placement by id (old agents: by index), so a superseded placement's report never
+    changes its replacement. Reports of placements the controller does not know (another node,
+    a dropped or superseded-and-dropped placement) are ignored: they are in no assignment of the
+    node, so its agent stops them."""
     for position, replica in enumerate(dep.replica_set):
-        if replica.index != report.index or replica.node_id != node_id:
+        if not _matches(replica, node_id, report):
             continue
         state = report.state
         if replica.desired is DesiredState.STOP and state in (

@@ -218,7 +218,16 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
         message="",
         retry_at=None,
         state_time=ctx.now,
+        placement_id=new_placement_id(ctx.rng, {p.placement_id for p in dep.replica_set}),
     )
+
+
+def new_placement_id(rng: random.Random, taken: set[str]) -> str:
+    """A placement's id: 64 random bits in hex, none of `taken` (its deployment's ids: ids
+    are matched within a deployment; a seeded rng must not repeat one across steps)."""
+    while (placement_id := f"{rng.getrandbits(64):016x}") in taken:
+        pass
+    return placement_id
 
 
 def _fresh(r: Replica, message: str, ctx: Context) -> Replica:

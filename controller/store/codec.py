@@ -16,6 +16,8 @@ from controller.models import (
     Deployment,
     DeploymentStatus,
     DesiredState,
+    Drain,
+    DrainState,
     Node,
     NodeStatus,
     PlacementConstraints,
@@ -69,6 +71,8 @@ def encode_node(node: Node, sealer: Sealer) -> str:
             "update_time": _time(node.update_time),
             "last_heartbeat_time": _time(node.last_heartbeat_time),
             "holder": node.holder,
+            "unschedulable": node.unschedulable,
+            "drain": _encode_drain(node.drain),
         },
         separators=(",", ":"),
     )
@@ -96,6 +100,32 @@ def decode_node(node_id: str, revision: int, document: str, sealer: Sealer) -> N
         last_heartbeat_time=_parse_time(d["last_heartbeat_time"]),
         revision=revision,
         holder=d.get("holder", ""),
+        unschedulable=d.get("unschedulable", False),
+        drain=_decode_drain(d.get("drain")),
+    )
+
+
+def _encode_drain(drain: Drain | None) -> list[Any] | None:
+    if drain is None:
+        return None
+    times = [_time(drain.start_time), _time(drain.deadline), _time(drain.end_time)]
+    counts = [drain.remaining, drain.moved, drain.stopped]
+    return [drain.state.value, *times, *counts, drain.message]
+
+
+def _decode_drain(d: list[Any] | None) -> Drain | None:
+    if d is None:
+        return None
+    state, start, deadline, end, remaining, moved, stopped, message = d
+    return Drain(
+        start_time=_required_time(start),
+        deadline=_required_time(deadline),
+        state=DrainState(state),
+        end_time=_parse_time(end),
+        remaining=remaining,
+        moved=moved,
+        stopped=stopped,
+        message=message,
     )
 
 
@@ -165,6 +195,7 @@ def _encode_replica(r: Replica) -> dict[str, Any]:
         "avoid": list(r.avoid),
         "superseded": r.superseded,
         "state_time": _time(r.state_time),
+        "placement_id": r.placement_id,
     }
 
 
@@ -180,6 +211,7 @@ def _decode_replica(d: dict[str, Any]) -> Replica:
         avoid=tuple(d["avoid"]),
         superseded=d["superseded"],
         state_time=_parse_time(d["state_time"]),
+        placement_id=d.get("placement_id", ""),
     )
 
 

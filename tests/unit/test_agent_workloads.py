@@ -66,7 +66,9 @@ class FakeDriver:
         self.slow_stop = slow_stop
         self.started: list[FakeWorkload] = []
 
-    def start(self, deployment: deployment_pb2.Deployment, replica_index: int) -> FakeWorkload:
+    def start(
+        self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+    ) -> FakeWorkload:
         workload = FakeWorkload(deployment, replica_index, self.slow_stop)
         self.started.append(workload)
         return workload
@@ -268,7 +270,9 @@ async def test_two_placements_of_one_replica_on_this_node_run_it_once() -> None:
 
 async def test_a_driver_that_raises_gives_a_failed_replica_not_a_broken_agent() -> None:
     class Broken(FakeDriver):
-        def start(self, deployment: deployment_pb2.Deployment, replica_index: int) -> Any:
+        def start(
+            self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+        ) -> Any:
             raise RuntimeError("bug")
 
     workloads = Workloads(Broken())

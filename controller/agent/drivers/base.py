@@ -57,11 +57,14 @@ class Driver(Protocol):
     """Runs replicas. Contract: `name` is what the agent advertises in `AgentHello.drivers`.
     `start()` is called on the event loop's thread, returns at once (the work goes on in the
     background) and never raises for a spec it cannot run: it returns a workload that is
-    FAILED with the reason, which the controller then shows to people."""
+    FAILED with the reason, which the controller then shows to people. `placement_id` names
+    this placement of the replica ("" from controllers that predate placement ids)."""
 
     name: str
 
-    def start(self, deployment: deployment_pb2.Deployment, replica_index: int) -> Workload: ...
+    def start(
+        self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+    ) -> Workload: ...
 
 
 class Progress:

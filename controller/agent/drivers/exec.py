@@ -2,7 +2,8 @@
 
     start   spawn argv in a new session (so its own process group), with the agent's
             environment minus the agent's own A67_AGENT_* settings, plus the deployment's
-            `env`, plus A67_DEPLOYMENT_ID, A67_DEPLOYMENT_NAME and A67_REPLICA_INDEX
+            `env`, plus A67_DEPLOYMENT_ID, A67_DEPLOYMENT_NAME, A67_REPLICA_INDEX and
+            A67_PLACEMENT_ID
             spawned -> RUNNING; cannot spawn -> FAILED "cannot start 'x': No such file ..."
     ends    exit 0 -> EXITED; exit N -> FAILED "exit code N: <last line of stderr>";
             a signal -> FAILED "killed by signal SIGSEGV"
@@ -52,7 +53,9 @@ class ExecDriver:
         self.stop_grace_s = stop_grace_s
         self._environ = environ
 
-    def start(self, deployment: deployment_pb2.Deployment, replica_index: int) -> Workload:
+    def start(
+        self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+    ) -> Workload:
         if not deployment.command:
             return Failed("the exec driver runs a command, and this deployment has none")
         base = os.environ if self._environ is None else self._environ
@@ -62,6 +65,7 @@ class ExecDriver:
             A67_DEPLOYMENT_ID=deployment.id,
             A67_DEPLOYMENT_NAME=deployment.name,
             A67_REPLICA_INDEX=str(replica_index),
+            A67_PLACEMENT_ID=placement_id,
         )
         return ExecWorkload([*deployment.command, *deployment.args], env, self.stop_grace_s)
 

@@ -20,7 +20,9 @@ class SimulatedDriver:
     def __init__(self, start_delay_s: float = DEFAULT_START_DELAY_S) -> None:
         self.start_delay_s = start_delay_s
 
-    def start(self, deployment: deployment_pb2.Deployment, replica_index: int) -> SimulatedWorkload:
+    def start(
+        self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+    ) -> SimulatedWorkload:
         return SimulatedWorkload(self.start_delay_s)
 
 

@@ -256,6 +256,7 @@ class Replica(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     FAILURES_FIELD_NUMBER: _builtins.int
     SUPERSEDED_FIELD_NUMBER: _builtins.int
+    PLACEMENT_ID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Output only. The replica's index within the deployment (0-based)."""
     node_id: _builtins.str
@@ -272,6 +273,10 @@ class Replica(_message.Message):
     """Output only. True for an old placement on a node that went OFFLINE and came back: it keeps
     running until its replacement runs, then it is stopped.
     """
+    placement_id: _builtins.str
+    """Output only. This placement's own id: a new one for every placement of the replica, so a
+    superseded placement and its replacement (even on the same node) are told apart.
+    """
     def __init__(
         self,
         *,
@@ -282,10 +287,11 @@ class Replica(_message.Message):
         message: _builtins.str = ...,
         failures: _builtins.int = ...,
         superseded: _builtins.bool = ...,
+        placement_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "failures", b"failures", "index", b"index", "message", b"message", "node_id", b"node_id", "state", b"state", "superseded", b"superseded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "failures", b"failures", "index", b"index", "message", b"message", "node_id", b"node_id", "placement_id", b"placement_id", "state", b"state", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -95,6 +95,7 @@ class ReplicaReport(_message.Message):
     REPLICA_INDEX_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    PLACEMENT_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     """Required. The deployment the replica belongs to."""
     replica_index: _builtins.int
@@ -103,6 +104,11 @@ class ReplicaReport(_message.Message):
     """Required. Its state: STARTING, RUNNING, STOPPED, EXITED or FAILED."""
     message: _builtins.str
     """Optional. A human-readable detail, e.g. an exit reason. At most 1024 characters."""
+    placement_id: _builtins.str
+    """Optional. The placement this report is about (`Assignment.placement_id`). Agents that send
+    it are matched by it: a report of a superseded placement never changes its replacement, and
+    a placement the controller does not know is in no assignment, so the agent stops it.
+    """
     def __init__(
         self,
         *,
@@ -110,10 +116,11 @@ class ReplicaReport(_message.Message):
         replica_index: _builtins.int = ...,
         state: _deployment_pb2.ReplicaState.ValueType = ...,
         message: _builtins.str = ...,
+        placement_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "message", b"message", "replica_index", b"replica_index", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "message", b"message", "placement_id", b"placement_id", "replica_index", b"replica_index", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -279,11 +286,17 @@ class Assignment(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     REPLICA_INDEX_FIELD_NUMBER: _builtins.int
     DESIRED_STATE_FIELD_NUMBER: _builtins.int
+    PLACEMENT_ID_FIELD_NUMBER: _builtins.int
     replica_index: _builtins.int
     """The replica's index within the deployment."""
     desired_state: _deployment_pb2.ReplicaDesiredState.ValueType
     """RUN: start it if it does not run (restart it if the deployment's etag changed);
     STOP: stop it and report STOPPED.
+    """
+    placement_id: _builtins.str
+    """The placement's id: a new one for every placement of a replica. An agent keys what it runs
+    by it, so a superseded placement and its replacement on this node are distinct workloads,
+    each started or stopped on its own. Empty from controllers that predate it.
     """
     @_builtins.property
     def deployment(self) -> _deployment_pb2.Deployment:
@@ -297,10 +310,11 @@ class Assignment(_message.Message):
         deployment: _deployment_pb2.Deployment | None = ...,
         replica_index: _builtins.int = ...,
         desired_state: _deployment_pb2.ReplicaDesiredState.ValueType = ...,
+        placement_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "desired_state", b"desired_state", "replica_index", b"replica_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "desired_state", b"desired_state", "placement_id", b"placement_id", "replica_index", b"replica_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
