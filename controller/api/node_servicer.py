@@ -10,6 +10,7 @@ from automator67.v1 import node_service_pb2_grpc
 from grpc import aio
 
 from controller.api import convert
+from controller.api.node_update_convert import node_update
 from controller.api.watch import Watch
 from controller.models import Node
 from controller.registry.leadership import Leadership
@@ -53,6 +54,13 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
     ) -> pb.DeleteNodeResponse:
         await self._nodes.delete(request.node_id, request.etag)
         return pb.DeleteNodeResponse()
+
+    async def UpdateNode(
+        self, request: pb.UpdateNodeRequest, context: Context
+    ) -> pb.UpdateNodeResponse:
+        node_id, changes, paths, etag = node_update(request)
+        node = await self._nodes.update(node_id, changes, paths, etag)
+        return pb.UpdateNodeResponse(node=convert.node_to_pb(node))
 
     async def GetNodeStats(
         self, request: pb.GetNodeStatsRequest, context: Context

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from controller.clock import Clock
-from controller.errors import FencedError, NotFoundError
+from controller.errors import ConflictError, FencedError, NotFoundError
 from controller.models import Node, NodeSpec, NodeStatus
-from controller.registry.collection import Collection, check_id, parse_etag
+from controller.registry.collection import Collection, check_id, etag_of, parse_etag
 from controller.registry.events import Event, EventType
 from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import enum_normalizer
@@ -30,6 +30,7 @@ from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.registry.liveness import Liveness, LivenessSettings, Transition
 from controller.registry.node_tally import NodeStats, NodeTally
+from controller.registry.node_updates import NodeChanges, apply_update
 from controller.registry.paging import Page
 from controller.registry.validation import validate_node
 from controller.store.base import Fence, Store
@@ -214,6 +215,45 @@ class NodeRegistry:
         expect = parse_etag(etag)
 
         await self._nodes.write(lambda: self._nodes.delete_locked(node_id, expect))
+
+    async def update(
+        self, node_id: str, changes: NodeChanges, paths: Sequence[str], etag: str = ""
+    ) -> Node:
+        """Changes the fields named in `paths` (an update mask; rules in node_updates.py)."""
+        check_id(node_id, "node.id")
+        expect = parse_etag(etag)
+
+        async def update_locked() -> Node:
+            current = self._nodes.latest(node_id, "node.id")
+            if expect is not None and expect != current.revision:
+                raise ConflictError(
+                    f"node {node_id!r} changed since etag {etag} (now {current.revision})",
+                    metadata={"current_etag": etag_of(current.revision)},
+                )
+            updated = apply_update(current, changes, paths, self._clock.now())
+            if updated is not current:
+                self._nodes.stage(updated)
+                await self._nodes.persist_locked(must_write=node_id, which=node_id.__eq__)
+            return self.get(node_id)
+
+        return await self._nodes.write(update_locked)
+
+    async def record_drain(
+        self, node_id: str, progress: Callable[[Node], Node | None], fence: Fence | None
+    ) -> None:
+        """The leader's report of a drain: `progress` makes the node's next version from its
+        latest (None: no change); written fenced by the leader's epoch. A change made meanwhile
+        elsewhere wins (the next pass reports again)."""
+
+        async def record_locked() -> None:
+            current = self._nodes.index.get(node_id)
+            updated = progress(current) if current is not None else None
+            if updated is None or updated == current:
+                return
+            self._nodes.stage(updated)
+            await self._nodes.persist_locked(fence=fence, which=node_id.__eq__)
+
+        await self._nodes.write(record_locked)
 
     async def settle(self) -> None:
         """Returns once every write begun so far is whole, including those whose callers left."""

@@ -55,7 +55,13 @@ class Capacity:
                 continue
             self._nodes[node.id] = node
             view = NodeView(
-                node.id, node.status, node.provider, node.region, node.labels, _of(node)
+                node.id,
+                node.status,
+                node.provider,
+                node.region,
+                node.labels,
+                _of(node),
+                not node.unschedulable,
             )
             position = self._position.get(node.id)
             before = self._views[position] if position is not None else None

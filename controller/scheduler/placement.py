@@ -1,9 +1,9 @@
 """Where a replica goes. Pure: a function of a capacity snapshot and a random generator, no I/O.
 
 The algorithm follows Nomad's: walk the nodes from a random point, keep the feasible ones
-(READY, matching the constraints, with the resources free), stop after `limit` of them
-(ceil(log2 N), at least 2) that hold no replica of the same deployment, and pick the best score
-among all those seen. `spread` scores by how much
+(READY and not cordoned, matching the constraints, with the resources free), stop after
+`limit` of them (ceil(log2 N), at least 2) that hold no replica of the same deployment, and pick
+the best score among all those seen. `spread` scores by how much
 stays free (least allocated), `binpack` by how much is used (most allocated); both subtract a
 penalty for each replica of the same deployment already on the node (anti-affinity). So one
 placement costs O(limit / share of feasible nodes), not O(N), and stays fast on 10,000 nodes.
@@ -41,6 +41,7 @@ class NodeView:
     region: str
     labels: Mapping[str, str]
     capacity: Resources
+    schedulable: bool = True  # False: cordoned, nothing new goes there
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,8 @@ def _kind(ask: Ask) -> AskKind:
 def _why_not(node: NodeView, ask: Ask, free: Resources) -> str | None:
     if node.status is not NodeStatus.READY:
         return f"are {node.status.value}"
+    if not node.schedulable:
+        return "are cordoned"
     c = ask.constraints
     if c.provider and node.provider != c.provider:
         return "have another provider"

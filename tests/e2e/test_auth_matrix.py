@@ -35,6 +35,7 @@ ALLOWED: dict[str, set[Role]] = {
     "/automator67.v1.NodeService/GetNode": READERS,
     "/automator67.v1.NodeService/ListNodes": READERS,
     "/automator67.v1.NodeService/DeleteNode": {ADMIN},
+    "/automator67.v1.NodeService/UpdateNode": {ADMIN},
     "/automator67.v1.NodeService/GetNodeStats": READERS,
     "/automator67.v1.AgentService/Heartbeat": {ADMIN, NODE},
     "/automator67.v1.NodeService/WatchNodes": READERS,

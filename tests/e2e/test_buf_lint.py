@@ -88,7 +88,7 @@ def test_breaking_fails_when_a_field_is_removed(tmp_path: Path) -> None:
 
 
 def test_breaking_fails_when_a_field_is_renumbered(tmp_path: Path) -> None:
-    copy = _edited_protos(tmp_path, "  string region = 4 [", "  string region = 14 [")
+    copy = _edited_protos(tmp_path, "  string region = 4 [", "  string region = 40 [")
 
     result = buf_check("breaking", "--protos", copy)
 

@@ -20,6 +20,7 @@ TABLE: dict[str, tuple[set[Role] | None, bool]] = {
     "/automator67.v1.NodeService/GetNode": (READERS, False),
     "/automator67.v1.NodeService/ListNodes": (READERS, False),
     "/automator67.v1.NodeService/DeleteNode": ({A}, True),
+    "/automator67.v1.NodeService/UpdateNode": ({A}, True),
     "/automator67.v1.NodeService/GetNodeStats": (READERS, False),
     "/automator67.v1.AgentService/Heartbeat": ({A, N}, False),
     "/automator67.v1.NodeService/WatchNodes": (READERS, False),

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61utomator67/v1/node.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0b\x43redentials\x12$\n\x15oauth_token_encrypted\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1c\n\x0eoauth_provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1e\n\x10oauth_expires_at\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"x\n\x0c\x43\x61pabilities\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1f\n\x11network_bandwidth\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\x83\x05\n\x04Node\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65ndpoint\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06region\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32\x1b.automator67.v1.CredentialsB\x05\xe2\x41\x02\x01\x04\x12\x38\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1c.automator67.v1.CapabilitiesB\x04\xe2\x41\x01\x02\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32 .automator67.v1.Node.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x30\n\x06status\x18\x08 \x01(\x0e\x32\x1a.automator67.v1.NodeStatusB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fhas_credentials\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\x13last_heartbeat_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\r \x01(\tB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:7\xea\x41\x34\n\x13\x61utomator67.io/Node\x12\x0cnodes/{node}\x1a\x02id*\x05nodes2\x04node*\x8b\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x17\n\x13NODE_STATUS_SUSPECT\x10\x03\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x04\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61utomator67/v1/node.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x0b\x43redentials\x12$\n\x15oauth_token_encrypted\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1c\n\x0eoauth_provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1e\n\x10oauth_expires_at\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x01\"x\n\x0c\x43\x61pabilities\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x02\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1f\n\x11network_bandwidth\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"\xd0\x05\n\x04Node\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x16\n\x08provider\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65ndpoint\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06region\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x0b\x63redentials\x18\x05 \x01(\x0b\x32\x1b.automator67.v1.CredentialsB\x05\xe2\x41\x02\x01\x04\x12\x38\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32\x1c.automator67.v1.CapabilitiesB\x04\xe2\x41\x01\x02\x12\x36\n\x06labels\x18\x07 \x03(\x0b\x32 .automator67.v1.Node.LabelsEntryB\x04\xe2\x41\x01\x01\x12\x30\n\x06status\x18\x08 \x01(\x0e\x32\x1a.automator67.v1.NodeStatusB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fhas_credentials\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12=\n\x13last_heartbeat_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\r \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\runschedulable\x18\x0e \x01(\x08\x42\x04\xe2\x41\x01\x01\x12.\n\x05\x64rain\x18\x0f \x01(\x0b\x32\x19.automator67.v1.NodeDrainB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:7\xea\x41\x34\n\x13\x61utomator67.io/Node\x12\x0cnodes/{node}\x1a\x02id*\x05nodes2\x04node\"\x83\x03\n\tNodeDrain\x12\x30\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12/\n\x05state\x18\x02 \x01(\x0e\x32\x1a.automator67.v1.DrainStateB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12replicas_remaining\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0ereplicas_moved\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10replicas_stopped\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\t \x01(\tB\x04\xe2\x41\x01\x03*\x8b\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13NODE_STATUS_PENDING\x10\x01\x12\x15\n\x11NODE_STATUS_READY\x10\x02\x12\x17\n\x13NODE_STATUS_SUSPECT\x10\x03\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x04*]\n\nDrainState\x12\x1b\n\x17\x44RAIN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44RAIN_STATE_DRAINING\x10\x01\x12\x18\n\x14\x44RAIN_STATE_COMPLETE\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,16 +79,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODE'].fields_by_name['last_heartbeat_time']._serialized_options = b'\342A\001\003'
   _globals['_NODE'].fields_by_name['etag']._loaded_options = None
   _globals['_NODE'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
+  _globals['_NODE'].fields_by_name['unschedulable']._loaded_options = None
+  _globals['_NODE'].fields_by_name['unschedulable']._serialized_options = b'\342A\001\001'
+  _globals['_NODE'].fields_by_name['drain']._loaded_options = None
+  _globals['_NODE'].fields_by_name['drain']._serialized_options = b'\342A\001\001'
   _globals['_NODE']._loaded_options = None
   _globals['_NODE']._serialized_options = b'\352A4\n\023automator67.io/Node\022\014nodes/{node}\032\002id*\005nodes2\004node'
-  _globals['_NODESTATUS']._serialized_start=1022
-  _globals['_NODESTATUS']._serialized_end=1161
-  _globals['_CREDENTIALS']._serialized_start=138
-  _globals['_CREDENTIALS']._serialized_end=251
-  _globals['_CAPABILITIES']._serialized_start=253
-  _globals['_CAPABILITIES']._serialized_end=373
-  _globals['_NODE']._serialized_start=376
-  _globals['_NODE']._serialized_end=1019
-  _globals['_NODE_LABELSENTRY']._serialized_start=917
-  _globals['_NODE_LABELSENTRY']._serialized_end=962
+  _globals['_NODEDRAIN'].fields_by_name['timeout']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['timeout']._serialized_options = b'\342A\001\001'
+  _globals['_NODEDRAIN'].fields_by_name['state']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['start_time']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['start_time']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['deadline']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['deadline']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['end_time']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['replicas_remaining']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['replicas_remaining']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['replicas_moved']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['replicas_moved']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['replicas_stopped']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['replicas_stopped']._serialized_options = b'\342A\001\003'
+  _globals['_NODEDRAIN'].fields_by_name['message']._loaded_options = None
+  _globals['_NODEDRAIN'].fields_by_name['message']._serialized_options = b'\342A\001\003'
+  _globals['_NODESTATUS']._serialized_start=1521
+  _globals['_NODESTATUS']._serialized_end=1660
+  _globals['_DRAINSTATE']._serialized_start=1662
+  _globals['_DRAINSTATE']._serialized_end=1755
+  _globals['_CREDENTIALS']._serialized_start=170
+  _globals['_CREDENTIALS']._serialized_end=283
+  _globals['_CAPABILITIES']._serialized_start=285
+  _globals['_CAPABILITIES']._serialized_end=405
+  _globals['_NODE']._serialized_start=408
+  _globals['_NODE']._serialized_end=1128
+  _globals['_NODE_LABELSENTRY']._serialized_start=1026
+  _globals['_NODE_LABELSENTRY']._serialized_end=1071
+  _globals['_NODEDRAIN']._serialized_start=1131
+  _globals['_NODEDRAIN']._serialized_end=1518
 # @@protoc_insertion_point(module_scope)

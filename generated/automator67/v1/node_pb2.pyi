@@ -6,6 +6,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -52,6 +53,30 @@ NODE_STATUS_SUSPECT: NodeStatus.ValueType  # 3
 NODE_STATUS_OFFLINE: NodeStatus.ValueType  # 4
 """No heartbeat within the grace period; its work is moved elsewhere."""
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
+
+class _DrainState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DrainStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DrainState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DRAIN_STATE_UNSPECIFIED: _DrainState.ValueType  # 0
+    """Never set by the server."""
+    DRAIN_STATE_DRAINING: _DrainState.ValueType  # 1
+    """Replicas are being moved off the node."""
+    DRAIN_STATE_COMPLETE: _DrainState.ValueType  # 2
+    """No replica is left on the node (each moved, or stopped at the deadline)."""
+
+class DrainState(_DrainState, metaclass=_DrainStateEnumTypeWrapper):
+    """Where a drain stands."""
+
+DRAIN_STATE_UNSPECIFIED: DrainState.ValueType  # 0
+"""Never set by the server."""
+DRAIN_STATE_DRAINING: DrainState.ValueType  # 1
+"""Replicas are being moved off the node."""
+DRAIN_STATE_COMPLETE: DrainState.ValueType  # 2
+"""No replica is left on the node (each moved, or stopped at the deadline)."""
+Global___DrainState: _TypeAlias = DrainState  # noqa: Y015
 
 @_typing.final
 class Credentials(_message.Message):
@@ -160,6 +185,8 @@ class Node(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    UNSCHEDULABLE_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier. Server-assigned UUID; names the node in every request about it."""
     provider: _builtins.str
@@ -175,6 +202,11 @@ class Node(_message.Message):
     etag: _builtins.str
     """Optional. Opaque version of this node (AIP-154), set by the server; send it back to make a
     change conditional.
+    """
+    unschedulable: _builtins.bool
+    """Optional. True when the node is cordoned: the scheduler places no new replica on it; the
+    replicas it runs stay (unless it is drained). Set with UpdateNode (mask path
+    `unschedulable`); a drain sets it, and it stays set until the operator clears it.
     """
     @_builtins.property
     def credentials(self) -> Global___Credentials:
@@ -202,6 +234,13 @@ class Node(_message.Message):
     def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the controller last received a heartbeat from the node (unset if never)."""
 
+    @_builtins.property
+    def drain(self) -> Global___NodeDrain:
+        """Optional. The node's drain: set it with UpdateNode (mask path `drain`) to start one, clear
+        it (mask path `drain`, field unset) to cancel one. Unset when the node was never drained,
+        or since its drain was cancelled or it was made schedulable again.
+        """
+
     def __init__(
         self,
         *,
@@ -218,11 +257,82 @@ class Node(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         last_heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        unschedulable: _builtins.bool = ...,
+        drain: Global___NodeDrain | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "create_time", b"create_time", "credentials", b"credentials", "last_heartbeat_time", b"last_heartbeat_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "create_time", b"create_time", "credentials", b"credentials", "drain", b"drain", "last_heartbeat_time", b"last_heartbeat_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "create_time", b"create_time", "credentials", b"credentials", "endpoint", b"endpoint", "etag", b"etag", "has_credentials", b"has_credentials", "id", b"id", "labels", b"labels", "last_heartbeat_time", b"last_heartbeat_time", "provider", b"provider", "region", b"region", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "create_time", b"create_time", "credentials", b"credentials", "drain", b"drain", "endpoint", b"endpoint", "etag", b"etag", "has_credentials", b"has_credentials", "id", b"id", "labels", b"labels", "last_heartbeat_time", b"last_heartbeat_time", "provider", b"provider", "region", b"region", "status", b"status", "unschedulable", b"unschedulable", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class NodeDrain(_message.Message):
+    """A drain moves a node's replicas to other nodes before maintenance, like Nomad's node drain and
+    `kubectl drain`: the node is cordoned; each replica's replacement starts elsewhere and runs
+    before the replica is stopped, a deployment's `max_surge` replacements at a time; at the
+    deadline the replicas still on the node are stopped.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REPLICAS_REMAINING_FIELD_NUMBER: _builtins.int
+    REPLICAS_MOVED_FIELD_NUMBER: _builtins.int
+    REPLICAS_STOPPED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    state: Global___DrainState.ValueType
+    """Output only. Where the drain stands."""
+    replicas_remaining: _builtins.int
+    """Output only. Replicas still placed on the node."""
+    replicas_moved: _builtins.int
+    """Output only. Replicas whose replacement was started elsewhere by the drain."""
+    replicas_stopped: _builtins.int
+    """Output only. Replicas stopped by the deadline before their replacement ran."""
+    message: _builtins.str
+    """Output only. What the drain waits for, for humans."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Optional. Input. How long the drain may take before the replicas still on the node are
+        stopped: default 1 hour (Nomad's default deadline), at most 30 days; 0 stops every replica at
+        once (Nomad's `-force`). Sending a drain again while one runs sets a new deadline from now.
+        """
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the drain started."""
+
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the replicas still on the node will be stopped."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the drain completed (unset while DRAINING)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: _duration_pb2.Duration | None = ...,
+        state: Global___DrainState.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        replicas_remaining: _builtins.int = ...,
+        replicas_moved: _builtins.int = ...,
+        replicas_stopped: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "end_time", b"end_time", "start_time", b"start_time", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "end_time", b"end_time", "message", b"message", "replicas_moved", b"replicas_moved", "replicas_remaining", b"replicas_remaining", "replicas_stopped", b"replicas_stopped", "start_time", b"start_time", "state", b"state", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeDrain: _TypeAlias = NodeDrain  # noqa: Y015

@@ -23,12 +23,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from automator67.v1 import node_pb2 as automator67_dot_v1_dot_node__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!automator67/v1/node_service.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x19\x61utomator67/v1/node.proto\"Y\n\x13RegisterNodeRequest\x12(\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.NodeB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"U\n\x14RegisterNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.Node\x12\x19\n\x0b\x61gent_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"?\n\x0eGetNodeRequest\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\"5\n\x0fGetNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.Node\"[\n\x10ListNodesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Q\n\x11ListNodesResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.automator67.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x11\x44\x65leteNodeRequest\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x14\n\x12\x44\x65leteNodeResponse\"\x15\n\x13GetNodeStatsRequest\"A\n\x08\x43\x61pacity\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\"\xb6\x04\n\x14GetNodeStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x45\n\tby_status\x18\x02 \x03(\x0b\x32\x32.automator67.v1.GetNodeStatsResponse.ByStatusEntry\x12I\n\x0b\x62y_provider\x18\x03 \x03(\x0b\x32\x34.automator67.v1.GetNodeStatsResponse.ByProviderEntry\x12\x45\n\tby_region\x18\x04 \x03(\x0b\x32\x32.automator67.v1.GetNodeStatsResponse.ByRegionEntry\x12\x30\n\x0etotal_capacity\x18\x05 \x01(\x0b\x32\x18.automator67.v1.Capacity\x12\x30\n\x0eready_capacity\x18\x06 \x01(\x0b\x32\x18.automator67.v1.Capacity\x12\x16\n\x0eself_suspected\x18\x07 \x01(\x08\x12\x12\n\nreplica_id\x18\x08 \x01(\t\x12\x11\n\tleader_id\x18\t \x01(\t\x1a/\n\rByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x31\n\x0f\x42yProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a/\n\rByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"1\n\x11WatchNodesRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xac\x01\n\x12WatchNodesResponse\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.automator67.v1.NodeEventType\x12\"\n\x04node\x18\x02 \x01(\x0b\x32\x14.automator67.v1.Node\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x33\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus*\xe0\x01\n\rNodeEventType\x12\x1f\n\x1bNODE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_EVENT_TYPE_ADDED\x10\x01\x12\x1b\n\x17NODE_EVENT_TYPE_CHANGED\x10\x02\x12\"\n\x1eNODE_EVENT_TYPE_STATUS_CHANGED\x10\x03\x12\x1b\n\x17NODE_EVENT_TYPE_DELETED\x10\x04\x12\x1a\n\x16NODE_EVENT_TYPE_SYNCED\x10\x05\x12\x19\n\x15NODE_EVENT_TYPE_RESET\x10\x06\x32\x8d\x04\n\x0bNodeService\x12Y\n\x0cRegisterNode\x12#.automator67.v1.RegisterNodeRequest\x1a$.automator67.v1.RegisterNodeResponse\x12J\n\x07GetNode\x12\x1e.automator67.v1.GetNodeRequest\x1a\x1f.automator67.v1.GetNodeResponse\x12P\n\tListNodes\x12 .automator67.v1.ListNodesRequest\x1a!.automator67.v1.ListNodesResponse\x12S\n\nDeleteNode\x12!.automator67.v1.DeleteNodeRequest\x1a\".automator67.v1.DeleteNodeResponse\x12Y\n\x0cGetNodeStats\x12#.automator67.v1.GetNodeStatsRequest\x1a$.automator67.v1.GetNodeStatsResponse\x12U\n\nWatchNodes\x12!.automator67.v1.WatchNodesRequest\x1a\".automator67.v1.WatchNodesResponse0\x01\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!automator67/v1/node_service.proto\x12\x0e\x61utomator67.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x19\x61utomator67/v1/node.proto\x1a google/protobuf/field_mask.proto\"t\n\x11UpdateNodeRequest\x12(\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.NodeB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"8\n\x12UpdateNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.Node\"Y\n\x13RegisterNodeRequest\x12(\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.NodeB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"U\n\x14RegisterNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.Node\x12\x19\n\x0b\x61gent_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"?\n\x0eGetNodeRequest\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\"5\n\x0fGetNodeResponse\x12\"\n\x04node\x18\x01 \x01(\x0b\x32\x14.automator67.v1.Node\"[\n\x10ListNodesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"Q\n\x11ListNodesResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.automator67.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x11\x44\x65leteNodeRequest\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\x14\n\x12\x44\x65leteNodeResponse\"\x15\n\x13GetNodeStatsRequest\"A\n\x08\x43\x61pacity\x12\x11\n\tcpu_cores\x18\x01 \x01(\x01\x12\x11\n\tmemory_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x64isk_gb\x18\x03 \x01(\x01\"\xb6\x04\n\x14GetNodeStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x45\n\tby_status\x18\x02 \x03(\x0b\x32\x32.automator67.v1.GetNodeStatsResponse.ByStatusEntry\x12I\n\x0b\x62y_provider\x18\x03 \x03(\x0b\x32\x34.automator67.v1.GetNodeStatsResponse.ByProviderEntry\x12\x45\n\tby_region\x18\x04 \x03(\x0b\x32\x32.automator67.v1.GetNodeStatsResponse.ByRegionEntry\x12\x30\n\x0etotal_capacity\x18\x05 \x01(\x0b\x32\x18.automator67.v1.Capacity\x12\x30\n\x0eready_capacity\x18\x06 \x01(\x0b\x32\x18.automator67.v1.Capacity\x12\x16\n\x0eself_suspected\x18\x07 \x01(\x08\x12\x12\n\nreplica_id\x18\x08 \x01(\t\x12\x11\n\tleader_id\x18\t \x01(\t\x1a/\n\rByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x31\n\x0f\x42yProviderEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a/\n\rByRegionEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"1\n\x11WatchNodesRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\xac\x01\n\x12WatchNodesResponse\x12+\n\x04type\x18\x01 \x01(\x0e\x32\x1d.automator67.v1.NodeEventType\x12\"\n\x04node\x18\x02 \x01(\x0b\x32\x14.automator67.v1.Node\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x33\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus*\xe0\x01\n\rNodeEventType\x12\x1f\n\x1bNODE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_EVENT_TYPE_ADDED\x10\x01\x12\x1b\n\x17NODE_EVENT_TYPE_CHANGED\x10\x02\x12\"\n\x1eNODE_EVENT_TYPE_STATUS_CHANGED\x10\x03\x12\x1b\n\x17NODE_EVENT_TYPE_DELETED\x10\x04\x12\x1a\n\x16NODE_EVENT_TYPE_SYNCED\x10\x05\x12\x19\n\x15NODE_EVENT_TYPE_RESET\x10\x06\x32\xb9\x06\n\x0bNodeService\x12v\n\x0cRegisterNode\x12#.automator67.v1.RegisterNodeRequest\x1a$.automator67.v1.RegisterNodeResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/nodes:\x04node\x12k\n\x07GetNode\x12\x1e.automator67.v1.GetNodeRequest\x1a\x1f.automator67.v1.GetNodeResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/nodes/{node_id}\x12g\n\tListNodes\x12 .automator67.v1.ListNodesRequest\x1a!.automator67.v1.ListNodesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/nodes\x12t\n\nDeleteNode\x12!.automator67.v1.DeleteNodeRequest\x1a\".automator67.v1.DeleteNodeResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/api/v1/nodes/{node_id}\x12v\n\x0cGetNodeStats\x12#.automator67.v1.GetNodeStatsRequest\x1a$.automator67.v1.GetNodeStatsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/nodes/stats\x12r\n\nWatchNodes\x12!.automator67.v1.WatchNodesRequest\x1a\".automator67.v1.WatchNodesResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/nodes:watch0\x01\x12z\n\nUpdateNode\x12!.automator67.v1.UpdateNodeRequest\x1a\".automator67.v1.UpdateNodeResponse\"%\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/nodes/{node.id}:\x04nodeBGZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +38,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'automator67.v1.node_service
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1'
+  _globals['_UPDATENODEREQUEST'].fields_by_name['node']._loaded_options = None
+  _globals['_UPDATENODEREQUEST'].fields_by_name['node']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATENODEREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATENODEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_REGISTERNODEREQUEST'].fields_by_name['node']._loaded_options = None
   _globals['_REGISTERNODEREQUEST'].fields_by_name['node']._serialized_options = b'\342A\001\002'
   _globals['_REGISTERNODEREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -62,40 +68,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNODESTATSRESPONSE_BYREGIONENTRY']._serialized_options = b'8\001'
   _globals['_WATCHNODESREQUEST'].fields_by_name['start_revision']._loaded_options = None
   _globals['_WATCHNODESREQUEST'].fields_by_name['start_revision']._serialized_options = b'\342A\001\001'
-  _globals['_NODEEVENTTYPE']._serialized_start=1610
-  _globals['_NODEEVENTTYPE']._serialized_end=1834
-  _globals['_REGISTERNODEREQUEST']._serialized_start=140
-  _globals['_REGISTERNODEREQUEST']._serialized_end=229
-  _globals['_REGISTERNODERESPONSE']._serialized_start=231
-  _globals['_REGISTERNODERESPONSE']._serialized_end=316
-  _globals['_GETNODEREQUEST']._serialized_start=318
-  _globals['_GETNODEREQUEST']._serialized_end=381
-  _globals['_GETNODERESPONSE']._serialized_start=383
-  _globals['_GETNODERESPONSE']._serialized_end=436
-  _globals['_LISTNODESREQUEST']._serialized_start=438
-  _globals['_LISTNODESREQUEST']._serialized_end=529
-  _globals['_LISTNODESRESPONSE']._serialized_start=531
-  _globals['_LISTNODESRESPONSE']._serialized_end=612
-  _globals['_DELETENODEREQUEST']._serialized_start=614
-  _globals['_DELETENODEREQUEST']._serialized_end=700
-  _globals['_DELETENODERESPONSE']._serialized_start=702
-  _globals['_DELETENODERESPONSE']._serialized_end=722
-  _globals['_GETNODESTATSREQUEST']._serialized_start=724
-  _globals['_GETNODESTATSREQUEST']._serialized_end=745
-  _globals['_CAPACITY']._serialized_start=747
-  _globals['_CAPACITY']._serialized_end=812
-  _globals['_GETNODESTATSRESPONSE']._serialized_start=815
-  _globals['_GETNODESTATSRESPONSE']._serialized_end=1381
-  _globals['_GETNODESTATSRESPONSE_BYSTATUSENTRY']._serialized_start=1234
-  _globals['_GETNODESTATSRESPONSE_BYSTATUSENTRY']._serialized_end=1281
-  _globals['_GETNODESTATSRESPONSE_BYPROVIDERENTRY']._serialized_start=1283
-  _globals['_GETNODESTATSRESPONSE_BYPROVIDERENTRY']._serialized_end=1332
-  _globals['_GETNODESTATSRESPONSE_BYREGIONENTRY']._serialized_start=1334
-  _globals['_GETNODESTATSRESPONSE_BYREGIONENTRY']._serialized_end=1381
-  _globals['_WATCHNODESREQUEST']._serialized_start=1383
-  _globals['_WATCHNODESREQUEST']._serialized_end=1432
-  _globals['_WATCHNODESRESPONSE']._serialized_start=1435
-  _globals['_WATCHNODESRESPONSE']._serialized_end=1607
-  _globals['_NODESERVICE']._serialized_start=1837
-  _globals['_NODESERVICE']._serialized_end=2362
+  _globals['_NODESERVICE'].methods_by_name['RegisterNode']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['RegisterNode']._serialized_options = b'\202\323\344\223\002\025\"\r/api/v1/nodes:\004node'
+  _globals['_NODESERVICE'].methods_by_name['GetNode']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['GetNode']._serialized_options = b'\202\323\344\223\002\031\022\027/api/v1/nodes/{node_id}'
+  _globals['_NODESERVICE'].methods_by_name['ListNodes']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['ListNodes']._serialized_options = b'\202\323\344\223\002\017\022\r/api/v1/nodes'
+  _globals['_NODESERVICE'].methods_by_name['DeleteNode']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['DeleteNode']._serialized_options = b'\202\323\344\223\002\031*\027/api/v1/nodes/{node_id}'
+  _globals['_NODESERVICE'].methods_by_name['GetNodeStats']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['GetNodeStats']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/nodes/stats'
+  _globals['_NODESERVICE'].methods_by_name['WatchNodes']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['WatchNodes']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/nodes:watch'
+  _globals['_NODESERVICE'].methods_by_name['UpdateNode']._loaded_options = None
+  _globals['_NODESERVICE'].methods_by_name['UpdateNode']._serialized_options = b'\202\323\344\223\002\0372\027/api/v1/nodes/{node.id}:\004node'
+  _globals['_NODEEVENTTYPE']._serialized_start=1850
+  _globals['_NODEEVENTTYPE']._serialized_end=2074
+  _globals['_UPDATENODEREQUEST']._serialized_start=204
+  _globals['_UPDATENODEREQUEST']._serialized_end=320
+  _globals['_UPDATENODERESPONSE']._serialized_start=322
+  _globals['_UPDATENODERESPONSE']._serialized_end=378
+  _globals['_REGISTERNODEREQUEST']._serialized_start=380
+  _globals['_REGISTERNODEREQUEST']._serialized_end=469
+  _globals['_REGISTERNODERESPONSE']._serialized_start=471
+  _globals['_REGISTERNODERESPONSE']._serialized_end=556
+  _globals['_GETNODEREQUEST']._serialized_start=558
+  _globals['_GETNODEREQUEST']._serialized_end=621
+  _globals['_GETNODERESPONSE']._serialized_start=623
+  _globals['_GETNODERESPONSE']._serialized_end=676
+  _globals['_LISTNODESREQUEST']._serialized_start=678
+  _globals['_LISTNODESREQUEST']._serialized_end=769
+  _globals['_LISTNODESRESPONSE']._serialized_start=771
+  _globals['_LISTNODESRESPONSE']._serialized_end=852
+  _globals['_DELETENODEREQUEST']._serialized_start=854
+  _globals['_DELETENODEREQUEST']._serialized_end=940
+  _globals['_DELETENODERESPONSE']._serialized_start=942
+  _globals['_DELETENODERESPONSE']._serialized_end=962
+  _globals['_GETNODESTATSREQUEST']._serialized_start=964
+  _globals['_GETNODESTATSREQUEST']._serialized_end=985
+  _globals['_CAPACITY']._serialized_start=987
+  _globals['_CAPACITY']._serialized_end=1052
+  _globals['_GETNODESTATSRESPONSE']._serialized_start=1055
+  _globals['_GETNODESTATSRESPONSE']._serialized_end=1621
+  _globals['_GETNODESTATSRESPONSE_BYSTATUSENTRY']._serialized_start=1474
+  _globals['_GETNODESTATSRESPONSE_BYSTATUSENTRY']._serialized_end=1521
+  _globals['_GETNODESTATSRESPONSE_BYPROVIDERENTRY']._serialized_start=1523
+  _globals['_GETNODESTATSRESPONSE_BYPROVIDERENTRY']._serialized_end=1572
+  _globals['_GETNODESTATSRESPONSE_BYREGIONENTRY']._serialized_start=1574
+  _globals['_GETNODESTATSRESPONSE_BYREGIONENTRY']._serialized_end=1621
+  _globals['_WATCHNODESREQUEST']._serialized_start=1623
+  _globals['_WATCHNODESREQUEST']._serialized_end=1672
+  _globals['_WATCHNODESRESPONSE']._serialized_start=1675
+  _globals['_WATCHNODESRESPONSE']._serialized_end=1847
+  _globals['_NODESERVICE']._serialized_start=2077
+  _globals['_NODESERVICE']._serialized_end=2902
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,11 @@ class NodeServiceStub:
                 request_serializer=automator67_dot_v1_dot_node__service__pb2.WatchNodesRequest.SerializeToString,
                 response_deserializer=automator67_dot_v1_dot_node__service__pb2.WatchNodesResponse.FromString,
                 _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/automator67.v1.NodeService/UpdateNode',
+                request_serializer=automator67_dot_v1_dot_node__service__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=automator67_dot_v1_dot_node__service__pb2.UpdateNodeResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -115,6 +120,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNode(self, request, context):
+        """Changes a node's labels, cordons or uncordons it, and starts or cancels its drain (the
+        fields in `update_mask`). With an etag, only if the node has not changed since (else
+        ABORTED). NOT_FOUND if there is no node with that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +161,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.WatchNodes,
                     request_deserializer=automator67_dot_v1_dot_node__service__pb2.WatchNodesRequest.FromString,
                     response_serializer=automator67_dot_v1_dot_node__service__pb2.WatchNodesResponse.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=automator67_dot_v1_dot_node__service__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=automator67_dot_v1_dot_node__service__pb2.UpdateNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +331,33 @@ class NodeService:
             '/automator67.v1.NodeService/WatchNodes',
             automator67_dot_v1_dot_node__service__pb2.WatchNodesRequest.SerializeToString,
             automator67_dot_v1_dot_node__service__pb2.WatchNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/automator67.v1.NodeService/UpdateNode',
+            automator67_dot_v1_dot_node__service__pb2.UpdateNodeRequest.SerializeToString,
+            automator67_dot_v1_dot_node__service__pb2.UpdateNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

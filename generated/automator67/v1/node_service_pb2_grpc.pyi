@@ -48,6 +48,11 @@ class NodeServiceStub:
     """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
     `start_revision`, every change after it; then changes as they happen.
     """
+    UpdateNode: _grpc.UnaryUnaryMultiCallable[_node_service_pb2.UpdateNodeRequest, _node_service_pb2.UpdateNodeResponse]
+    """Changes a node's labels, cordons or uncordons it, and starts or cancels its drain (the
+    fields in `update_mask`). With an etag, only if the node has not changed since (else
+    ABORTED). NOT_FOUND if there is no node with that id.
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -67,6 +72,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     WatchNodes: _aio.UnaryStreamMultiCallable[_node_service_pb2.WatchNodesRequest, _node_service_pb2.WatchNodesResponse]  # type: ignore[assignment]
     """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
     `start_revision`, every change after it; then changes as they happen.
+    """
+    UpdateNode: _aio.UnaryUnaryMultiCallable[_node_service_pb2.UpdateNodeRequest, _node_service_pb2.UpdateNodeResponse]  # type: ignore[assignment]
+    """Changes a node's labels, cordons or uncordons it, and starts or cancels its drain (the
+    fields in `update_mask`). With an etag, only if the node has not changed since (else
+    ABORTED). NOT_FOUND if there is no node with that id.
     """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -120,6 +130,17 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_node_service_pb2.WatchNodesResponse], _abc.AsyncIterator[_node_service_pb2.WatchNodesResponse]]:
         """Streams node changes: the current state of every node (ADDED events, then SYNCED) or, from
         `start_revision`, every change after it; then changes as they happen.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateNode(
+        self,
+        request: _node_service_pb2.UpdateNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_service_pb2.UpdateNodeResponse, _abc.Awaitable[_node_service_pb2.UpdateNodeResponse]]:
+        """Changes a node's labels, cordons or uncordons it, and starts or cancels its drain (the
+        fields in `update_mask`). With an etag, only if the node has not changed since (else
+        ABORTED). NOT_FOUND if there is no node with that id.
         """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

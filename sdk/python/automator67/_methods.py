@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from automator67.v1 import deployment_pb2
+from automator67.v1 import deployment_pb2, node_pb2
 from automator67.v1 import deployment_service_pb2 as ds
 from automator67.v1 import node_service_pb2 as ns
 from automator67.watch import EventKinds
@@ -42,3 +42,25 @@ def update_request(
     request = ds.UpdateDeploymentRequest(deployment=deployment)
     request.update_mask.paths.extend(update_mask)
     return request
+
+
+def node_update_request(node: node_pb2.Node, update_mask: Sequence[str]) -> ns.UpdateNodeRequest:
+    request = ns.UpdateNodeRequest(node=node)
+    request.update_mask.paths.extend(update_mask)
+    return request
+
+
+def drain_request(node_id: str, deadline_s: float | None) -> ns.UpdateNodeRequest:
+    """Starts a drain of `node_id` (a new deadline if one runs); None: the server's default."""
+    drain = node_pb2.NodeDrain()
+    if deadline_s is not None:
+        drain.timeout.FromNanoseconds(round(deadline_s * 1e9))
+    return node_update_request(node_pb2.Node(id=node_id, drain=drain), ["drain"])
+
+
+def cordon_request(node_id: str, unschedulable: bool) -> ns.UpdateNodeRequest:
+    node = node_pb2.Node(id=node_id, unschedulable=unschedulable)
+    # Uncordoning ends a drain too (the server refuses an uncordon while one runs otherwise).
+    return node_update_request(
+        node, ["unschedulable"] if unschedulable else ["drain", "unschedulable"]
+    )

@@ -127,6 +127,42 @@ class AsyncClient:
         request = ns.DeleteNodeRequest(node_id=node_id, etag=etag)
         await self._call(self._nodes.DeleteNode, request, False, timeout_s)
 
+    async def update_node(
+        self,
+        node: node_pb2.Node,
+        update_mask: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> node_pb2.Node:
+        """See `Client.update_node`."""
+        request = _methods.node_update_request(node, update_mask)
+        idempotent = not node.etag
+        return (await self._call(self._nodes.UpdateNode, request, idempotent, timeout_s)).node
+
+    async def cordon_node(self, node_id: str, *, timeout_s: float | None = None) -> node_pb2.Node:
+        """See `Client.cordon_node`."""
+        request = _methods.cordon_request(node_id, True)
+        return (await self._call(self._nodes.UpdateNode, request, True, timeout_s)).node
+
+    async def uncordon_node(self, node_id: str, *, timeout_s: float | None = None) -> node_pb2.Node:
+        """See `Client.uncordon_node`."""
+        request = _methods.cordon_request(node_id, False)
+        return (await self._call(self._nodes.UpdateNode, request, True, timeout_s)).node
+
+    async def drain_node(
+        self, node_id: str, *, deadline_s: float | None = None, timeout_s: float | None = None
+    ) -> node_pb2.Node:
+        """See `Client.drain_node`."""
+        request = _methods.drain_request(node_id, deadline_s)
+        return (await self._call(self._nodes.UpdateNode, request, False, timeout_s)).node
+
+    async def cancel_node_drain(
+        self, node_id: str, *, timeout_s: float | None = None
+    ) -> node_pb2.Node:
+        """See `Client.cancel_node_drain`."""
+        request = _methods.node_update_request(node_pb2.Node(id=node_id), ["drain"])
+        return (await self._call(self._nodes.UpdateNode, request, True, timeout_s)).node
+
     async def get_node_stats(self, *, timeout_s: float | None = None) -> ns.GetNodeStatsResponse:
         request = ns.GetNodeStatsRequest()
         return await self._call(self._nodes.GetNodeStats, request, True, timeout_s)

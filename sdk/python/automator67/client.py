@@ -135,6 +135,44 @@ class Client:
         request = ns.DeleteNodeRequest(node_id=node_id, etag=etag)
         self._call(self._nodes.DeleteNode, request, False, timeout_s)
 
+    def update_node(
+        self,
+        node: node_pb2.Node,
+        update_mask: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> node_pb2.Node:
+        """Changes the fields named in `update_mask` (labels, unschedulable, drain) of
+        `node.id`; only if its etag is still `node.etag`, when that is set (a change without
+        one sets absolute values, so it is retried like a read)."""
+        request = _methods.node_update_request(node, update_mask)
+        idempotent = not node.etag
+        return self._call(self._nodes.UpdateNode, request, idempotent, timeout_s).node
+
+    def cordon_node(self, node_id: str, *, timeout_s: float | None = None) -> node_pb2.Node:
+        """Marks the node unschedulable: nothing new is placed on it; its replicas stay."""
+        request = _methods.cordon_request(node_id, True)
+        return self._call(self._nodes.UpdateNode, request, True, timeout_s).node
+
+    def uncordon_node(self, node_id: str, *, timeout_s: float | None = None) -> node_pb2.Node:
+        """Makes the node schedulable again, cancelling its drain if one runs."""
+        request = _methods.cordon_request(node_id, False)
+        return self._call(self._nodes.UpdateNode, request, True, timeout_s).node
+
+    def drain_node(
+        self, node_id: str, *, deadline_s: float | None = None, timeout_s: float | None = None
+    ) -> node_pb2.Node:
+        """Cordons the node and moves its replicas elsewhere, each replacement running before
+        the replica it replaces stops; after `deadline_s` (default: the server's, 1 hour) the
+        rest are stopped. Progress: the node's `drain` (watch_nodes shows it change)."""
+        request = _methods.drain_request(node_id, deadline_s)
+        return self._call(self._nodes.UpdateNode, request, False, timeout_s).node
+
+    def cancel_node_drain(self, node_id: str, *, timeout_s: float | None = None) -> node_pb2.Node:
+        """Stops moving the node's replicas; the node stays cordoned."""
+        request = _methods.node_update_request(node_pb2.Node(id=node_id), ["drain"])
+        return self._call(self._nodes.UpdateNode, request, True, timeout_s).node
+
     def get_node_stats(self, *, timeout_s: float | None = None) -> ns.GetNodeStatsResponse:
         return self._call(self._nodes.GetNodeStats, ns.GetNodeStatsRequest(), True, timeout_s)
 

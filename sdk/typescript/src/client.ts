@@ -60,7 +60,7 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 
 /** A connection to one controller. `close()` ends it (and every call on it). */
 export class Automator67Client {
-  /** NodeService: register, get, list (one page), delete, stats, watch (one stream). */
+  /** NodeService: register, get, list (one page), update (labels, cordon, drain), delete, stats, watch. */
   readonly nodes: Client<typeof NodeService>;
   /** DeploymentService: create, get, list (one page), update, delete, stats, watch. */
   readonly deployments: Client<typeof DeploymentService>;

@@ -6,15 +6,15 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file automator67/v1/node.proto.
  */
 export const file_automator67_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChlhdXRvbWF0b3I2Ny92MS9ub2RlLnByb3RvEg5hdXRvbWF0b3I2Ny52MSJxCgtDcmVkZW50aWFscxIkChVvYXV0aF90b2tlbl9lbmNyeXB0ZWQYASABKAlCBeJBAgIEEhwKDm9hdXRoX3Byb3ZpZGVyGAIgASgJQgTiQQEBEh4KEG9hdXRoX2V4cGlyZXNfYXQYAyABKANCBOJBAQEieAoMQ2FwYWJpbGl0aWVzEhcKCWNwdV9jb3JlcxgBIAEoAUIE4kEBAhIXCgltZW1vcnlfZ2IYAiABKAFCBOJBAQISFQoHZGlza19nYhgDIAEoAUIE4kEBARIfChFuZXR3b3JrX2JhbmR3aWR0aBgEIAEoCUIE4kEBASKDBQoETm9kZRIQCgJpZBgBIAEoCUIE4kEBCBIWCghwcm92aWRlchgCIAEoCUIE4kEBAhIWCghlbmRwb2ludBgDIAEoCUIE4kEBAhIUCgZyZWdpb24YBCABKAlCBOJBAQESNwoLY3JlZGVudGlhbHMYBSABKAsyGy5hdXRvbWF0b3I2Ny52MS5DcmVkZW50aWFsc0IF4kECAQQSOAoMY2FwYWJpbGl0aWVzGAYgASgLMhwuYXV0b21hdG9yNjcudjEuQ2FwYWJpbGl0aWVzQgTiQQECEjYKBmxhYmVscxgHIAMoCzIgLmF1dG9tYXRvcjY3LnYxLk5vZGUuTGFiZWxzRW50cnlCBOJBAQESMAoGc3RhdHVzGAggASgOMhouYXV0b21hdG9yNjcudjEuTm9kZVN0YXR1c0IE4kEBAxIdCg9oYXNfY3JlZGVudGlhbHMYCSABKAhCBOJBAQMSNQoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI9ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxISCgRldGFnGA0gASgJQgTiQQEBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAE6N+pBNAoTYXV0b21hdG9yNjcuaW8vTm9kZRIMbm9kZXMve25vZGV9GgJpZCoFbm9kZXMyBG5vZGUqiwEKCk5vZGVTdGF0dXMSGwoXTk9ERV9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNOT0RFX1NUQVRVU19QRU5ESU5HEAESFQoRTk9ERV9TVEFUVVNfUkVBRFkQAhIXChNOT0RFX1NUQVRVU19TVVNQRUNUEAMSFwoTTk9ERV9TVEFUVVNfT0ZGTElORRAEQkdaRWdpdGh1Yi5jb20vYXV0b21hdG9yNjcvY29udHJvbGxlci9nZW4vZ28vYXV0b21hdG9yNjcvdjE7YXV0b21hdG9yNjd2MWIGcHJvdG8z", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
+  fileDesc("ChlhdXRvbWF0b3I2Ny92MS9ub2RlLnByb3RvEg5hdXRvbWF0b3I2Ny52MSJxCgtDcmVkZW50aWFscxIkChVvYXV0aF90b2tlbl9lbmNyeXB0ZWQYASABKAlCBeJBAgIEEhwKDm9hdXRoX3Byb3ZpZGVyGAIgASgJQgTiQQEBEh4KEG9hdXRoX2V4cGlyZXNfYXQYAyABKANCBOJBAQEieAoMQ2FwYWJpbGl0aWVzEhcKCWNwdV9jb3JlcxgBIAEoAUIE4kEBAhIXCgltZW1vcnlfZ2IYAiABKAFCBOJBAQISFQoHZGlza19nYhgDIAEoAUIE4kEBARIfChFuZXR3b3JrX2JhbmR3aWR0aBgEIAEoCUIE4kEBASLQBQoETm9kZRIQCgJpZBgBIAEoCUIE4kEBCBIWCghwcm92aWRlchgCIAEoCUIE4kEBAhIWCghlbmRwb2ludBgDIAEoCUIE4kEBAhIUCgZyZWdpb24YBCABKAlCBOJBAQESNwoLY3JlZGVudGlhbHMYBSABKAsyGy5hdXRvbWF0b3I2Ny52MS5DcmVkZW50aWFsc0IF4kECAQQSOAoMY2FwYWJpbGl0aWVzGAYgASgLMhwuYXV0b21hdG9yNjcudjEuQ2FwYWJpbGl0aWVzQgTiQQECEjYKBmxhYmVscxgHIAMoCzIgLmF1dG9tYXRvcjY3LnYxLk5vZGUuTGFiZWxzRW50cnlCBOJBAQESMAoGc3RhdHVzGAggASgOMhouYXV0b21hdG9yNjcudjEuTm9kZVN0YXR1c0IE4kEBAxIdCg9oYXNfY3JlZGVudGlhbHMYCSABKAhCBOJBAQMSNQoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjUKC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI9ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxISCgRldGFnGA0gASgJQgTiQQEBEhsKDXVuc2NoZWR1bGFibGUYDiABKAhCBOJBAQESLgoFZHJhaW4YDyABKAsyGS5hdXRvbWF0b3I2Ny52MS5Ob2RlRHJhaW5CBOJBAQEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATo36kE0ChNhdXRvbWF0b3I2Ny5pby9Ob2RlEgxub2Rlcy97bm9kZX0aAmlkKgVub2RlczIEbm9kZSKDAwoJTm9kZURyYWluEjAKB3RpbWVvdXQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQESLwoFc3RhdGUYAiABKA4yGi5hdXRvbWF0b3I2Ny52MS5EcmFpblN0YXRlQgTiQQEDEjQKCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgTiQQEDEjIKCGRlYWRsaW5lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSIAoScmVwbGljYXNfcmVtYWluaW5nGAYgASgFQgTiQQEDEhwKDnJlcGxpY2FzX21vdmVkGAcgASgFQgTiQQEDEh4KEHJlcGxpY2FzX3N0b3BwZWQYCCABKAVCBOJBAQMSFQoHbWVzc2FnZRgJIAEoCUIE4kEBAyqLAQoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX1BFTkRJTkcQARIVChFOT0RFX1NUQVRVU19SRUFEWRACEhcKE05PREVfU1RBVFVTX1NVU1BFQ1QQAxIXChNOT0RFX1NUQVRVU19PRkZMSU5FEAQqXQoKRHJhaW5TdGF0ZRIbChdEUkFJTl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFERSQUlOX1NUQVRFX0RSQUlOSU5HEAESGAoURFJBSU5fU1RBVEVfQ09NUExFVEUQAkJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Credentials the controller uses to act on the provider account behind a node.
@@ -193,6 +193,24 @@ export type Node = Message<"automator67.v1.Node"> & {
    * @generated from field: string etag = 13;
    */
   etag: string;
+
+  /**
+   * Optional. True when the node is cordoned: the scheduler places no new replica on it; the
+   * replicas it runs stay (unless it is drained). Set with UpdateNode (mask path
+   * `unschedulable`); a drain sets it, and it stays set until the operator clears it.
+   *
+   * @generated from field: bool unschedulable = 14;
+   */
+  unschedulable: boolean;
+
+  /**
+   * Optional. The node's drain: set it with UpdateNode (mask path `drain`) to start one, clear
+   * it (mask path `drain`, field unset) to cancel one. Unset when the node was never drained,
+   * or since its drain was cancelled or it was made schedulable again.
+   *
+   * @generated from field: automator67.v1.NodeDrain drain = 15;
+   */
+  drain?: NodeDrain | undefined;
 };
 
 /**
@@ -201,6 +219,88 @@ export type Node = Message<"automator67.v1.Node"> & {
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
   messageDesc(file_automator67_v1_node, 2);
+
+/**
+ * A drain moves a node's replicas to other nodes before maintenance, like Nomad's node drain and
+ * `kubectl drain`: the node is cordoned; each replica's replacement starts elsewhere and runs
+ * before the replica is stopped, a deployment's `max_surge` replacements at a time; at the
+ * deadline the replicas still on the node are stopped.
+ *
+ * @generated from message automator67.v1.NodeDrain
+ */
+export type NodeDrain = Message<"automator67.v1.NodeDrain"> & {
+  /**
+   * Optional. Input. How long the drain may take before the replicas still on the node are
+   * stopped: default 1 hour (Nomad's default deadline), at most 30 days; 0 stops every replica at
+   * once (Nomad's `-force`). Sending a drain again while one runs sets a new deadline from now.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 1;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * Output only. Where the drain stands.
+   *
+   * @generated from field: automator67.v1.DrainState state = 2;
+   */
+  state: DrainState;
+
+  /**
+   * Output only. When the drain started.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Output only. When the replicas still on the node will be stopped.
+   *
+   * @generated from field: google.protobuf.Timestamp deadline = 4;
+   */
+  deadline?: Timestamp | undefined;
+
+  /**
+   * Output only. When the drain completed (unset while DRAINING).
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Output only. Replicas still placed on the node.
+   *
+   * @generated from field: int32 replicas_remaining = 6;
+   */
+  replicasRemaining: number;
+
+  /**
+   * Output only. Replicas whose replacement was started elsewhere by the drain.
+   *
+   * @generated from field: int32 replicas_moved = 7;
+   */
+  replicasMoved: number;
+
+  /**
+   * Output only. Replicas stopped by the deadline before their replacement ran.
+   *
+   * @generated from field: int32 replicas_stopped = 8;
+   */
+  replicasStopped: number;
+
+  /**
+   * Output only. What the drain waits for, for humans.
+   *
+   * @generated from field: string message = 9;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message automator67.v1.NodeDrain.
+ * Use `create(NodeDrainSchema)` to create a new message.
+ */
+export const NodeDrainSchema: GenMessage<NodeDrain> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_node, 3);
 
 /**
  * The liveness status of a node, as judged by the controller.
@@ -249,4 +349,38 @@ export enum NodeStatus {
  */
 export const NodeStatusSchema: GenEnum<NodeStatus> = /*@__PURE__*/
   enumDesc(file_automator67_v1_node, 0);
+
+/**
+ * Where a drain stands.
+ *
+ * @generated from enum automator67.v1.DrainState
+ */
+export enum DrainState {
+  /**
+   * Never set by the server.
+   *
+   * @generated from enum value: DRAIN_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Replicas are being moved off the node.
+   *
+   * @generated from enum value: DRAIN_STATE_DRAINING = 1;
+   */
+  DRAINING = 1,
+
+  /**
+   * No replica is left on the node (each moved, or stopped at the deadline).
+   *
+   * @generated from enum value: DRAIN_STATE_COMPLETE = 2;
+   */
+  COMPLETE = 2,
+}
+
+/**
+ * Describes the enum automator67.v1.DrainState.
+ */
+export const DrainStateSchema: GenEnum<DrainState> = /*@__PURE__*/
+  enumDesc(file_automator67_v1_node, 1);
 

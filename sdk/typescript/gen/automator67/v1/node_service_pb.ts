@@ -4,17 +4,72 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Node, NodeStatus } from "./node_pb.js";
 import { file_automator67_v1_node } from "./node_pb.js";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file automator67/v1/node_service.proto.
  */
 export const file_automator67_v1_node_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhdXRvbWF0b3I2Ny92MS9ub2RlX3NlcnZpY2UucHJvdG8SDmF1dG9tYXRvcjY3LnYxIlkKE1JlZ2lzdGVyTm9kZVJlcXVlc3QSKAoEbm9kZRgBIAEoCzIULmF1dG9tYXRvcjY3LnYxLk5vZGVCBOJBAQISGAoKcmVxdWVzdF9pZBgCIAEoCUIE4kEBASJVChRSZWdpc3Rlck5vZGVSZXNwb25zZRIiCgRub2RlGAEgASgLMhQuYXV0b21hdG9yNjcudjEuTm9kZRIZCgthZ2VudF90b2tlbhgCIAEoCUIE4kEBAyI/Cg5HZXROb2RlUmVxdWVzdBItCgdub2RlX2lkGAEgASgJQhziQQEC+kEVChNhdXRvbWF0b3I2Ny5pby9Ob2RlIjUKD0dldE5vZGVSZXNwb25zZRIiCgRub2RlGAEgASgLMhQuYXV0b21hdG9yNjcudjEuTm9kZSJbChBMaXN0Tm9kZXNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBASJRChFMaXN0Tm9kZXNSZXNwb25zZRIjCgVub2RlcxgBIAMoCzIULmF1dG9tYXRvcjY3LnYxLk5vZGUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlYKEURlbGV0ZU5vZGVSZXF1ZXN0Ei0KB25vZGVfaWQYASABKAlCHOJBAQL6QRUKE2F1dG9tYXRvcjY3LmlvL05vZGUSEgoEZXRhZxgCIAEoCUIE4kEBASIUChJEZWxldGVOb2RlUmVzcG9uc2UiFQoTR2V0Tm9kZVN0YXRzUmVxdWVzdCJBCghDYXBhY2l0eRIRCgljcHVfY29yZXMYASABKAESEQoJbWVtb3J5X2diGAIgASgBEg8KB2Rpc2tfZ2IYAyABKAEitgQKFEdldE5vZGVTdGF0c1Jlc3BvbnNlEg0KBXRvdGFsGAEgASgFEkUKCWJ5X3N0YXR1cxgCIAMoCzIyLmF1dG9tYXRvcjY3LnYxLkdldE5vZGVTdGF0c1Jlc3BvbnNlLkJ5U3RhdHVzRW50cnkSSQoLYnlfcHJvdmlkZXIYAyADKAsyNC5hdXRvbWF0b3I2Ny52MS5HZXROb2RlU3RhdHNSZXNwb25zZS5CeVByb3ZpZGVyRW50cnkSRQoJYnlfcmVnaW9uGAQgAygLMjIuYXV0b21hdG9yNjcudjEuR2V0Tm9kZVN0YXRzUmVzcG9uc2UuQnlSZWdpb25FbnRyeRIwCg50b3RhbF9jYXBhY2l0eRgFIAEoCzIYLmF1dG9tYXRvcjY3LnYxLkNhcGFjaXR5EjAKDnJlYWR5X2NhcGFjaXR5GAYgASgLMhguYXV0b21hdG9yNjcudjEuQ2FwYWNpdHkSFgoOc2VsZl9zdXNwZWN0ZWQYByABKAgSEgoKcmVwbGljYV9pZBgIIAEoCRIRCglsZWFkZXJfaWQYCSABKAkaLwoNQnlTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBGjEKD0J5UHJvdmlkZXJFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBGi8KDUJ5UmVnaW9uRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4ASIxChFXYXRjaE5vZGVzUmVxdWVzdBIcCg5zdGFydF9yZXZpc2lvbhgBIAEoA0IE4kEBASKsAQoSV2F0Y2hOb2Rlc1Jlc3BvbnNlEisKBHR5cGUYASABKA4yHS5hdXRvbWF0b3I2Ny52MS5Ob2RlRXZlbnRUeXBlEiIKBG5vZGUYAiABKAsyFC5hdXRvbWF0b3I2Ny52MS5Ob2RlEhAKCHJldmlzaW9uGAMgASgDEjMKD3ByZXZpb3VzX3N0YXR1cxgEIAEoDjIaLmF1dG9tYXRvcjY3LnYxLk5vZGVTdGF0dXMq4AEKDU5vZGVFdmVudFR5cGUSHwobTk9ERV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVTk9ERV9FVkVOVF9UWVBFX0FEREVEEAESGwoXTk9ERV9FVkVOVF9UWVBFX0NIQU5HRUQQAhIiCh5OT0RFX0VWRU5UX1RZUEVfU1RBVFVTX0NIQU5HRUQQAxIbChdOT0RFX0VWRU5UX1RZUEVfREVMRVRFRBAEEhoKFk5PREVfRVZFTlRfVFlQRV9TWU5DRUQQBRIZChVOT0RFX0VWRU5UX1RZUEVfUkVTRVQQBjKNBAoLTm9kZVNlcnZpY2USWQoMUmVnaXN0ZXJOb2RlEiMuYXV0b21hdG9yNjcudjEuUmVnaXN0ZXJOb2RlUmVxdWVzdBokLmF1dG9tYXRvcjY3LnYxLlJlZ2lzdGVyTm9kZVJlc3BvbnNlEkoKB0dldE5vZGUSHi5hdXRvbWF0b3I2Ny52MS5HZXROb2RlUmVxdWVzdBofLmF1dG9tYXRvcjY3LnYxLkdldE5vZGVSZXNwb25zZRJQCglMaXN0Tm9kZXMSIC5hdXRvbWF0b3I2Ny52MS5MaXN0Tm9kZXNSZXF1ZXN0GiEuYXV0b21hdG9yNjcudjEuTGlzdE5vZGVzUmVzcG9uc2USUwoKRGVsZXRlTm9kZRIhLmF1dG9tYXRvcjY3LnYxLkRlbGV0ZU5vZGVSZXF1ZXN0GiIuYXV0b21hdG9yNjcudjEuRGVsZXRlTm9kZVJlc3BvbnNlElkKDEdldE5vZGVTdGF0cxIjLmF1dG9tYXRvcjY3LnYxLkdldE5vZGVTdGF0c1JlcXVlc3QaJC5hdXRvbWF0b3I2Ny52MS5HZXROb2RlU3RhdHNSZXNwb25zZRJVCgpXYXRjaE5vZGVzEiEuYXV0b21hdG9yNjcudjEuV2F0Y2hOb2Rlc1JlcXVlc3QaIi5hdXRvbWF0b3I2Ny52MS5XYXRjaE5vZGVzUmVzcG9uc2UwAUJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_automator67_v1_node]);
+  fileDesc("CiFhdXRvbWF0b3I2Ny92MS9ub2RlX3NlcnZpY2UucHJvdG8SDmF1dG9tYXRvcjY3LnYxInQKEVVwZGF0ZU5vZGVSZXF1ZXN0EigKBG5vZGUYASABKAsyFC5hdXRvbWF0b3I2Ny52MS5Ob2RlQgTiQQECEjUKC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFza0IE4kEBAiI4ChJVcGRhdGVOb2RlUmVzcG9uc2USIgoEbm9kZRgBIAEoCzIULmF1dG9tYXRvcjY3LnYxLk5vZGUiWQoTUmVnaXN0ZXJOb2RlUmVxdWVzdBIoCgRub2RlGAEgASgLMhQuYXV0b21hdG9yNjcudjEuTm9kZUIE4kEBAhIYCgpyZXF1ZXN0X2lkGAIgASgJQgTiQQEBIlUKFFJlZ2lzdGVyTm9kZVJlc3BvbnNlEiIKBG5vZGUYASABKAsyFC5hdXRvbWF0b3I2Ny52MS5Ob2RlEhkKC2FnZW50X3Rva2VuGAIgASgJQgTiQQEDIj8KDkdldE5vZGVSZXF1ZXN0Ei0KB25vZGVfaWQYASABKAlCHOJBAQL6QRUKE2F1dG9tYXRvcjY3LmlvL05vZGUiNQoPR2V0Tm9kZVJlc3BvbnNlEiIKBG5vZGUYASABKAsyFC5hdXRvbWF0b3I2Ny52MS5Ob2RlIlsKEExpc3ROb2Rlc1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBIlEKEUxpc3ROb2Rlc1Jlc3BvbnNlEiMKBW5vZGVzGAEgAygLMhQuYXV0b21hdG9yNjcudjEuTm9kZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVgoRRGVsZXRlTm9kZVJlcXVlc3QSLQoHbm9kZV9pZBgBIAEoCUIc4kEBAvpBFQoTYXV0b21hdG9yNjcuaW8vTm9kZRISCgRldGFnGAIgASgJQgTiQQEBIhQKEkRlbGV0ZU5vZGVSZXNwb25zZSIVChNHZXROb2RlU3RhdHNSZXF1ZXN0IkEKCENhcGFjaXR5EhEKCWNwdV9jb3JlcxgBIAEoARIRCgltZW1vcnlfZ2IYAiABKAESDwoHZGlza19nYhgDIAEoASK2BAoUR2V0Tm9kZVN0YXRzUmVzcG9uc2USDQoFdG90YWwYASABKAUSRQoJYnlfc3RhdHVzGAIgAygLMjIuYXV0b21hdG9yNjcudjEuR2V0Tm9kZVN0YXRzUmVzcG9uc2UuQnlTdGF0dXNFbnRyeRJJCgtieV9wcm92aWRlchgDIAMoCzI0LmF1dG9tYXRvcjY3LnYxLkdldE5vZGVTdGF0c1Jlc3BvbnNlLkJ5UHJvdmlkZXJFbnRyeRJFCglieV9yZWdpb24YBCADKAsyMi5hdXRvbWF0b3I2Ny52MS5HZXROb2RlU3RhdHNSZXNwb25zZS5CeVJlZ2lvbkVudHJ5EjAKDnRvdGFsX2NhcGFjaXR5GAUgASgLMhguYXV0b21hdG9yNjcudjEuQ2FwYWNpdHkSMAoOcmVhZHlfY2FwYWNpdHkYBiABKAsyGC5hdXRvbWF0b3I2Ny52MS5DYXBhY2l0eRIWCg5zZWxmX3N1c3BlY3RlZBgHIAEoCBISCgpyZXBsaWNhX2lkGAggASgJEhEKCWxlYWRlcl9pZBgJIAEoCRovCg1CeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEaMQoPQnlQcm92aWRlckVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEaLwoNQnlSZWdpb25FbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBIjEKEVdhdGNoTm9kZXNSZXF1ZXN0EhwKDnN0YXJ0X3JldmlzaW9uGAEgASgDQgTiQQEBIqwBChJXYXRjaE5vZGVzUmVzcG9uc2USKwoEdHlwZRgBIAEoDjIdLmF1dG9tYXRvcjY3LnYxLk5vZGVFdmVudFR5cGUSIgoEbm9kZRgCIAEoCzIULmF1dG9tYXRvcjY3LnYxLk5vZGUSEAoIcmV2aXNpb24YAyABKAMSMwoPcHJldmlvdXNfc3RhdHVzGAQgASgOMhouYXV0b21hdG9yNjcudjEuTm9kZVN0YXR1cyrgAQoNTm9kZUV2ZW50VHlwZRIfChtOT0RFX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIZChVOT0RFX0VWRU5UX1RZUEVfQURERUQQARIbChdOT0RFX0VWRU5UX1RZUEVfQ0hBTkdFRBACEiIKHk5PREVfRVZFTlRfVFlQRV9TVEFUVVNfQ0hBTkdFRBADEhsKF05PREVfRVZFTlRfVFlQRV9ERUxFVEVEEAQSGgoWTk9ERV9FVkVOVF9UWVBFX1NZTkNFRBAFEhkKFU5PREVfRVZFTlRfVFlQRV9SRVNFVBAGMrkGCgtOb2RlU2VydmljZRJ2CgxSZWdpc3Rlck5vZGUSIy5hdXRvbWF0b3I2Ny52MS5SZWdpc3Rlck5vZGVSZXF1ZXN0GiQuYXV0b21hdG9yNjcudjEuUmVnaXN0ZXJOb2RlUmVzcG9uc2UiG4LT5JMCFSINL2FwaS92MS9ub2RlczoEbm9kZRJrCgdHZXROb2RlEh4uYXV0b21hdG9yNjcudjEuR2V0Tm9kZVJlcXVlc3QaHy5hdXRvbWF0b3I2Ny52MS5HZXROb2RlUmVzcG9uc2UiH4LT5JMCGRIXL2FwaS92MS9ub2Rlcy97bm9kZV9pZH0SZwoJTGlzdE5vZGVzEiAuYXV0b21hdG9yNjcudjEuTGlzdE5vZGVzUmVxdWVzdBohLmF1dG9tYXRvcjY3LnYxLkxpc3ROb2Rlc1Jlc3BvbnNlIhWC0+STAg8SDS9hcGkvdjEvbm9kZXMSdAoKRGVsZXRlTm9kZRIhLmF1dG9tYXRvcjY3LnYxLkRlbGV0ZU5vZGVSZXF1ZXN0GiIuYXV0b21hdG9yNjcudjEuRGVsZXRlTm9kZVJlc3BvbnNlIh+C0+STAhkqFy9hcGkvdjEvbm9kZXMve25vZGVfaWR9EnYKDEdldE5vZGVTdGF0cxIjLmF1dG9tYXRvcjY3LnYxLkdldE5vZGVTdGF0c1JlcXVlc3QaJC5hdXRvbWF0b3I2Ny52MS5HZXROb2RlU3RhdHNSZXNwb25zZSIbgtPkkwIVEhMvYXBpL3YxL25vZGVzL3N0YXRzEnIKCldhdGNoTm9kZXMSIS5hdXRvbWF0b3I2Ny52MS5XYXRjaE5vZGVzUmVxdWVzdBoiLmF1dG9tYXRvcjY3LnYxLldhdGNoTm9kZXNSZXNwb25zZSIbgtPkkwIVEhMvYXBpL3YxL25vZGVzOndhdGNoMAESegoKVXBkYXRlTm9kZRIhLmF1dG9tYXRvcjY3LnYxLlVwZGF0ZU5vZGVSZXF1ZXN0GiIuYXV0b21hdG9yNjcudjEuVXBkYXRlTm9kZVJlc3BvbnNlIiWC0+STAh8yFy9hcGkvdjEvbm9kZXMve25vZGUuaWR9OgRub2RlQkdaRWdpdGh1Yi5jb20vYXV0b21hdG9yNjcvY29udHJvbGxlci9nZW4vZ28vYXV0b21hdG9yNjcvdjE7YXV0b21hdG9yNjd2MWIGcHJvdG8z", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_automator67_v1_node, file_google_protobuf_field_mask]);
+
+/**
+ * Request of NodeService.UpdateNode.
+ *
+ * @generated from message automator67.v1.UpdateNodeRequest
+ */
+export type UpdateNodeRequest = Message<"automator67.v1.UpdateNodeRequest"> & {
+  /**
+   * Required. The node: `id`, the new values of the fields in `update_mask`, and optionally
+   * `etag` (the change is then made only if the node is still at that etag).
+   *
+   * @generated from field: automator67.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+
+  /**
+   * Required. The fields to change, among: labels (replaced whole), unschedulable, drain (set:
+   * start a drain, or give a running one a new deadline; unset: cancel it, the node stays
+   * cordoned). Making a draining node schedulable is FAILED_PRECONDITION: cancel the drain too.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message automator67.v1.UpdateNodeRequest.
+ * Use `create(UpdateNodeRequestSchema)` to create a new message.
+ */
+export const UpdateNodeRequestSchema: GenMessage<UpdateNodeRequest> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_node_service, 0);
+
+/**
+ * Response of NodeService.UpdateNode.
+ *
+ * @generated from message automator67.v1.UpdateNodeResponse
+ */
+export type UpdateNodeResponse = Message<"automator67.v1.UpdateNodeResponse"> & {
+  /**
+   * The node after the change.
+   *
+   * @generated from field: automator67.v1.Node node = 1;
+   */
+  node?: Node | undefined;
+};
+
+/**
+ * Describes the message automator67.v1.UpdateNodeResponse.
+ * Use `create(UpdateNodeResponseSchema)` to create a new message.
+ */
+export const UpdateNodeResponseSchema: GenMessage<UpdateNodeResponse> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_node_service, 1);
 
 /**
  * Request of NodeService.RegisterNode.
@@ -44,7 +99,7 @@ export type RegisterNodeRequest = Message<"automator67.v1.RegisterNodeRequest"> 
  * Use `create(RegisterNodeRequestSchema)` to create a new message.
  */
 export const RegisterNodeRequestSchema: GenMessage<RegisterNodeRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 0);
+  messageDesc(file_automator67_v1_node_service, 2);
 
 /**
  * Response of NodeService.RegisterNode.
@@ -75,7 +130,7 @@ export type RegisterNodeResponse = Message<"automator67.v1.RegisterNodeResponse"
  * Use `create(RegisterNodeResponseSchema)` to create a new message.
  */
 export const RegisterNodeResponseSchema: GenMessage<RegisterNodeResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 1);
+  messageDesc(file_automator67_v1_node_service, 3);
 
 /**
  * Request of NodeService.GetNode.
@@ -96,7 +151,7 @@ export type GetNodeRequest = Message<"automator67.v1.GetNodeRequest"> & {
  * Use `create(GetNodeRequestSchema)` to create a new message.
  */
 export const GetNodeRequestSchema: GenMessage<GetNodeRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 2);
+  messageDesc(file_automator67_v1_node_service, 4);
 
 /**
  * Response of NodeService.GetNode.
@@ -117,7 +172,7 @@ export type GetNodeResponse = Message<"automator67.v1.GetNodeResponse"> & {
  * Use `create(GetNodeResponseSchema)` to create a new message.
  */
 export const GetNodeResponseSchema: GenMessage<GetNodeResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 3);
+  messageDesc(file_automator67_v1_node_service, 5);
 
 /**
  * Request of NodeService.ListNodes.
@@ -155,7 +210,7 @@ export type ListNodesRequest = Message<"automator67.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 4);
+  messageDesc(file_automator67_v1_node_service, 6);
 
 /**
  * Response of NodeService.ListNodes.
@@ -183,7 +238,7 @@ export type ListNodesResponse = Message<"automator67.v1.ListNodesResponse"> & {
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 5);
+  messageDesc(file_automator67_v1_node_service, 7);
 
 /**
  * Request of NodeService.DeleteNode.
@@ -211,7 +266,7 @@ export type DeleteNodeRequest = Message<"automator67.v1.DeleteNodeRequest"> & {
  * Use `create(DeleteNodeRequestSchema)` to create a new message.
  */
 export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 6);
+  messageDesc(file_automator67_v1_node_service, 8);
 
 /**
  * Response of NodeService.DeleteNode.
@@ -226,7 +281,7 @@ export type DeleteNodeResponse = Message<"automator67.v1.DeleteNodeResponse"> & 
  * Use `create(DeleteNodeResponseSchema)` to create a new message.
  */
 export const DeleteNodeResponseSchema: GenMessage<DeleteNodeResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 7);
+  messageDesc(file_automator67_v1_node_service, 9);
 
 /**
  * Request of NodeService.GetNodeStats.
@@ -241,7 +296,7 @@ export type GetNodeStatsRequest = Message<"automator67.v1.GetNodeStatsRequest"> 
  * Use `create(GetNodeStatsRequestSchema)` to create a new message.
  */
 export const GetNodeStatsRequestSchema: GenMessage<GetNodeStatsRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 8);
+  messageDesc(file_automator67_v1_node_service, 10);
 
 /**
  * Capacity summed over a set of nodes.
@@ -276,7 +331,7 @@ export type Capacity = Message<"automator67.v1.Capacity"> & {
  * Use `create(CapacitySchema)` to create a new message.
  */
 export const CapacitySchema: GenMessage<Capacity> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 9);
+  messageDesc(file_automator67_v1_node_service, 11);
 
 /**
  * Response of NodeService.GetNodeStats.
@@ -355,7 +410,7 @@ export type GetNodeStatsResponse = Message<"automator67.v1.GetNodeStatsResponse"
  * Use `create(GetNodeStatsResponseSchema)` to create a new message.
  */
 export const GetNodeStatsResponseSchema: GenMessage<GetNodeStatsResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 10);
+  messageDesc(file_automator67_v1_node_service, 12);
 
 /**
  * Request of NodeService.WatchNodes.
@@ -378,7 +433,7 @@ export type WatchNodesRequest = Message<"automator67.v1.WatchNodesRequest"> & {
  * Use `create(WatchNodesRequestSchema)` to create a new message.
  */
 export const WatchNodesRequestSchema: GenMessage<WatchNodesRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 11);
+  messageDesc(file_automator67_v1_node_service, 13);
 
 /**
  * Response of NodeService.WatchNodes: one event.
@@ -420,7 +475,7 @@ export type WatchNodesResponse = Message<"automator67.v1.WatchNodesResponse"> & 
  * Use `create(WatchNodesResponseSchema)` to create a new message.
  */
 export const WatchNodesResponseSchema: GenMessage<WatchNodesResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_node_service, 12);
+  messageDesc(file_automator67_v1_node_service, 14);
 
 /**
  * What a node event says happened.
@@ -551,6 +606,18 @@ export const NodeService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchNodesRequestSchema;
     output: typeof WatchNodesResponseSchema;
+  },
+  /**
+   * Changes a node's labels, cordons or uncordons it, and starts or cancels its drain (the
+   * fields in `update_mask`). With an etag, only if the node has not changed since (else
+   * ABORTED). NOT_FOUND if there is no node with that id.
+   *
+   * @generated from rpc automator67.v1.NodeService.UpdateNode
+   */
+  updateNode: {
+    methodKind: "unary";
+    input: typeof UpdateNodeRequestSchema;
+    output: typeof UpdateNodeResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_automator67_v1_node_service, 0);
