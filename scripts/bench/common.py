@@ -342,6 +342,29 @@ def etcd(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
+def bare_unary(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
+    """The unary floor (bare_unary.py: grpc.aio and the NodeService stubs, nothing else) on a
+    free port of 127.0.0.1, SERVING when yielded; stopped on exit."""
+    port = free_port()
+    log_path = workdir / "bare.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(BENCH_DIR / "bare_unary.py"), "--port", str(port)],
+            cwd=ROOT,
+            env=controller_env("warning"),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    server = Server("bare grpc.aio", proc, f"127.0.0.1:{port}", log_path)
+    try:
+        wait_serving(server, timeout_s)
+        yield server
+    finally:
+        stop_process(proc)
+
+
+@contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     """A temporary folder for one server's data and log; kept (and named on stderr) when
     A67_BENCH_KEEP=1, to read a server's log after a run."""

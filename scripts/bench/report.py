@@ -91,47 +91,85 @@ def fleet_table(title: str, results: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+UNARY_HEADERS = (
+    "call",
+    "load",
+    "server",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "server CPU %",
+    "server CPU us/call",
+    "client CPU %",
+    "errors",
+)
+
+
+def _load_label(load: str, result: Mapping[str, Any]) -> str:
+    if load == "paced":  # results from before the loads were named by rate
+        return f"paced {result['paced_rate']:g}/s"
+    return load.replace("paced_", "paced ") + ("/s" if load.startswith("paced_") else "")
+
+
+def _unary_row(name: str, label: str, side: str, x: Mapping[str, Any]) -> list[str]:
+    return [
+        name,
+        label,
+        side,
+        fmt(x["requests_per_s"], 0),
+        fmt(x["p50_ms"], 2),
+        fmt(x["p99_ms"], 2),
+        fmt(x["p999_ms"], 2),
+        fmt(x["server_cpu_pct"], 1),
+        fmt(x["server_cpu_us_per_call"], 0),
+        fmt(x["client_cpu_pct"], 0),
+        fmt(x["errors"], 0),
+    ]
+
+
 def unary_table(result: Mapping[str, Any]) -> str:
-    headers = (
-        "call",
-        "load",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "server CPU %",
-        "server CPU us/call",
-        "client CPU %",
-        "errors",
-    )
+    """Each call at each load: the controller, the bare grpc.aio floor measured right after it
+    (when the result has one), and the controller / floor ratios."""
     rows = []
-    for name, r in result["calls"].items():
-        for load in ("paced", "saturated"):
-            x = r.get(load)
-            if not x:
-                continue
-            rows.append(
-                [
-                    name,
-                    load if load == "saturated" else f"paced {result['paced_rate']:g}/s",
-                    fmt(x["requests_per_s"], 0),
-                    fmt(x["p50_ms"], 2),
-                    fmt(x["p99_ms"], 2),
-                    fmt(x["p999_ms"], 2),
-                    fmt(x["server_cpu_pct"], 1),
-                    fmt(x["server_cpu_us_per_call"], 0),
-                    fmt(x["client_cpu_pct"], 0),
-                    fmt(x["errors"], 0),
-                ]
-            )
+    baseline = result.get("baseline", {})
+    ratios = result.get("ratios", {})
+    for name, loads in result["calls"].items():
+        for load, x in loads.items():
+            label = _load_label(load, result)
+            rows.append(_unary_row(name, label, "controller", x))
+            floor = baseline.get(name, {}).get(load)
+            if floor:
+                rows.append(_unary_row(name, label, "bare grpc.aio", floor))
+            r = ratios.get(name, {}).get(load)
+            if r:
+                rows.append(
+                    [
+                        name,
+                        label,
+                        "**controller / bare**",
+                        _x(r["requests_per_s"]),
+                        _x(r["p50"]),
+                        _x(r["p99"]),
+                        "",
+                        "",
+                        _x(r["cpu_per_call"]),
+                        "",
+                        "",
+                    ]
+                )
     title = f"### Unary calls, {result['nodes']:,} nodes registered\n\n"
-    idle = ""
+    notes = ""
+    list_vs_get = result.get("list_vs_get")
+    if list_vs_get:
+        cells = ", ".join(f"{_load_label(load, result)} {_x(v)}" for load, v in list_vs_get.items())
+        notes += f"\nListNodes (page of 50) / GetNode, server CPU per call: {cells}.\n"
     if "idle_cpu_pct" in result:
-        idle = (
+        notes += (
             f"\nIdle (no calls, no streams) with these nodes: {result['idle_cpu_pct']:.1f}% CPU, "
             f"RSS {result['rss_mb']:.0f} MB.\n"
         )
-    return title + markdown_table(headers, rows) + "\n" + idle
+    return title + markdown_table(UNARY_HEADERS, rows) + "\n" + notes
 
 
 def startup_table(result: Mapping[str, Any]) -> str:

@@ -1,12 +1,19 @@
 """Unary calls: GetNode and ListNodes (filtered, one page) against a controller with 10,000
-nodes registered, at a paced 1,000 req/s (open loop: requests leave on schedule whether or not
-earlier ones returned; latency counts from the scheduled time) and at saturation (closed loop,
-`--concurrency` calls in flight per client process).
+nodes registered, paced at 500 and 1,000 req/s (open loop: requests leave on schedule whether or
+not earlier ones returned; latency counts from the scheduled time) and at saturation (closed
+loop, `--concurrency` calls in flight per client process).
 
-    python scripts/bench/unary.py --nodes 10000 --rate 1000 --duration-s 10 --runs 3
+Every window is measured twice in a row, against the controller and against the floor: a bare
+grpc.aio server with the same stubs that parses the same request and answers a node
+(`bare_unary.py`), with the same client, pacing, metadata and run. Each controller figure is
+reported as a ratio to the floor's (server CPU per call, p50, p99), and ListNodes' CPU per call
+as a ratio to GetNode's.
+
+    python scripts/bench/unary.py --nodes 10000 --rates 500 1000 --duration-s 10 --runs 3
 
 The calls carry an admin bearer token, as an operator's would (the controller's default is
-`--auth jwt`; `--auth off` measures without authentication)."""
+`--auth jwt`; `--auth off` measures without authentication). The bare server gets the same
+header and ignores it."""
 
 from __future__ import annotations
 
@@ -137,8 +144,10 @@ def run_window(
     concurrency: int,
     duration_s: float,
     warmup_s: float,
+    metadata: tuple[tuple[str, str], ...] | None = None,
 ) -> dict[str, Any]:
-    """One measured window of `call`, paced at `rate` req/s in all (0: saturated)."""
+    """One measured window of `call`, paced at `rate` req/s in all (0: saturated), each call
+    with `metadata` (default: the server's own token, if any)."""
     ctx = multiprocessing.get_context("spawn")
     pipes: list[Connection] = []
     procs: list[multiprocessing.process.BaseProcess] = []
@@ -146,7 +155,14 @@ def run_window(
         for i in range(workers):
             parent_end, child_end = ctx.Pipe()
             spec = UnarySpec(
-                server.address, server.metadata, node_ids, call, rate / workers, concurrency, 4, i
+                server.address,
+                metadata if metadata is not None else server.metadata,
+                node_ids,
+                call,
+                rate / workers,
+                concurrency,
+                4,
+                i,
             )
             child = ctx.Process(target=worker_main, args=(spec, child_end), daemon=True)
             child.start()
@@ -202,9 +218,14 @@ def idle_cpu_pct(server: common.Server, seconds: float = 10.0) -> float:
     return round((common.cpu_seconds(server.pid) - cpu0) / seconds * 100, 1)
 
 
+def load_name(rate: float) -> str:
+    """The key of a load in the results: `paced_500` for 500 req/s, `saturated` for 0."""
+    return f"paced_{rate:g}" if rate else "saturated"
+
+
 def unary(
     nodes: int,
-    rate: float,
+    rates: Sequence[float],
     runs: int,
     *,
     duration_s: float = 10.0,
@@ -212,16 +233,21 @@ def unary(
     workers: int = 2,
     concurrency: int = 16,
     server_args: Sequence[str] = (),
+    baseline: bool = True,
 ) -> dict[str, Any]:
-    """Every call at both loads, `runs` windows each, on one controller with `nodes` nodes."""
+    """Every call at every load, `runs` windows each, on one controller with `nodes` nodes;
+    with `baseline`, each window again on the bare grpc.aio server right after, and the ratios."""
     result: dict[str, Any] = {
         "nodes": nodes,
-        "paced_rate": rate,
+        "rates": list(rates),
         "filter": LIST_FILTER,
         "server_args": list(server_args),
         "calls": {},
     }
-    with common.workdir("unary") as tmp, common.controller(tmp, server_args) as server:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(common.workdir("unary"))
+        server = stack.enter_context(common.controller(tmp, server_args))
+        bare = stack.enter_context(common.bare_unary(tmp)) if baseline else None
         started = time.perf_counter()
         ids, _ = asyncio.run(fleet.register_nodes(server.address, nodes, server.metadata))
         common.log(f"unary: registered {nodes} nodes in {time.perf_counter() - started:.1f}s")
@@ -229,32 +255,76 @@ def unary(
         result["idle_cpu_pct"] = idle_cpu_pct(server)
         result["rss_mb"] = round(common.rss_mb(server.pid), 1)
         common.log(f"unary: idle with {nodes} nodes: {result['idle_cpu_pct']:.1f}% CPU")
+        if bare is not None:
+            result["baseline"] = {}
+            result["ratios"] = {}
+
+        def window(target: common.Server, call: str, rate: float) -> dict[str, Any]:
+            return run_window(
+                target,
+                ids,
+                call,
+                rate,
+                workers=workers,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                metadata=server.metadata,  # the same header to both servers
+            )
+
         for call in CALLS:
             result["calls"][call] = {}
-            for load, load_rate in (("paced", rate), ("saturated", 0.0)):
-                windows = []
+            for rate in (*rates, 0.0):
+                load = load_name(rate)
+                ours, theirs = [], []
                 for run in range(runs):
-                    w = run_window(
-                        server,
-                        ids,
-                        call,
-                        load_rate,
-                        workers=workers,
-                        concurrency=concurrency,
-                        duration_s=duration_s,
-                        warmup_s=warmup_s,
+                    ours.append(window(server, call, rate))
+                    _log(call, load, run, runs, "controller", ours[-1])
+                    if bare is not None:
+                        theirs.append(window(bare, call, rate))
+                        _log(call, load, run, runs, "bare", theirs[-1])
+                result["calls"][call][load] = _summary(ours)
+                if bare is not None:
+                    result["baseline"].setdefault(call, {})[load] = _summary(theirs)
+                    result["ratios"].setdefault(call, {})[load] = ratios(
+                        result["calls"][call][load], result["baseline"][call][load]
                     )
-                    common.log(
-                        f"unary: {call} {load} run {run + 1}/{runs}: "
-                        f"{w['requests_per_s']:.0f} req/s, p50 {w['p50_ms']:.2f} ms, "
-                        f"p99 {w['p99_ms']:.2f} ms, server {w['server_cpu_pct']:.0f}% CPU, "
-                        f"client {w['client_cpu_pct']:.0f}% CPU, errors {w['errors']}"
-                    )
-                    windows.append(w)
-                summary = common.aggregate(windows)
-                summary["per_run"] = windows
-                result["calls"][call][load] = summary
+        result["list_vs_get"] = {
+            load: common.ratio(
+                result["calls"]["ListNodes"][load]["server_cpu_us_per_call"],
+                result["calls"]["GetNode"][load]["server_cpu_us_per_call"],
+            )
+            for load in result["calls"]["GetNode"]
+        }
     return result
+
+
+def ratios(ours: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
+    """The controller's figures over the bare server's (medians over the runs)."""
+    return {
+        "cpu_per_call": common.ratio(
+            ours["server_cpu_us_per_call"], floor["server_cpu_us_per_call"]
+        ),
+        "p50": common.ratio(ours["p50_ms"], floor["p50_ms"]),
+        "p99": common.ratio(ours["p99_ms"], floor["p99_ms"]),
+        "requests_per_s": common.ratio(ours["requests_per_s"], floor["requests_per_s"]),
+    }
+
+
+def _summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = common.aggregate(windows)
+    summary["per_run"] = windows
+    return summary
+
+
+def _log(call: str, load: str, run: int, runs: int, side: str, w: dict[str, Any]) -> None:
+    common.log(
+        f"unary: {call} {load} run {run + 1}/{runs} {side}: "
+        f"{w['requests_per_s']:.0f} req/s, p50 {w['p50_ms']:.2f} ms, "
+        f"p99 {w['p99_ms']:.2f} ms, server {w['server_cpu_pct']:.0f}% CPU "
+        f"({w['server_cpu_us_per_call']:.0f} us/call), "
+        f"client {w['client_cpu_pct']:.0f}% CPU, errors {w['errors']}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,23 +332,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nodes", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=1000.0, help="paced requests/s in all")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[500.0, 1000.0], help="paced requests/s in all"
+    )
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--concurrency", type=int, default=16, help="saturated: per process")
     parser.add_argument("--auth", choices=("jwt", "off"), default="jwt")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the bare grpc.aio floor")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     result = unary(
         args.nodes,
-        args.rate,
+        args.rates,
         args.runs,
         duration_s=args.duration_s,
         workers=args.workers,
         concurrency=args.concurrency,
         server_args=["--auth", args.auth],
+        baseline=not args.no_baseline,
     )
     print(report.unary_table(result))
     if args.json:

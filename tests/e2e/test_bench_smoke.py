@@ -56,9 +56,16 @@ def test_every_scenario_runs_in_smoke_mode(tmp_path: Path) -> None:
             assert paced["etcd"]["streams_open"]["median"] == paced["agents"]
             assert "ratios" in paced
     assert results["saturated"][0]["controller"]["beats_per_s"]["median"] > 0
-    for call in results["unary"][0]["calls"].values():
-        assert call["paced"]["requests_per_s"]["median"] > 0
-        assert call["saturated"]["requests_per_s"]["median"] > 0
+    unary = results["unary"][0]
+    for name, loads in unary["calls"].items():
+        assert set(loads) == {"paced_25", "paced_50", "saturated"}
+        for load, figures in loads.items():
+            assert figures["requests_per_s"]["median"] > 0
+            # The bare grpc.aio floor ran the same window, and the ratios were taken (NaN
+            # where a tiny window's CPU rounds to no clock tick).
+            assert unary["baseline"][name][load]["requests_per_s"]["median"] > 0
+            assert set(unary["ratios"][name][load]) >= {"cpu_per_call", "p50", "p99"}
+    assert set(unary["list_vs_get"]) == {"paced_25", "paced_50", "saturated"}
     assert results["startup"]["exec_to_serving_ms"]["median"] > 0
     assert results["placement"]["placements_per_s"]["median"] > 0
     assert not _processes_under(work), "the harness left processes running"

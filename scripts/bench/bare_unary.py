@@ -1,0 +1,112 @@
+"""The floor of the unary benchmark: a bare grpc.aio server with the controller's NodeService
+stubs and nothing else (no interceptors, no auth, no registry, no store).
+
+GetNode parses the same GetNodeRequest the controller gets and answers a node with the asked id
+(a copy of one node made like the benchmark's, every field the controller fills filled);
+ListNodes parses its request and answers one page of 50 such nodes, built once. So the distance
+from the controller to this server, measured with the same client, pacing and run
+(`unary.py`), is what the project adds to a call; this server is what grpc.aio itself costs.
+
+    python scripts/bench/bare_unary.py --port 50099      # SERVING on grpc.health.v1 when ready
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import grpc
+from automator67.v1 import node_pb2
+from automator67.v1 import node_service_pb2 as ns
+from google.protobuf import timestamp_pb2
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+PAGE = 50
+SERVICE = "automator67.v1.NodeService"
+
+
+def template(i: int = 0) -> node_pb2.Node:
+    """A node as the controller answers one registered by the benchmark (fleet.node)."""
+    stamp = timestamp_pb2.Timestamp(seconds=1_764_000_000 + i, nanos=123_456_000)
+    return node_pb2.Node(
+        id=f"00000000-0000-4000-8000-{i:012d}",
+        provider="fly",
+        endpoint=f"https://sim-{i}.bench.invalid",
+        region="us-east-1",
+        capabilities=node_pb2.Capabilities(cpu_cores=4, memory_gb=8, disk_gb=50),
+        labels={"tier": "web"},
+        status=node_pb2.NODE_STATUS_PENDING,
+        create_time=stamp,
+        update_time=stamp,
+        etag=str(1000 + i),
+    )
+
+
+class BareNodeService:
+    """The two methods the benchmark calls, as grpc's generated code would register them."""
+
+    def __init__(self) -> None:
+        self._node = template()
+        self._page = ns.ListNodesResponse(
+            nodes=[template(i) for i in range(PAGE)], next_page_token="x" * 90
+        )
+
+    async def GetNode(self, request: ns.GetNodeRequest, context: Any) -> ns.GetNodeResponse:
+        response = ns.GetNodeResponse()
+        response.node.CopyFrom(self._node)
+        response.node.id = request.node_id
+        return response
+
+    async def ListNodes(self, request: ns.ListNodesRequest, context: Any) -> ns.ListNodesResponse:
+        return self._page
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "GetNode": grpc.unary_unary_rpc_method_handler(
+                    self.GetNode,
+                    request_deserializer=ns.GetNodeRequest.FromString,
+                    response_serializer=ns.GetNodeResponse.SerializeToString,
+                ),
+                "ListNodes": grpc.unary_unary_rpc_method_handler(
+                    self.ListNodes,
+                    request_deserializer=ns.ListNodesRequest.FromString,
+                    response_serializer=ns.ListNodesResponse.SerializeToString,
+                ),
+            },
+        )
+
+
+async def serve(port: int) -> None:
+    server = aio.server()
+    server.add_generic_rpc_handlers((BareNodeService().handler(),))
+    checks = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
