@@ -48,6 +48,12 @@ class Config:
         "A67_METRICS_PORT",
         "port of the Prometheus /metrics endpoint, on the gRPC host; 0: off (9464 is usual)",
     )
+    http_port: int = _setting(
+        0,
+        "A67_HTTP_PORT",
+        "port of the HTTP/JSON gateway (the original REST paths, /api/v1/...), on the gRPC host, "
+        "with its TLS; 0: off",
+    )
 
     heartbeat_interval_s: float = _setting(
         5.0, "A67_HEARTBEAT_INTERVAL_S", "how often agents must send a heartbeat"
@@ -205,6 +211,12 @@ class Config:
             raise ConfigError(
                 f"A67_METRICS_PORT must be between 0 (off) and 65535 and differ from PORT, "
                 f"not {self.metrics_port}"
+            )
+        ports = (self.port, self.metrics_port)
+        if not 0 <= self.http_port <= 65535 or (self.http_port and self.http_port in ports):
+            raise ConfigError(
+                f"A67_HTTP_PORT must be between 0 (off) and 65535 and differ from PORT and "
+                f"A67_METRICS_PORT, not {self.http_port}"
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(

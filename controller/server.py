@@ -2,7 +2,8 @@
 health, reflection and the request interceptor.
 
 Shutdown order (SIGTERM/SIGINT): health turns NOT_SERVING so balancers stop routing here; the
-server refuses new RPCs and gives in-flight ones `shutdown_grace_s`; the metrics endpoint (on
+server (and the HTTP gateway, when on) refuses new RPCs and gives in-flight ones
+`shutdown_grace_s`; the metrics endpoint (on
 while the grace runs, so the shutdown itself is visible) stops; then the store closes, after
 the last RPC that could write to it and the last write whose caller left."""
 
@@ -13,9 +14,11 @@ import gc
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 from automator67.v1 import (
@@ -40,7 +43,9 @@ from controller.api.watch import Watch
 from controller.api.watch_events import DeploymentEvents, NodeEvents
 from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
-from controller.config import Config
+from controller.config import Config, ConfigError
+from controller.gateway.server import HttpGateway
+from controller.gateway.services import controller_routes
 from controller.metrics import Exporter, StateSource
 from controller.models import PlacementStrategy
 from controller.registry.changes import ChangeLog
@@ -54,6 +59,7 @@ from controller.registry.sessions import Sessions
 from controller.scheduler.loop import Scheduler, SchedulerSettings
 from controller.security import Security
 from controller.store import is_embedded, open_store
+from controller.tls import http_ssl_context
 
 log = logging.getLogger("controller.server")
 
@@ -114,6 +120,8 @@ class Controller:
             source = StateSource(self.nodes.stats, self.deployments.stats)
             self.metrics = Exporter(config.host, config.metrics_port, source)
         self._server: aio.Server | None = None
+        self.gateway: HttpGateway | None = None
+        self._gateway_dir = ""  # private folder of the gateway's Unix socket to the server
 
     async def start(self) -> None:
         await self.store.open()
@@ -151,6 +159,8 @@ class Controller:
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable(server, (*SERVICES, health_name))
         self.port = self.security.add_port(server)  # TLS when configured
+        if self.config.http_port:
+            await self._start_gateway(server)  # a taken port stops the start before gRPC serves
         await server.start()
         self._server = server
         self.feed.start()  # other replicas' writes
@@ -175,14 +185,44 @@ class Controller:
         # Watchers are told to resume elsewhere (UNAVAILABLE) instead of holding the grace.
         self.nodes.events.close()
         self.deployments.events.close()
+        # HTTP requests in flight finish within the same grace as RPCs (they are RPCs).
+        stopping = [self.gateway.stop()] if self.gateway is not None else []
         if server is not None:
-            await server.stop(self.config.shutdown_grace_s)
+            stopping.append(server.stop(self.config.shutdown_grace_s))
+        await asyncio.gather(*stopping)
+        if self._gateway_dir:
+            shutil.rmtree(self._gateway_dir, ignore_errors=True)
         if self.metrics is not None:
             await self.metrics.stop()
         # Writes whose callers left (a deadline, a cancelled RPC) finish before the store closes.
         await self.nodes.settle()
         await self.deployments.settle()
         await self.store.close()
+
+    async def _start_gateway(self, server: aio.Server) -> None:
+        """The HTTP/JSON gateway (controller/gateway/) calls this server through a Unix socket in
+        a folder only this user may enter (mkdtemp makes it 0700), plaintext whatever the TCP
+        port's TLS: tokens are still checked on it."""
+        self._gateway_dir = tempfile.mkdtemp(prefix="a67-gw-")
+        target = f"unix:{os.path.join(self._gateway_dir, 'grpc.sock')}"
+        server.add_insecure_port(target)
+        self.gateway = HttpGateway(
+            controller_routes(),
+            self.config.host,
+            self.config.http_port,
+            target,
+            max_body_bytes=self.config.max_message_bytes,
+            shutdown_grace_s=self.config.shutdown_grace_s,
+            ssl_context=http_ssl_context(self.config),
+        )
+        try:
+            await self.gateway.start()
+        except OSError as exc:
+            self.gateway = None
+            raise ConfigError(
+                f"A67_HTTP_PORT {self.config.http_port} on {self.config.host} cannot be used: {exc}"
+            ) from None
+
 
 
 def leadership_settings(config: Config) -> LeadershipSettings:
@@ -301,6 +341,7 @@ async def serve(config: Config) -> None:
                 "address": config.host,
                 "port": controller.port,
                 "metrics_port": controller.metrics.port if controller.metrics else 0,
+                "http_port": controller.gateway.port if controller.gateway else 0,
                 "store": controller.store.__class__.__name__,
                 "replica": controller.leadership.replica_id,
                 "nodes": controller.nodes.stats().total,

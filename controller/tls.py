@@ -8,6 +8,7 @@ certificate proves the machine, the token says what it may do."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
@@ -45,3 +46,19 @@ def _read(path: str, setting: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise ConfigError(f"{setting}: cannot read {path}: {error.strerror}") from None
+
+
+def http_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The HTTP gateway's TLS, from the same files as the gRPC port's: TLS when it has TLS, and
+    a client certificate signed by A67_TLS_CLIENT_CA_FILE required when it requires one."""
+    if not config.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+        if config.tls_client_ca_file:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=config.tls_client_ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"A67_HTTP_PORT: cannot use the TLS files: {error}") from None
+    return context

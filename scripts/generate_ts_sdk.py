@@ -2,8 +2,8 @@
 protoc-gen-es (v2), run locally, no remote plugin.
 
 Besides our own files it generates the googleapis files the SDK needs at run time: `google/api`
-field_behavior and resource (our files import them, so their generated code imports theirs) and
-`google/rpc` status and error_details (the typed errors decode them from the status trailer).
+annotations, http, field_behavior and resource (our files import them, so their generated code
+imports theirs) and `google/rpc` status and error_details (the typed errors decode them from the status trailer).
 All come from the installed googleapis-common-protos package, as in generate_protos.py.
 
     (cd sdk/typescript && npm ci)            # installs protoc-gen-es, pinned by package-lock.json
@@ -26,7 +26,9 @@ SDK = ROOT / "sdk" / "typescript"
 GENERATED = SDK / "gen"
 PLUGIN = SDK / "node_modules" / ".bin" / "protoc-gen-es"
 GOOGLE_FILES = (
+    "google/api/annotations.proto",
     "google/api/field_behavior.proto",
+    "google/api/http.proto",
     "google/api/resource.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",
