@@ -1,5 +1,6 @@
 """The `automator67` command. `automator67 serve` runs the controller; `automator67 agent` runs
-the reference node agent against one."""
+the reference node agent against one; `nodes`, `deployments`, `stats` and `status` operate a
+running controller (controller/ctl/)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from controller import __version__, security_cli
 from controller.agent.settings import AgentSettings, SettingsError
 from controller.config import Config, ConfigError
+from controller.ctl.commands import add_commands as add_operator_commands
 from controller.logs import setup_logging
 
 
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     AgentSettings.add_arguments(agent)
     security_cli.add_commands(commands)  # token create, keys init | rotate | reencrypt
+    add_operator_commands(commands)  # nodes, deployments, stats, status
     return parser
 
 
@@ -62,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _agent(args)
     elif args.command in ("token", "keys"):
         return security_cli.run(args)
+    elif getattr(args, "handler", None):  # nodes, deployments, stats, status
+        from controller.ctl.run import run
+
+        return run(args)
     return 0
 
 
