@@ -1,0 +1,409 @@
+"""The container image, for real: the project's Dockerfile, unchanged, built on a Docker engine
+this test starts (tests/e2e/docker_engine.py), with a local Debian base image since no registry
+is reachable; then one controller container configured as the Kubernetes Deployment configures
+it (its env, its key files mounted read-only, a read-only root, no capabilities), checked from
+the host:
+
+- health is SERVING, and each probe of deploy/kubernetes answers SERVING when called the way
+  the kubelet calls it (plaintext Health/Check, the probe's port and service, its timeout, no
+  token), while every other RPC needs a token;
+- the metrics port named by the scrape annotations serves Prometheus text;
+- a node registered survives the container's replacement by a new one on the same data volume;
+- SIGTERM (`docker stop`) exits 0 well within the pod's termination grace, also with an agent
+  streaming;
+- the same image's agent entry point registers its node and turns READY, and keeps its node
+  across a restart through its state file.
+
+Every container uses the host's network (never Docker's bridge) and binds 127.0.0.1. The
+manifest's own ports (50051, 9464) are used, as the kubelet would use them; the test fails at
+once, saying so, if something else on this machine holds them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from automator67.v1 import node_pb2, node_service_pb2, node_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .docker_engine import DockerEngine, container_exit, run_args, unavailable_reason
+from .seed import seed_node
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+IMAGE = "automator67:e2e"
+IMAGE_UID = 10001
+KEYS_DIR = "/etc/automator67/keys"  # where the Deployment mounts the keys Secret
+SERVING = health_pb2.HealthCheckResponse.SERVING
+READY = node_pb2.NODE_STATUS_READY
+START_TIMEOUT_S = 60.0
+WAIT_S = 60.0
+
+_REASON = unavailable_reason()
+pytestmark = [
+    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
+    # The first run on a machine installs the engine and debootstraps the base image.
+    pytest.mark.timeout(1800),
+]
+
+
+def _deployment() -> dict[str, Any]:
+    doc = yaml.safe_load((MANIFESTS / "controller-deployment.yaml").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _controller_spec() -> dict[str, Any]:
+    pod = _deployment()["spec"]["template"]["spec"]
+    spec: dict[str, Any] = next(c for c in pod["containers"] if c["name"] == "controller")
+    return spec
+
+
+def manifest_env() -> dict[str, str]:
+    """The controller's env as the Deployment sets it, literal values only (the store URL comes
+    from a Secret: here the embedded store on the data volume stands in for PostgreSQL), and
+    bound to 127.0.0.1 since the container shares the host's network."""
+    env = {e["name"]: str(e["value"]) for e in _controller_spec()["env"] if "value" in e}
+    env["A67_HOST"] = "127.0.0.1"
+    return env
+
+
+def termination_grace_s() -> float:
+    return float(_deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+
+def hardening() -> list[str]:
+    """The Deployment's securityContext, as docker options."""
+    return [
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
+
+
+def assert_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers bind: a connection of the last run in TIME_WAIT does not hold it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            pytest.fail(f"127.0.0.1:{port} (the manifest's port) is in use on this machine")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DockerEngine]:
+    engine = DockerEngine()
+    try:
+        yield engine.start()
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def image(engine: DockerEngine) -> str:
+    base = engine.ensure_base_image()
+    engine.build(ROOT, IMAGE, {"BASE_IMAGE": base})
+    return IMAGE
+
+
+class Container:
+    """One `docker run -d` of the image; removed (with its anonymous volumes) at teardown."""
+
+    def __init__(self, engine: DockerEngine, args: list[str], command: list[str]) -> None:
+        self.engine = engine
+        self.name = f"a67-e2e-{uuid.uuid4().hex[:10]}"
+        self.engine.docker("run", "--detach", "--name", self.name, *args, IMAGE, *command)
+
+    def stop(self, timeout_s: float) -> tuple[int, float]:
+        """`docker stop` (SIGTERM, SIGKILL after `timeout_s`): the exit code and the time."""
+        started = time.monotonic()
+        self.engine.docker("stop", "--time", str(int(timeout_s)), self.name, timeout=timeout_s + 30)
+        elapsed = time.monotonic() - started
+        code, oom_killed = container_exit(self.engine, self.name)
+        assert not oom_killed
+        return code, elapsed
+
+    def logs(self) -> str:
+        done = self.engine.docker("logs", self.name, check=False)
+        return done.stdout + done.stderr
+
+    def remove(self) -> None:
+        self.engine.docker("rm", "--force", "--volumes", self.name, check=False)
+
+
+class ControllerContainer(Container):
+    def __init__(self, engine: DockerEngine, volume: str, keys: Path) -> None:
+        env = manifest_env()
+        super().__init__(
+            engine,
+            [
+                *run_args(
+                    env=env,
+                    volumes=[f"{volume}:/var/lib/automator67", f"{keys}:{KEYS_DIR}:ro"],
+                ),
+                *hardening(),
+            ],
+            [],  # the image's command: serve
+        )
+        self.address = f"127.0.0.1:{env['PORT']}"
+        self.metrics_port = int(env["A67_METRICS_PORT"])
+
+    def wait_serving(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                response = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=START_TIMEOUT_S, wait_for_ready=True
+                )
+            except grpc.RpcError as error:
+                pytest.fail(f"the controller container did not serve: {error}\n{self.logs()}")
+        assert response.status == SERVING
+
+    def admin_token(self) -> str:
+        """Made inside the container, with the key the Deployment mounts: as an operator would
+        (`kubectl exec deploy/automator67-controller -- automator67 token create ...`)."""
+        done = self.engine.docker(
+            "exec", self.name, "automator67", "token", "create", "--role", "admin"
+        )
+        return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def keys(engine: DockerEngine, image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The key files, made by the image's `keys init` as the README says, in a host folder
+    that stands in for the `automator67-keys` Secret."""
+    folder = tmp_path_factory.mktemp("keys")
+    os.chown(folder, IMAGE_UID, IMAGE_UID)
+    engine.docker(
+        "run", "--rm", *run_args(env={}, volumes=[f"{folder}:/keys"]), image,
+        "keys", "init", "--data-dir", "/keys",
+    )  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_volume(engine: DockerEngine) -> Iterator[str]:
+    name = f"a67-e2e-data-{uuid.uuid4().hex[:10]}"
+    engine.docker("volume", "create", name)
+    yield name
+    engine.docker("volume", "rm", "--force", name, check=False)
+
+
+class Controllers:
+    """The module's controller container; `replace()` swaps it for a new one on the same
+    volume, as a rescheduled pod would be."""
+
+    def __init__(self, engine: DockerEngine, volume: str, keys: Path) -> None:
+        self.engine, self.volume, self.keys = engine, volume, keys
+        self.containers: list[ControllerContainer] = []
+        self.token = ""
+
+    @property
+    def current(self) -> ControllerContainer:
+        return self.containers[-1]
+
+    def start(self) -> ControllerContainer:
+        container = ControllerContainer(self.engine, self.volume, self.keys)
+        self.containers.append(container)
+        container.wait_serving()
+        self.token = self.token or container.admin_token()
+        return container
+
+    def remove_all(self) -> None:
+        for container in self.containers:
+            container.remove()
+
+
+@pytest.fixture(scope="module")
+def controllers(
+    engine: DockerEngine, image: str, keys: Path, data_volume: str
+) -> Iterator[Controllers]:
+    env = manifest_env()
+    for port in (env["PORT"], env["A67_METRICS_PORT"]):
+        assert_port_free(int(port))
+    controllers = Controllers(engine, data_volume, keys)
+    try:
+        controllers.start()
+        yield controllers
+    finally:
+        controllers.remove_all()
+
+
+def channel_to(controller: ControllerContainer) -> grpc.Channel:
+    return grpc.insecure_channel(controller.address)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_the_image_runs_a_non_root_user_with_its_data_dir_as_a_volume(
+    engine: DockerEngine, image: str
+) -> None:
+    config = yaml.safe_load(
+        engine.docker("image", "inspect", "--format", "{{json .Config}}", image).stdout
+    )
+
+    assert config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert set(config["Volumes"]) == {"/var/lib/automator67"}
+    assert set(config["ExposedPorts"]) == {"50051/tcp", "9464/tcp"}
+    assert config["Entrypoint"] == ["automator67"]
+    assert config["Cmd"] == ["serve"]
+    assert "A67_AUTH=off" not in config["Env"]
+
+
+def test_health_is_serving_from_the_host_and_other_rpcs_need_a_token(
+    controllers: Controllers,
+) -> None:
+    with channel_to(controllers.current) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        statuses = {
+            service: health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            for service in ("", "automator67.v1.NodeService", "automator67.v1.AgentService")
+        }
+        nodes = node_service_pb2_grpc.NodeServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            nodes.ListNodes(node_service_pb2.ListNodesRequest(), timeout=10)
+        listed = nodes.ListNodes(
+            node_service_pb2.ListNodesRequest(), timeout=10, metadata=bearer(controllers.token)
+        )
+
+    assert set(statuses.values()) == {SERVING}
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert list(listed.nodes) == []
+
+
+@pytest.mark.parametrize("kind", ["startupProbe", "readinessProbe", "livenessProbe"])
+def test_each_probe_of_the_deployment_answers_serving_as_the_kubelet_calls_it(
+    controllers: Controllers, kind: str
+) -> None:
+    probe = _controller_spec()[kind]
+    # The kubelet's prober: plaintext, its own user agent, no metadata, the probe's service,
+    # timeoutSeconds as the deadline; SERVING is success, anything else a failure.
+    options = [("grpc.primary_user_agent", "kube-probe/1.37")]
+    with grpc.insecure_channel(f"127.0.0.1:{probe['grpc']['port']}", options=options) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")),
+            timeout=float(probe.get("timeoutSeconds", 1)),
+        )
+
+    assert response.status == SERVING
+
+
+def test_the_annotated_metrics_port_serves_prometheus_metrics(controllers: Controllers) -> None:
+    annotations = _deployment()["spec"]["template"]["metadata"]["annotations"]
+    url = f"http://127.0.0.1:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+
+    assert "# TYPE automator67_rpcs_total counter" in text
+    assert "automator67_nodes{" in text
+
+
+def test_a_registered_node_survives_a_new_container_on_the_same_volume(
+    controllers: Controllers,
+) -> None:
+    with channel_to(controllers.current) as channel:
+        registered = node_service_pb2_grpc.NodeServiceStub(channel).RegisterNode(
+            node_service_pb2.RegisterNodeRequest(node=seed_node(region="eu-west-1")),
+            timeout=10,
+            metadata=bearer(controllers.token),
+        )
+    first = controllers.current
+
+    code, elapsed = first.stop(termination_grace_s())
+    first.remove()
+    second = controllers.start()
+    with channel_to(second) as channel:
+        found = (
+            node_service_pb2_grpc.NodeServiceStub(channel)
+            .GetNode(
+                node_service_pb2.GetNodeRequest(node_id=registered.node.id),
+                timeout=10,
+                metadata=bearer(controllers.token),
+            )
+            .node
+        )
+
+    assert code == 0, first.logs()
+    assert elapsed < termination_grace_s()
+    assert found.id == registered.node.id
+    assert found.region == "eu-west-1"
+    assert found.has_credentials
+
+
+def _wait_for_ready(controller: ControllerContainer, token: str, endpoint: str) -> str:
+    """The id of the node with this endpoint once it is READY (watched, not polled)."""
+    with channel_to(controller) as channel:
+        events = node_service_pb2_grpc.NodeServiceStub(channel).WatchNodes(
+            node_service_pb2.WatchNodesRequest(), timeout=WAIT_S, metadata=bearer(token)
+        )
+        try:
+            for event in events:
+                if event.node.endpoint == endpoint and event.node.status == READY:
+                    return event.node.id  # closing the channel ends the watch
+        except grpc.RpcError as error:
+            pytest.fail(f"no READY node {endpoint!r} within {WAIT_S} s: {error.code()}")
+    pytest.fail("the watch ended")
+
+
+@pytest.fixture
+def agent_volume(engine: DockerEngine) -> Iterator[str]:
+    name = f"a67-e2e-agent-{uuid.uuid4().hex[:10]}"
+    engine.docker("volume", "create", name)
+    yield name
+    engine.docker("volume", "rm", "--force", name, check=False)
+
+
+def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
+    engine: DockerEngine, controllers: Controllers, agent_volume: str
+) -> None:
+    endpoint = f"e2e-agent-{uuid.uuid4().hex[:8]}"
+    args = [
+        *run_args(
+            env={
+                "A67_AGENT_CONTROLLER": controllers.current.address,
+                "A67_AGENT_TOKEN": controllers.token,
+                "A67_AGENT_ENDPOINT": endpoint,
+                "A67_AGENT_STATE_FILE": "/var/lib/automator67/agent.json",
+            },
+            volumes=[f"{agent_volume}:/var/lib/automator67"],
+        ),
+        *hardening(),
+    ]
+    agents: list[Container] = []
+    try:
+        agents.append(Container(engine, args, ["agent"]))
+        first_id = _wait_for_ready(controllers.current, controllers.token, endpoint)
+        code, _ = agents[0].stop(termination_grace_s())
+        assert code == 0, agents[0].logs()
+
+        agents.append(Container(engine, args, ["agent"]))  # a new pod on the same host
+        second_id = _wait_for_ready(controllers.current, controllers.token, endpoint)
+
+        # SIGTERM with an agent streaming: it is told to reconnect, the controller exits 0.
+        controller = controllers.current
+        code, elapsed = controller.stop(termination_grace_s())
+        assert code == 0, controller.logs()
+        assert elapsed < termination_grace_s()
+        assert json.loads(controller.logs().splitlines()[-1])["msg"] == "stopped"
+    finally:
+        for agent in agents:
+            agent.remove()
+
+    assert second_id == first_id
