@@ -112,6 +112,23 @@ def node_to_pb(node: Node) -> node_pb2.Node:
     )
 
 
+def node_without_heartbeat_bytes(node: Node) -> bytes:
+    """The node's message serialized, without `last_heartbeat_time`: what a revision of the
+    node fixes, so it can be encoded once per change (`NodeRegistry.derived`)."""
+    message = node_to_pb(node)
+    message.ClearField("last_heartbeat_time")
+    return message.SerializeToString()
+
+
+def node_bytes(node: Node, without_heartbeat: bytes) -> bytes:
+    """`node_to_pb(node)` serialized, from its encoding without the heartbeat time: serialized
+    messages concatenate as a merge, so the heartbeat time is appended as a message of its own."""
+    if node.last_heartbeat_time is None:
+        return without_heartbeat
+    beat = node_pb2.Node(last_heartbeat_time=_timestamp(node.last_heartbeat_time))
+    return without_heartbeat + beat.SerializeToString()
+
+
 def _counts(counter: Counter[str], prefix: str = "") -> Mapping[str, int]:
     return {f"{prefix}{key}": count for key, count in counter.items()}
 

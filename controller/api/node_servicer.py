@@ -40,14 +40,26 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
         return pb.RegisterNodeResponse(node=convert.node_to_pb(node), agent_token=token)
 
     async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
-        return pb.GetNodeResponse(node=convert.node_to_pb(self._nodes.get(request.node_id)))
+        response = pb.GetNodeResponse()
+        response.node.MergeFromString(self._encoded(self._nodes.get(request.node_id)))
+        return response
 
     async def ListNodes(
         self, request: pb.ListNodesRequest, context: Context
     ) -> pb.ListNodesResponse:
         page = self._nodes.list(request.filter, request.page_size, request.page_token)
-        nodes = [convert.node_to_pb(node) for node in page.items]
-        return pb.ListNodesResponse(nodes=nodes, next_page_token=page.next_page_token)
+        response = pb.ListNodesResponse(next_page_token=page.next_page_token)
+        add = response.nodes.add
+        for node in page.items:
+            add().MergeFromString(self._encoded(node))
+        return response
+
+    def _encoded(self, node: Node) -> bytes:
+        """The node's message, serialized; converted once per change of the node, not per read
+        (parsing it back into the response is done in C, converting is not)."""
+        return convert.node_bytes(
+            node, self._nodes.derived(node, convert.node_without_heartbeat_bytes)
+        )
 
     async def DeleteNode(
         self, request: pb.DeleteNodeRequest, context: Context

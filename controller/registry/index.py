@@ -1,18 +1,22 @@
 """An in-memory index of one kind of resource, kept equal to the store by the registry.
 
 Each resource is filed under index terms such as ("status", "READY") or ("labels.zone", "a").
-A query is a conjunction of terms; it walks the smallest matching posting list in id order, so
-listing by a field never scans every resource. Not thread-safe: owned by the event loop."""
+A query is a conjunction of terms; it walks the smallest matching posting list in id order and
+looks each id up in the other terms' lists (a binary search), so listing by a field never scans
+every resource. Each resource may also carry one derived value (what readers are sent, encoded:
+`derived`), computed at most once per revision and dropped when the resource changes or goes.
+Not thread-safe: owned by the event loop."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from controller.models import Deployment, Node
 
 T = TypeVar("T", Node, Deployment)
+R = TypeVar("R")
 Term = tuple[str, str]
 
 
@@ -29,6 +33,7 @@ class Index(Generic[T]):
         self._by_id: dict[str, T] = {}
         self._ids: list[str] = []  # sorted
         self._postings: dict[Term, list[str]] = {}  # each sorted
+        self._derived: dict[str, tuple[int, Any]] = {}  # id -> (revision, derived value)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -52,6 +57,7 @@ class Index(Generic[T]):
         old = self._by_id.pop(resource_id, None)
         if old is None:
             return
+        self._derived.pop(resource_id, None)
         _discard(self._ids, resource_id)
         for term in set(self._terms_of(old)):
             posting = self._postings[term]
@@ -64,15 +70,35 @@ class Index(Generic[T]):
     def query(self, terms: list[Term], after_id: str = "") -> Iterator[T]:
         """Resources matching every term, in id order, with id > `after_id`."""
         if terms:
-            postings = [self._postings.get(term, []) for term in terms]
-            ids = min(postings, key=len)
+            postings = sorted((self._postings.get(term, []) for term in set(terms)), key=len)
+            ids, others = postings[0], postings[1:]
         else:
-            ids = self._ids
-        wanted = set(terms)
+            ids, others = self._ids, []
+        by_id = self._by_id
         for i in range(bisect.bisect_right(ids, after_id), len(ids)):
-            resource = self._by_id[ids[i]]
-            if len(wanted) <= 1 or wanted <= set(self._terms_of(resource)):
-                yield resource
+            resource_id = ids[i]
+            if all(_contains(posting, resource_id) for posting in others):
+                yield by_id[resource_id]
+
+    def derived(self, resource: T, make: Callable[[T], R]) -> R:
+        """`make(resource)`, computed once per (id, revision) while the id is indexed and kept
+        until the indexed resource changes or goes. Pass what readers see (a collection's
+        `published` version, whose content its revision fixes; a staged change keeps an old
+        revision), possibly with a live heartbeat time, which the revision does not fix: so
+        `make` must not read it. One derived value per resource: pass the same `make` always."""
+        cached = self._derived.get(resource.id)
+        if cached is not None and cached[0] == resource.revision:
+            value: R = cached[1]
+            return value
+        value = make(resource)
+        if resource.id in self._by_id:
+            self._derived[resource.id] = (resource.revision, value)
+        return value
+
+
+def _contains(ids: list[str], resource_id: str) -> bool:
+    i = bisect.bisect_left(ids, resource_id)
+    return i < len(ids) and ids[i] == resource_id
 
 
 def _discard(ids: list[str], resource_id: str) -> None:

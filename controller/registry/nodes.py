@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from controller.clock import Clock
 from controller.errors import ConflictError, FencedError, NotFoundError
@@ -36,6 +36,7 @@ from controller.registry.validation import validate_node
 from controller.store.base import Fence, Store
 
 log = logging.getLogger("controller.nodes")
+R = TypeVar("R")
 
 FILTER_FIELDS = {
     "status": enum_normalizer("NODE_STATUS_", [s.value for s in NodeStatus]),
@@ -209,6 +210,12 @@ class NodeRegistry:
     def list(self, filter_text: str = "", page_size: int = 0, page_token: str = "") -> Page[Node]:
         page = self._nodes.list(filter_text, page_size, page_token)
         return Page([self._live(node) for node in page.items], page.next_page_token)
+
+    def derived(self, node: Node, make: Callable[[Node], R]) -> R:
+        """`make(node)` for a node as `get` or `list` returned it, computed once per change of
+        the node (its encoded message, say); `make` must not read `last_heartbeat_time`, which
+        moves with every beat (see `Index.derived`)."""
+        return self._nodes.index.derived(node, make)
 
     async def delete(self, node_id: str, etag: str = "") -> None:
         check_id(node_id, "node_id")

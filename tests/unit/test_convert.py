@@ -15,9 +15,11 @@ from controller.api.convert import (
     deployment_spec,
     deployment_stats_to_pb,
     deployment_to_pb,
+    node_bytes,
     node_spec,
     node_stats_to_pb,
     node_to_pb,
+    node_without_heartbeat_bytes,
 )
 from controller.errors import InvalidArgumentError
 from controller.models import (
@@ -171,6 +173,29 @@ def test_a_node_message_carries_every_other_field() -> None:
 
 def test_a_node_that_never_beat_has_no_heartbeat_time() -> None:
     assert not node_to_pb(a_node(last_heartbeat_time=None)).HasField("last_heartbeat_time")
+
+
+ENCODED_NODES = {
+    "with every field": a_node(),
+    "that never beat": a_node(last_heartbeat_time=None),
+    "without credentials or labels": a_node(credentials=None, labels=frozen_map()),
+    "with many labels": a_node(labels=frozen_map({f"k{i}": f"v{i}" for i in range(20)})),
+}
+
+
+@pytest.mark.parametrize("node", ENCODED_NODES.values(), ids=list(ENCODED_NODES))
+def test_a_node_encoded_once_per_change_is_its_message(node: Node) -> None:
+    # The part a revision fixes is encoded once; the live heartbeat time is appended per read.
+    encoded = node_bytes(node, node_without_heartbeat_bytes(node))
+    assert node_pb2.Node.FromString(encoded) == node_to_pb(node)
+
+
+def test_a_newer_heartbeat_time_goes_onto_the_same_encoding() -> None:
+    old = a_node()
+    without = node_without_heartbeat_bytes(old)
+    later = replace(old, last_heartbeat_time=datetime(2026, 1, 3, tzinfo=UTC))
+    assert node_pb2.Node.FromString(node_bytes(later, without)) == node_to_pb(later)
+    assert node_pb2.Node.FromString(without) == node_to_pb(replace(old, last_heartbeat_time=None))
 
 
 NODE_STATUSES = {

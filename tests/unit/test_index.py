@@ -205,3 +205,63 @@ def test_many_resources_come_back_in_id_order() -> None:
     assert ids(index.query([("provider", "gcp")], "0500")) == sorted(
         n for n in names if int(n) % 3 == 0 and n > "0500"
     )
+
+
+class Maker:
+    """A derived value that counts how often it was made."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, int]] = []
+
+    def __call__(self, n: Node) -> str:
+        self.made.append((n.id, n.revision))
+        return f"{n.id}@{n.revision}:{n.status.value}"
+
+
+def test_a_derived_value_is_made_once_per_revision(fleet: Index[Node]) -> None:
+    make = Maker()
+    a = replace(FLEET[1], revision=7)
+    fleet.put(a)
+    assert fleet.derived(a, make) == "a@7:READY"
+    assert fleet.derived(a, make) == "a@7:READY"
+    # The same revision with a live heartbeat time (which the revision does not fix) hits too.
+    assert fleet.derived(replace(a, last_heartbeat_time=T0), make) == "a@7:READY"
+    assert make.made == [("a", 7)]
+
+
+def test_a_change_makes_the_derived_value_again(fleet: Index[Node]) -> None:
+    make = Maker()
+    a = replace(FLEET[1], revision=7)
+    fleet.put(a)
+    fleet.derived(a, make)
+    changed = replace(a, status=NodeStatus.SUSPECT, revision=8)
+    fleet.put(changed)
+    assert fleet.derived(changed, make) == "a@8:SUSPECT"
+    # A reader may still be shown the last persisted version (a staged change keeps its
+    # revision): its own value, not the newer one's.
+    assert fleet.derived(a, make) == "a@7:READY"
+    assert make.made == [("a", 7), ("a", 8), ("a", 7)]
+
+
+def test_a_put_drops_the_derived_value_even_at_the_same_revision(fleet: Index[Node]) -> None:
+    make = Maker()
+    a = replace(FLEET[1], revision=7)
+    fleet.put(a)
+    fleet.derived(a, make)
+    fleet.put(a)
+    fleet.derived(a, make)
+    assert make.made == [("a", 7), ("a", 7)]
+
+
+def test_removed_and_unknown_resources_keep_no_derived_value(fleet: Index[Node]) -> None:
+    make = Maker()
+    a = FLEET[1]
+    fleet.derived(a, make)
+    fleet.remove("a")
+    assert fleet.derived(a, make) == "a@0:READY"  # made, but not kept for a gone id
+    assert fleet.derived(a, make) == "a@0:READY"
+    assert make.made == [("a", 0), ("a", 0), ("a", 0)]
+    stranger = node("zzz")
+    fleet.derived(stranger, make)
+    fleet.derived(stranger, make)
+    assert make.made[-2:] == [("zzz", 0), ("zzz", 0)]
