@@ -26,6 +26,7 @@ import random
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -43,7 +44,13 @@ from controller.agent.drivers import make_driver
 from controller.agent.load import HostLoad
 from controller.agent.session import BeatStream, EndKind, SessionEnd, end_of_error, run_session
 from controller.agent.settings import AgentSettings
-from controller.agent.state import AgentState, StateFileError, load_state, save_state
+from controller.agent.state import (
+    AgentState,
+    StateFileError,
+    load_state,
+    save_state,
+    save_workloads,
+)
 from controller.agent.workloads import Workloads
 
 log = logging.getLogger("controller.agent")
@@ -114,7 +121,9 @@ class Agent:
         self._client: Callable[[str], ControllerApi] = client or self._new_client
         self._targets = split_targets(settings.controller)
         self._next_target = int(rand() * len(self._targets)) % len(self._targets)
-        self.workloads = workloads or Workloads(make_driver(settings.driver))
+        self.workloads = workloads or Workloads(
+            make_driver(settings.driver), partial(save_workloads, settings.state_file)
+        )
         self._stopping = asyncio.Event()
         self._saved: AgentState | None = None
         self._request_id = _new_request_id()
@@ -133,6 +142,11 @@ class Agent:
         """Runs until `stop()`. Raises StateFileError or RegistrationRefused, which no retry
         can fix."""
         self._saved = load_state(self.settings.state_file)
+        if self._saved is not None and self._saved.workloads:
+            # Before any stream: an adopted process is never started a second time.
+            adopted = self.workloads.adopt(self._saved.workloads)
+            counts = {"adopted": adopted, "recorded": len(self._saved.workloads)}
+            log.info("workloads from before the restart", extra={"fields": counts})
         try:
             while True:
                 end = await self._guarded_attempt()

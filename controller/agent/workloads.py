@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from automator67.v1 import deployment_pb2
@@ -38,6 +39,7 @@ from controller.agent.drivers.base import (
     Status,
     Workload,
 )
+from controller.agent.state import WorkloadRecord
 
 log = logging.getLogger("controller.agent.workloads")
 RUN = deployment_pb2.REPLICA_DESIRED_STATE_RUN
@@ -61,9 +63,66 @@ class Workloads:
     """The replicas of one agent, across its heartbeat streams. Not thread-safe: one event
     loop calls it (the session's reader assigns, its beat loop reports)."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        save_records: Callable[[tuple[WorkloadRecord, ...]], None] | None = None,
+    ) -> None:
         self.driver = driver
         self._replicas: dict[Key, _Replica] = {}
+        # What runs, for a restarted agent to adopt (agent/adoption.py): saved whenever a
+        # driver that can adopt (the exec driver) spawned or lost a process.
+        self._save_records = save_records
+        self._records: tuple[WorkloadRecord, ...] = ()
+        if save_records is not None and hasattr(driver, "on_change"):
+            driver.on_change = self._record
+
+    def adopt(self, records: Iterable[WorkloadRecord]) -> int:
+        """Takes over the recorded processes that still run (before any assignment arrives:
+        they are reported RUNNING, and the first assignments keep or stop them); returns how
+        many."""
+        adopt = getattr(self.driver, "adopt", None)
+        if adopt is None:
+            return 0  # a driver whose workloads end with the agent (simulated)
+        adopted = 0
+        for record in records:
+            key = (record.deployment_id, record.replica_index, record.placement_id)
+            workload = adopt(record)
+            if workload is None or key in self._replicas:
+                continue
+            spec = deployment_pb2.Deployment(id=record.deployment_id, etag=record.etag)
+            assignment = hb.Assignment(
+                deployment=spec,
+                replica_index=record.replica_index,
+                desired_state=RUN,
+                placement_id=record.placement_id,
+            )
+            self._replicas[key] = _Replica(assignment, workload=workload, etag=record.etag)
+            adopted += 1
+            fields = {"deployment_id": key[0], "replica_index": key[1], "placement_id": key[2]}
+            log.info("replica adopted", extra={"fields": {**fields, "pid": record.pid}})
+        self._record()
+        return adopted
+
+    def _record(self) -> None:
+        if self._save_records is None:
+            return
+        records = []
+        for key, replica in sorted(self._replicas.items()):
+            workload = replica.workload
+            pid = getattr(workload, "pid", None)
+            started = getattr(workload, "create_time", None)
+            if workload is None or pid is None or started is None:
+                continue
+            if workload.status.state in ENDED:
+                continue
+            records.append(WorkloadRecord(key[0], key[1], key[2], replica.etag, pid, started))
+        if tuple(records) != self._records:
+            self._records = tuple(records)
+            try:
+                self._save_records(self._records)
+            except OSError as error:
+                log.warning("cannot record workloads", extra={"fields": {"error": str(error)}})
 
     def assign(self, assignments: hb.Assignments) -> None:
         wanted: dict[Key, hb.Assignment] = {}

@@ -47,13 +47,9 @@ NODE = Node(
     update_time=T0,
     labels=frozen_map({"zone": "a"}),
 )
-DRAINING = replace(
-    NODE, unschedulable=True, drain=Drain(T0, T0 + timedelta(hours=1), moved=2, remaining=1)
-)
-COMPLETE = replace(
-    DRAINING,
-    drain=replace(DRAINING.drain, state=DrainState.COMPLETE, end_time=T0),  # type: ignore[arg-type]
-)
+RUNNING_DRAIN = Drain(T0, T0 + timedelta(hours=1), moved=2, remaining=1)
+DRAINING = replace(NODE, unschedulable=True, drain=RUNNING_DRAIN)
+COMPLETE = replace(DRAINING, drain=replace(RUNNING_DRAIN, state=DrainState.COMPLETE, end_time=T0))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +99,7 @@ COMPLETE = replace(
             ["drain"],
             replace(
                 DRAINING,
-                drain=replace(DRAINING.drain, deadline=LATER + timedelta(seconds=60)),  # type: ignore[arg-type]
+                drain=replace(RUNNING_DRAIN, deadline=LATER + timedelta(seconds=60)),
                 update_time=LATER,
             ),
         ),

@@ -21,10 +21,11 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from automator67.v1 import deployment_pb2
 
+from controller.agent.adoption import adopt, start_time_of
 from controller.agent.drivers.base import (
     EXITED,
     FAILED,
@@ -36,6 +37,7 @@ from controller.agent.drivers.base import (
     Status,
     Workload,
 )
+from controller.agent.state import WorkloadRecord
 
 log = logging.getLogger("controller.agent.exec")
 DEFAULT_STOP_GRACE_S = 10.0
@@ -52,6 +54,13 @@ class ExecDriver:
     ) -> None:
         self.stop_grace_s = stop_grace_s
         self._environ = environ
+        # Called when a process was spawned or ended, so the agent records it at once
+        # (agent/adoption.py): a SIGKILLed agent's restart then adopts it instead of a copy.
+        self.on_change: Callable[[], None] | None = None
+
+    def adopt(self, record: WorkloadRecord) -> Workload | None:
+        """The recorded process, if it still runs (agent/adoption.py); None otherwise."""
+        return adopt(record, self.stop_grace_s, self.on_change)
 
     def start(
         self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
@@ -67,15 +76,24 @@ class ExecDriver:
             A67_REPLICA_INDEX=str(replica_index),
             A67_PLACEMENT_ID=placement_id,
         )
-        return ExecWorkload([*deployment.command, *deployment.args], env, self.stop_grace_s)
+        argv = [*deployment.command, *deployment.args]
+        return ExecWorkload(argv, env, self.stop_grace_s, self.on_change)
 
 
 class ExecWorkload:
     """One local process. `pid` is set once it has been spawned."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], stop_grace_s: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        stop_grace_s: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.argv = argv
         self.pid: int | None = None
+        self.create_time: float | None = None  # the process's start time, with `pid`
+        self._on_change = on_change
         self._grace_s = stop_grace_s
         self._progress = Progress()
         self._stop = asyncio.Event()
@@ -97,6 +115,9 @@ class ExecWorkload:
         except Exception as error:  # a bug must end this workload visibly, not silently
             log.exception("exec driver error", extra={"fields": {"argv": self.argv}})
             self._progress.move(FAILED, f"driver error: {error!r}")
+        finally:
+            if self.pid is not None and self._on_change is not None:
+                self._on_change()  # ended: no longer to be adopted
 
     async def _run(self, env: dict[str, str]) -> None:
         if self._stop.is_set():
@@ -115,6 +136,9 @@ class ExecWorkload:
             self._progress.move(FAILED, f"cannot start {self.argv[0]!r}: {error.strerror or error}")
             return
         self.pid = process.pid
+        self.create_time = start_time_of(process.pid)
+        if self._on_change is not None:
+            self._on_change()
         assert process.stderr is not None
         tail = asyncio.ensure_future(_last_line(process.stderr))
         exited = asyncio.ensure_future(process.wait())
