@@ -219,6 +219,7 @@ class Controller:
             await self.gateway.start()
         except OSError as exc:
             self.gateway = None
+            shutil.rmtree(self._gateway_dir, ignore_errors=True)
             raise ConfigError(
                 f"A67_HTTP_PORT {self.config.http_port} on {self.config.host} cannot be used: {exc}"
             ) from None

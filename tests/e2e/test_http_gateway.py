@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import pytest_asyncio
 from automator67.v1 import node_service_pb2 as pb
 from automator67.v1 import node_service_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import open_channel
 from .controller_process import ControllerProcess
@@ -53,10 +55,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    http_port = free_port()
+    http_port, metrics_port = free_port(), free_port()
     process = ControllerProcess(
         tmp_path_factory.mktemp("http") / "data",
-        extra_args=["--http-port", str(http_port), "--max-message-bytes", str(MAX_MESSAGE_BYTES)],
+        extra_args=[
+            *("--http-port", str(http_port), "--metrics-port", str(metrics_port)),
+            *("--max-message-bytes", str(MAX_MESSAGE_BYTES)),
+        ],
     )
     try:
         process.start()
@@ -174,6 +179,13 @@ async def test_every_node_path(
     assert status == 200 and [n["id"] for n in listed["nodes"]] == [node_id]
     status, stats, _ = await call(http, "GET", f"{base}/api/v1/nodes/stats", headers=auth)
     assert status == 200 and stats["byRegion"]["eu-west-9"] == 1 and stats["total"] >= 1
+    # PATCH: the body's fields are the update mask (UpdateNode).
+    status, patched, _ = await call(
+        http, "PATCH", f"{base}/api/v1/nodes/{node_id}", json={"labels": {"tier": "gpu"}},
+        headers=auth,
+    )  # fmt: skip
+    assert status == 200, patched
+    assert patched["node"]["labels"] == {"tier": "gpu"}
     status, deleted, _ = await call(http, "DELETE", f"{base}/api/v1/nodes/{node_id}", headers=auth)
     assert (status, deleted) == (200, {})
     status, missing, _ = await call(http, "GET", f"{base}/api/v1/nodes/{node_id}", headers=auth)
@@ -411,3 +423,27 @@ def test_the_port_is_off_by_default(tmp_path: Path) -> None:
         assert serving["http_port"] == 0
     finally:
         process.stop()
+
+
+def rpc_count(server: ControllerProcess, method: str) -> float:
+    serving = server.log.wait_for(lambda line: line.get("msg") == "serving", WAIT_S)
+    url = f"http://127.0.0.1:{serving['metrics_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            wanted = {"method": method, "code": "OK"}
+            if sample.name == "automator67_rpcs_total" and sample.labels == wanted:
+                return float(sample.value)
+    return 0.0
+
+
+async def test_http_calls_are_counted_as_their_rpcs(
+    http: aiohttp.ClientSession, base: str, auth: dict[str, str], server: ControllerProcess
+) -> None:
+    method = "/automator67.v1.DeploymentService/GetDeploymentStats"
+    before = rpc_count(server, method)
+    for _ in range(3):
+        status, _, _ = await call(http, "GET", f"{base}/api/v1/deployments/stats", headers=auth)
+        assert status == 200
+    assert rpc_count(server, method) == before + 3  # counted before each answer was sent
