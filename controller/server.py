@@ -20,6 +20,8 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from automator67.v1 import (
     agent_service_pb2,
@@ -32,7 +34,7 @@ from automator67.v1 import (
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from controller import metrics
+from controller import metrics, tracing
 from controller.api import reflection
 from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
@@ -61,6 +63,9 @@ from controller.security import Security
 from controller.store import is_embedded, open_store
 from controller.tls import http_ssl_context
 
+if TYPE_CHECKING:
+    from controller.tracing.otel import Tracing
+
 log = logging.getLogger("controller.server")
 
 SERVICES = (
@@ -78,14 +83,21 @@ class Controller:
         self.clock = clock or SystemClock()
         self.security = Security.load(config)  # keys: loaded, or generated on first start
         self.store = open_store(config.store_url, self.security.sealer, serving=True)
+        self.tracing = start_tracing(config)
+        # What the registries use: the store, whose transactions are spans when tracing.
+        store = self._store = self.store
+        if self.tracing is not None:
+            store = self._store = self.tracing.traced_store(
+                store, urlparse(config.store_url).scheme
+            )
         # One feed of the store's change log for every view of this process (registry/feed.py).
-        self.feed = ChangeFeed(self.store)
-        self.leadership = Leadership(self.store, leadership_settings(config), self.clock)
+        self.feed = ChangeFeed(store)
+        self.leadership = Leadership(store, leadership_settings(config), self.clock)
         self.nodes = NodeRegistry(
-            self.store, self.clock, liveness_settings(config), self.feed, self.leadership
+            store, self.clock, liveness_settings(config), self.feed, self.leadership
         )
         self.leadership.on_refresh.append(self.nodes.reconsider)
-        self.deployments = DeploymentRegistry(self.store, self.clock, self.feed)
+        self.deployments = DeploymentRegistry(store, self.clock, self.feed)
         self.sessions = Sessions()
         self.deployments.on_assignments_changed.append(self.sessions.assignments_changed)
         self.nodes.on_released.append(
@@ -107,6 +119,7 @@ class Controller:
             self.clock,
             scheduler_settings(config),
             leadership=self.leadership,
+            trace=self.tracing.span if self.tracing is not None else tracing.no_span,
         )
         self.leadership.on_change.append(lambda leading, epoch: self.deployments.changed.set())
         self.nodes.on_transition.append(lambda old, new: self.deployments.changed.set())
@@ -129,8 +142,10 @@ class Controller:
         await self.deployments.load()
         if self.metrics is not None:
             self.metrics.start()  # first: a taken port stops the start before gRPC serves
+        # The span of a call sits inside the request interceptor, which names its request id.
+        spans = [self.tracing.server_interceptor()] if self.tracing is not None else []
         server = aio.server(
-            interceptors=[RequestInterceptor(), self.security.interceptor()],
+            interceptors=[RequestInterceptor(), *spans, self.security.interceptor()],
             options=server_options(self.config),
         )
         heartbeats = HeartbeatStream(
@@ -141,7 +156,7 @@ class Controller:
             self.clock,
             node_of_caller,
         )
-        changes = ChangeLog(self.store)
+        changes = ChangeLog(self._store)
         node_watch = Watch("node", self.nodes, NodeEvents(), changes)
         node_servicer = NodeServicer(
             self.nodes, node_watch, self.security.node_token, self.leadership
@@ -198,6 +213,8 @@ class Controller:
         await self.nodes.settle()
         await self.deployments.settle()
         await self.store.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()  # exports the spans still queued
 
     async def _start_gateway(self, server: aio.Server) -> None:
         """The HTTP/JSON gateway (controller/gateway/) calls this server through a Unix socket in
@@ -224,6 +241,15 @@ class Controller:
                 f"A67_HTTP_PORT {self.config.http_port} on {self.config.host} cannot be used: {exc}"
             ) from None
 
+
+def start_tracing(config: Config) -> Tracing | None:
+    """Traces exported over OTLP if the OpenTelemetry environment asks for them (see
+    `controller/tracing/__init__.py`); None otherwise, without importing OpenTelemetry."""
+    if not tracing.enabled(os.environ):
+        return None
+    from controller.tracing.otel import Tracing
+
+    return Tracing.from_environment(leadership_settings(config).replica_id)
 
 
 def leadership_settings(config: Config) -> LeadershipSettings:

@@ -43,7 +43,9 @@ from controller.registry.replicas import nodes_of
 from controller.registry.sessions import Sessions
 from controller.scheduler.capacity import Capacity
 from controller.scheduler.reconcile import Context, reconcile, unplaced, waits_on_time
+from controller.store.base import Fence
 from controller.token_bucket import TokenBucket
+from controller.tracing import Span, SpanFactory, no_span
 
 log = logging.getLogger("controller.scheduler")
 
@@ -95,6 +97,7 @@ class Scheduler:
         settings: SchedulerSettings,
         rng: random.Random | None = None,
         leadership: Leadership | None = None,
+        trace: SpanFactory = no_span,
     ) -> None:
         # Only the leader places, moves and evicts; None: this process is the only replica.
         self._leadership = leadership
@@ -104,6 +107,7 @@ class Scheduler:
         self._clock = clock
         self._settings = settings
         self._rng = rng or random.Random()
+        self._trace = trace  # a span around each pass that reconciles (its writes nest in it)
         self._evictions = Evictions(settings.eviction_rate_per_s, settings.eviction_burst, clock)
         self._capacity = Capacity()
         self._parked: dict[str, _Parked] = {}
@@ -162,6 +166,19 @@ class Scheduler:
         self._evictions.paused = paused
         now = self._clock.now()
         due = [dep_id for dep_id, dep in deployments.items() if self._due(dep, now)]
+        with self._trace("scheduler.pass") if due else no_span("") as span:
+            await self._reconcile(deployments, due, now, fence, started, span)
+
+    async def _reconcile(
+        self,
+        deployments: dict[str, Deployment],
+        due: list[str],
+        now: datetime,
+        fence: Fence | None,
+        started: float,
+        span: Span,
+    ) -> None:
+        """Reconciles the `due` deployments and persists what changed (the rest of a pass)."""
         touched = self._deployments.drain_touched_nodes()
         removable: list[str] = []
         placements = reconciled = 0
@@ -191,7 +208,10 @@ class Scheduler:
                 self._parked.pop(dep_id, None)
             elif not remove:
                 self._park(dep, ctx)
-            if new.replica_set != dep.replica_set or new.spec_version != dep.spec_version:
+            if (
+                new.replica_set != dep.replica_set
+                or new.template_generation != dep.template_generation
+            ):
                 touched |= nodes_of(dep.replica_set) | nodes_of(new.replica_set)
         try:
             await self._deployments.persist(fence)
@@ -213,6 +233,10 @@ class Scheduler:
             self._parked.pop(deployment_id, None)
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
         self._sessions.assignments_changed(touched)
+        span.set_attribute("automator67.scheduler.deployments", len(deployments))
+        span.set_attribute("automator67.scheduler.reconciled", reconciled)
+        span.set_attribute("automator67.scheduler.placements", placements)
+        span.set_attribute("automator67.scheduler.removed", len(removable))
         self.reconciled += reconciled
         for listener in self.on_pass:
             listener(placements, time.perf_counter() - started)

@@ -5,6 +5,7 @@ Shared by the sync client, the asyncio client and the agent helper; builds no ch
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +88,25 @@ def channel_options(options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, 
 
 def call_metadata(token: Token | None, metadata: Metadata = ()) -> tuple[tuple[str, str], ...]:
     """`metadata` plus `authorization: Bearer TOKEN` (a callable token is asked each call, so
-    it may refresh itself)."""
+    it may refresh itself) plus the current trace context (`trace_context`)."""
     value = token() if callable(token) else token
-    if not value:
-        return tuple(metadata)
-    return (*metadata, ("authorization", f"Bearer {value}"))
+    auth = (("authorization", f"Bearer {value}"),) if value else ()
+    return (*metadata, *auth, *trace_context())
+
+
+def trace_context() -> tuple[tuple[str, str], ...]:
+    """The current OpenTelemetry span's context as metadata (W3C `traceparent`, `tracestate`,
+    `baggage`: whatever propagators the application configured), so that the controller's span
+    of the call joins the caller's trace. Empty when no span is current, and at no cost when
+    the application does not use OpenTelemetry: the SDK never imports it itself (a span can be
+    current only if the application imported it)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return ()
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
 
 
 def split_targets(targets: str) -> list[str]:
