@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import urllib.request
 import uuid
@@ -36,6 +37,7 @@ import yaml
 from automator67.v1 import node_pb2, node_service_pb2, node_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ..contract import postgres_server
 from .docker_engine import DockerEngine, container_exit, run_args, unavailable_reason
 from .seed import seed_node
 
@@ -147,21 +149,27 @@ class Container:
 
 
 class ControllerContainer(Container):
-    def __init__(self, engine: DockerEngine, volume: str, keys: Path) -> None:
-        env = manifest_env()
+    """`automator67 serve` with the Deployment's env (and `env` over it), the keys mounted
+    where the Deployment mounts its Secret, and `volume` (if any) as the data dir."""
+
+    def __init__(
+        self,
+        engine: DockerEngine,
+        keys: Path,
+        *,
+        volume: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        settings = {**manifest_env(), **(env or {})}
+        volumes = [f"{keys}:{KEYS_DIR}:ro"]
+        if volume is not None:
+            volumes.append(f"{volume}:/var/lib/automator67")
         super().__init__(
             engine,
-            [
-                *run_args(
-                    env=env,
-                    volumes=[f"{volume}:/var/lib/automator67", f"{keys}:{KEYS_DIR}:ro"],
-                ),
-                *hardening(),
-            ],
+            [*run_args(env=settings, volumes=volumes), *hardening()],
             [],  # the image's command: serve
         )
-        self.address = f"127.0.0.1:{env['PORT']}"
-        self.metrics_port = int(env["A67_METRICS_PORT"])
+        self.address = f"127.0.0.1:{settings['PORT']}"
 
     def wait_serving(self) -> None:
         with grpc.insecure_channel(self.address) as channel:
@@ -217,7 +225,7 @@ class Controllers:
         return self.containers[-1]
 
     def start(self) -> ControllerContainer:
-        container = ControllerContainer(self.engine, self.volume, self.keys)
+        container = ControllerContainer(self.engine, self.keys, volume=self.volume)
         self.containers.append(container)
         container.wait_serving()
         self.token = self.token or container.admin_token()
@@ -407,3 +415,81 @@ def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
             agent.remove()
 
     assert second_id == first_id
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new database on a real PostgreSQL on 127.0.0.1 (tests/contract/postgres_server.py)."""
+    try:
+        yield postgres_server.database_url()
+    finally:
+        postgres_server.stop()
+
+
+def _stats(replica: ControllerContainer, token: str) -> node_service_pb2.GetNodeStatsResponse:
+    with channel_to(replica) as channel:
+        return node_service_pb2_grpc.NodeServiceStub(channel).GetNodeStats(
+            node_service_pb2.GetNodeStatsRequest(), timeout=10, metadata=bearer(token)
+        )
+
+
+def test_three_replicas_configured_as_the_deployment_share_postgresql(
+    engine: DockerEngine, image: str, keys: Path, postgres_url: str
+) -> None:
+    # What differs between the Deployment's pods: the replica id (the pod's name) and, on the
+    # host's network here, the ports; the store URL is what the automator67-store Secret holds.
+    replicas: list[ControllerContainer] = []
+    try:
+        for name in ("controller-a", "controller-b", "controller-c"):
+            env = {
+                "A67_STORE_URL": postgres_url,
+                "A67_REPLICA_ID": name,
+                "PORT": str(free_port()),
+                "A67_METRICS_PORT": str(free_port()),
+            }
+            replicas.append(ControllerContainer(engine, keys, env=env))
+        for replica in replicas:
+            replica.wait_serving()
+        token = replicas[0].admin_token()  # the key is shared: valid on every replica
+
+        with channel_to(replicas[0]) as channel:
+            registered = node_service_pb2_grpc.NodeServiceStub(channel).RegisterNode(
+                node_service_pb2.RegisterNodeRequest(node=seed_node()),
+                timeout=10,
+                metadata=bearer(token),
+            )
+        with channel_to(replicas[2]) as channel:
+            found = (
+                node_service_pb2_grpc.NodeServiceStub(channel)
+                .GetNode(
+                    node_service_pb2.GetNodeRequest(node_id=registered.node.id),
+                    timeout=10,
+                    metadata=bearer(token),
+                )
+                .node
+            )
+        # Each replica reads the leader lease on its own schedule: wait until all have.
+        deadline = time.monotonic() + WAIT_S
+        leaders = {""}
+        while "" in leaders and time.monotonic() < deadline:
+            leaders = {_stats(replica, token).leader_id for replica in replicas}
+            if "" in leaders:
+                threading.Event().wait(0.2)
+        answered = [_stats(replica, token).replica_id for replica in replicas]
+
+        codes = [replica.stop(termination_grace_s())[0] for replica in replicas]
+    finally:
+        for replica in replicas:
+            replica.remove()
+
+    assert found.id == registered.node.id
+    assert answered == ["controller-a", "controller-b", "controller-c"]
+    assert len(leaders) == 1 and leaders <= set(answered), leaders
+    assert codes == [0, 0, 0]
