@@ -4,10 +4,12 @@ path and error with a real HTTP client (aiohttp), and gRPC served beside it all 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
 import subprocess
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -361,6 +363,8 @@ async def read_event(lines: aiohttp.StreamReader) -> dict[str, Any]:
 async def test_watch_streams_ndjson_while_grpc_keeps_serving(
     http: aiohttp.ClientSession, base: str, auth: dict[str, str], server: ControllerProcess
 ) -> None:
+    watches = "/automator67.v1.NodeService/WatchNodes"
+    cancelled_before = rpc_count(server, watches, "CANCELLED")
     async with http.get(f"{base}/api/v1/nodes:watch", headers=auth) as watch:
         assert watch.status == 200
         assert watch.headers["Content-Type"].startswith("application/x-ndjson")
@@ -381,7 +385,12 @@ async def test_watch_streams_ndjson_while_grpc_keeps_serving(
         assert event["result"]["type"] == "NODE_EVENT_TYPE_ADDED"
         assert event["result"]["node"]["id"] == registered.node.id
         assert int(event["result"]["revision"]) > 0  # int64 as a string (proto3 JSON)
-    # The client closed the stream after reading; the server is unharmed.
+    # The client closed the stream after reading: the server ends the RPC (CANCELLED), and
+    # serves on. The count moves once the server has seen the close, so it is polled.
+    deadline = time.monotonic() + WAIT_S
+    while rpc_count(server, watches, "CANCELLED") < cancelled_before + 1:
+        assert time.monotonic() < deadline, "the watch RPC outlived its HTTP client"
+        await asyncio.sleep(0.05)
     status, _, _ = await call(http, "GET", f"{base}/api/v1/nodes/stats", headers=auth)
     assert status == 200
 
@@ -425,14 +434,14 @@ def test_the_port_is_off_by_default(tmp_path: Path) -> None:
         process.stop()
 
 
-def rpc_count(server: ControllerProcess, method: str) -> float:
+def rpc_count(server: ControllerProcess, method: str, code: str = "OK") -> float:
     serving = server.log.wait_for(lambda line: line.get("msg") == "serving", WAIT_S)
     url = f"http://127.0.0.1:{serving['metrics_port']}/metrics"
     with urllib.request.urlopen(url, timeout=WAIT_S) as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            wanted = {"method": method, "code": "OK"}
+            wanted = {"method": method, "code": code}
             if sample.name == "automator67_rpcs_total" and sample.labels == wanted:
                 return float(sample.value)
     return 0.0
