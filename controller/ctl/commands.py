@@ -238,7 +238,11 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
         "--command", metavar="COMMAND", help="command and fixed arguments, e.g. 'sleep 3600'"
     )
     spec.add_argument(
-        "--arg", dest="args", action="append", metavar="ARG", help="an argument (repeatable)"
+        "--arg",
+        dest="args",
+        action="append",
+        metavar="ARG",
+        help="an argument (repeatable; --arg=-v for one that starts with -)",
     )
     spec.add_argument(
         "--env", action="append", metavar="KEY=VALUE", help="an environment variable (repeatable)"

@@ -4,7 +4,7 @@
 object `{"nodes": ..., "deployments": ...}` whose parts are those responses in proto3 JSON.
 `status` is one screen for an operator, as `nomad status` / `nomad server members`: which
 replica answered and which leads, nodes and deployments by status, capacity, and what needs
-attention (nodes not READY, deployments FAILED or PENDING, a few of each)."""
+attention (nodes not READY, deployments FAILED or PENDING: a few of each status)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ from automator67.v1 import node_service_pb2 as ns
 from controller.ctl import deployments, nodes
 from controller.ctl.output import Column, Console, Format, render_fields, render_table, to_dict
 
-ATTENTION_ROWS = 5  # per kind, on the status screen
+ATTENTION_ROWS = 5  # per status, on the status screen
+NODE_TROUBLE = (
+    node_pb2.NODE_STATUS_OFFLINE,
+    node_pb2.NODE_STATUS_SUSPECT,
+    node_pb2.NODE_STATUS_PENDING,
+)
 NODE_ORDER = ("READY", "SUSPECT", "OFFLINE", "PENDING")
 DEPLOYMENT_ORDER = ("RUNNING", "SCHEDULED", "PENDING", "FAILED", "STOPPING", "STOPPED")
 
@@ -71,7 +76,7 @@ def status(client: Client, args: argparse.Namespace, console: Console) -> None:
     deployment_stats = client.get_deployment_stats()
     troubled_nodes = [
         n
-        for status in (node_pb2.NODE_STATUS_OFFLINE, node_pb2.NODE_STATUS_SUSPECT)
+        for status in NODE_TROUBLE
         for n in islice(client.list_nodes(f"status = {nodes.status_name(status)}"), ATTENTION_ROWS)
     ]
     troubled_deployments = [
@@ -92,11 +97,10 @@ def status(client: Client, args: argparse.Namespace, console: Console) -> None:
         }
         console.print(json.dumps(screen, indent=2))
         return
-    replica = node_stats.replica_id or "-"
-    leader = node_stats.leader_id or "-"
-    role = "leader" if replica != "-" and replica == leader else "follower"
+    replica, leader = node_stats.replica_id or "-", node_stats.leader_id or "none"
+    role = "the leader" if replica == leader else f"leader {leader}"
     pairs = [
-        ("Controller", f"{client.target} (replica {replica}, {role}; leader {leader})"),
+        ("Controller", f"{client.target} (replica {replica}, {role})"),
         (
             "Nodes",
             f"{node_stats.total}: "
