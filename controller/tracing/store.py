@@ -1,8 +1,9 @@
 """Spans for store transactions: a `Store` wrapped so that each call (one write transaction or
 one read) is a CLIENT span, by the OpenTelemetry conventions for database calls:
-`db.system.name` (sqlite, postgresql), `db.operation.name` (the store's method: create, update,
-update_many, delete, get, ...), `db.collection.name` (nodes, deployments, changes, leases),
-`db.operation.batch.size` for batches, `error.type` (the exception's class) when one fails.
+`db.system.name` (sqlite, postgresql), `db.operation.name` (the store's method: create,
+create_many, update, update_many, delete, get, ...), `db.collection.name` (nodes, deployments,
+changes, leases), `db.operation.batch.size` for batches, `error.type` (the exception's class)
+when one fails.
 
 A call makes a span only inside a recording span (an RPC's, a scheduler pass's): background
 upkeep that runs on its own (lease renewals, the change feed's polls, heartbeat times) would
@@ -83,6 +84,8 @@ class TracedTable(Generic[T]):
     async def create_many(
         self, items: Sequence[tuple[T, RequestKey | None]]
     ) -> list[T | RequestRecord]:
+        # A group commit runs in the task of the create that started it: its span is a child
+        # of that call's span only (the other creates batched into it show none).
         with self._spans.span("create_many", self._collection, batch=len(items)):
             return await self._table.create_many(items)
 
