@@ -28,7 +28,7 @@ from controller.ctl.output import (
     timestamp,
     to_json,
 )
-from controller.ctl.wait import Goal, Progress, wait_for
+from controller.ctl.wait import Goal, Progress, running, wait_for
 
 SHORT_ID = 8
 COLUMNS = [
@@ -55,12 +55,7 @@ def status_name(status: dpb.DeploymentStatus.ValueType) -> str:
 
 def ready(dep: dpb.Deployment) -> str:
     """`running/desired`, as kubectl's READY column."""
-    running = sum(
-        1
-        for r in dep.replica_statuses
-        if not r.superseded and r.state == dpb.REPLICA_STATE_RUNNING and r.index < dep.replicas
-    )
-    return f"{running}/{dep.replicas}"
+    return f"{running(dep)}/{dep.replicas}"
 
 
 def workload(dep: dpb.Deployment) -> str:

@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 # The scheduler's reasons for a replica no node fits (controller/scheduler/placement.py, NoFit);
 # tests/e2e/test_ops_cli_wait.py fails if they change.
 UNSCHEDULABLE = ("no READY node", "no nodes are registered")
+# Statuses whose reason the progress line shows (for the others, the counts say it all).
+EXPLAINED = (
+    dpb.DEPLOYMENT_STATUS_PENDING,
+    dpb.DEPLOYMENT_STATUS_FAILED,
+    dpb.DEPLOYMENT_STATUS_STOPPING,
+)
 
 
 class Goal(enum.Enum):
@@ -48,14 +54,7 @@ def revision_of(deployment: dpb.Deployment) -> int:
 
 
 def runs_every_replica(dep: dpb.Deployment) -> bool:
-    if dep.status != dpb.DEPLOYMENT_STATUS_RUNNING:
-        return False
-    running = {
-        r.index
-        for r in dep.replica_statuses
-        if not r.superseded and r.state == dpb.REPLICA_STATE_RUNNING and r.index < dep.replicas
-    }
-    return len(running) == dep.replicas
+    return dep.status == dpb.DEPLOYMENT_STATUS_RUNNING and running(dep) == dep.replicas
 
 
 def why_it_cannot_run(dep: dpb.Deployment) -> str | None:
@@ -71,11 +70,26 @@ def why_it_cannot_run(dep: dpb.Deployment) -> str | None:
     return None
 
 
+def running(dep: dpb.Deployment) -> int:
+    """How many replica indexes (below `replicas`) have a current placement that runs."""
+    return len(
+        {
+            r.index
+            for r in dep.replica_statuses
+            if not r.superseded and r.state == dpb.REPLICA_STATE_RUNNING and r.index < dep.replicas
+        }
+    )
+
+
 def describe(dep: dpb.Deployment | None) -> str:
+    """`RUNNING, 3/3 running`, with the reason when it says what is wrong or pending."""
     if dep is None:
         return "not seen yet"
     status = short(dpb.DeploymentStatus.Name(dep.status), "DEPLOYMENT_STATUS_")
-    return f"{status}: {dep.status_reason}" if dep.status_reason else status
+    text = f"{status}, {running(dep)}/{dep.replicas} running"
+    if dep.status in EXPLAINED and dep.status_reason:
+        text += f" ({dep.status_reason})"
+    return text
 
 
 class Progress:

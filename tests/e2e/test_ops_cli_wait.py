@@ -107,12 +107,12 @@ def test_create_scale_and_delete_wait_for_the_agents(
             *("deployments", "create", "web", "--image", "nginx", "--cpu", "0.5", "--wait"),
         )
         assert (created.code, created.out) == (0, "deployment/web created\n"), created
-        assert "web: RUNNING: 1/1 replicas running" in created.err, created
+        assert created.err_lines[-1].startswith("web: RUNNING, 1/1 running ("), created
         assert running_replicas(by_name(client, "web")) == 1
 
         scaled = run(controller, "deployments", "scale", "web", "--replicas", "3", "--wait")
         assert (scaled.code, scaled.out) == (0, "deployment/web scaled\n"), scaled
-        assert scaled.err_lines[-1].startswith("web: RUNNING: 3/3 replicas running"), scaled
+        assert scaled.err_lines[-1].startswith("web: RUNNING, 3/3 running ("), scaled
         web = by_name(client, "web")
         assert (web.replicas, running_replicas(web)) == (3, 3)
         assert web.status == dpb.DEPLOYMENT_STATUS_RUNNING
@@ -177,7 +177,7 @@ async def test_a_wait_ends_at_its_timeout_with_the_last_status(
     assert "Traceback" not in result.err
     *progress, line = result.err_lines
     assert line.startswith("automator67: timed out after 3s waiting for web to be running"), result
-    assert "last status SCHEDULED" in line, result
+    assert "last status SCHEDULED, 0/1 running" in line, result
     assert progress and all(p.startswith("web: ") for p in progress), result
 
 
