@@ -41,6 +41,7 @@ BASE_IMAGE = "a67-local-base:bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+LEFTOVER_PREFIX = "a67-e2e-"  # what the tests name their containers and volumes
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -153,7 +154,19 @@ class DockerEngine:
                 self.stop()
                 raise EngineError(f"dockerd did not answer:\n{_tail(self.log_path)}")
             _pause_until(self._process, 0.2)
+        self._remove_leftovers()
         return self
+
+    def _remove_leftovers(self) -> None:
+        """Containers and volumes of a run that was killed before its teardown (the data root
+        is this engine's alone, and the tests name theirs `a67-e2e-...`)."""
+        filters = ("--filter", f"name={LEFTOVER_PREFIX}")
+        containers = self.docker("ps", "--all", "--quiet", *filters).stdout.split()
+        if containers:
+            self.docker("rm", "--force", "--volumes", *containers, check=False)
+        volumes = self.docker("volume", "ls", "--quiet", *filters).stdout.split()
+        if volumes:
+            self.docker("volume", "rm", "--force", *volumes, check=False)
 
     def stop(self) -> None:
         """Ends dockerd (SIGTERM, by its pid; it stops the containerd it started)."""

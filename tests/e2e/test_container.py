@@ -370,30 +370,55 @@ def _wait_for_ready(controller: ControllerContainer, token: str, endpoint: str) 
     pytest.fail("the watch ended")
 
 
-@pytest.fixture
-def agent_volume(engine: DockerEngine) -> Iterator[str]:
-    name = f"a67-e2e-agent-{uuid.uuid4().hex[:10]}"
-    engine.docker("volume", "create", name)
-    yield name
-    engine.docker("volume", "rm", "--force", name, check=False)
+def _daemonset_pod() -> dict[str, Any]:
+    doc = yaml.safe_load((MANIFESTS / "agent-daemonset.yaml").read_text())
+    pod: dict[str, Any] = doc["spec"]["template"]["spec"]
+    return pod
+
+
+def prepare_host_path(engine: DockerEngine, image: str, host_dir: Path) -> None:
+    """Runs the DaemonSet's init container, as it is written there, on `host_dir` (the
+    kubelet creates a hostPath DirectoryOrCreate as root, 0755)."""
+    init = _daemonset_pod()["initContainers"][0]
+    context = init["securityContext"]
+    engine.docker(
+        "run", "--rm", "--network", "host", "--read-only", "--security-opt", "no-new-privileges",
+        "--user", str(context["runAsUser"]), "--cap-drop", "ALL",
+        *(arg for cap in context["capabilities"]["add"] for arg in ("--cap-add", cap)),
+        "--volume", f"{host_dir}:{init['volumeMounts'][0]['mountPath']}",
+        "--entrypoint", init["command"][0], image, *init["command"][1:],
+    )  # fmt: skip
+
+
+def agent_args(controllers: Controllers, endpoint: str, host_dir: Path) -> list[str]:
+    """The DaemonSet's agent container as docker options: its literal env, with what the
+    cluster would provide (the Service's address, the node's name, the token Secret) filled
+    in, and `host_dir` as its hostPath."""
+    pod = _daemonset_pod()
+    agent = next(c for c in pod["containers"] if c["name"] == "agent")
+    env = {e["name"]: str(e["value"]) for e in agent["env"] if "value" in e}
+    env["A67_AGENT_CONTROLLER"] = controllers.current.address
+    env["A67_AGENT_ENDPOINT"] = endpoint  # fieldRef spec.nodeName
+    env["A67_AGENT_TOKEN"] = controllers.token  # secretKeyRef automator67-agent-token
+    host_paths = {v["name"] for v in pod["volumes"] if "hostPath" in v}
+    mount = next(m for m in agent["volumeMounts"] if m["name"] in host_paths)
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    return [
+        *run_args(env=env, volumes=[f"{host_dir}:{mount['mountPath']}"]),
+        "--user",
+        user,
+        *hardening(),
+    ]
 
 
 def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
-    engine: DockerEngine, controllers: Controllers, agent_volume: str
+    engine: DockerEngine, image: str, controllers: Controllers, tmp_path: Path
 ) -> None:
     endpoint = f"e2e-agent-{uuid.uuid4().hex[:8]}"
-    args = [
-        *run_args(
-            env={
-                "A67_AGENT_CONTROLLER": controllers.current.address,
-                "A67_AGENT_TOKEN": controllers.token,
-                "A67_AGENT_ENDPOINT": endpoint,
-                "A67_AGENT_STATE_FILE": "/var/lib/automator67/agent.json",
-            },
-            volumes=[f"{agent_volume}:/var/lib/automator67"],
-        ),
-        *hardening(),
-    ]
+    host_dir = tmp_path / "var-lib-automator67-agent"
+    host_dir.mkdir(mode=0o755)
+    prepare_host_path(engine, image, host_dir)
+    args = agent_args(controllers, endpoint, host_dir)
     agents: list[Container] = []
     try:
         agents.append(Container(engine, args, ["agent"]))
@@ -401,7 +426,7 @@ def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
         code, _ = agents[0].stop(termination_grace_s())
         assert code == 0, agents[0].logs()
 
-        agents.append(Container(engine, args, ["agent"]))  # a new pod on the same host
+        agents.append(Container(engine, args, ["agent"]))  # a new pod on the same node
         second_id = _wait_for_ready(controllers.current, controllers.token, endpoint)
 
         # SIGTERM with an agent streaming: it is told to reconnect, the controller exits 0.
@@ -415,6 +440,10 @@ def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
             agent.remove()
 
     assert second_id == first_id
+    # The state file is on the host, the agent's own, and private.
+    (state,) = host_dir.iterdir()
+    assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (IMAGE_UID, 0o600)
+    assert first_id in state.read_text()
 
 
 def free_port() -> int:
