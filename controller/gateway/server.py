@@ -33,8 +33,9 @@ from aiohttp import web
 from google.protobuf.message import Message
 from grpc import aio
 
+from controller import errors
 from controller.gateway import transcode
-from controller.gateway.errors import GatewayError, from_rpc_error, internal, refused
+from controller.gateway.errors import GatewayError, from_domain, from_rpc_error, internal, refused
 from controller.gateway.routes import NoRoute, Route, Router, WrongMethod
 
 log = logging.getLogger("controller.gateway")
@@ -44,6 +45,11 @@ METADATA_PREFIX = "grpc-metadata-"
 REQUEST_ID = "x-request-id"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _ASCII_VALUE = re.compile(r"[\x20-\x7e]*")
+_METADATA_KEY = re.compile(r"[a-z0-9_.-]+")
+# Keys grpc or HTTP/2 own, or that the gateway sets itself: never taken from a client's header.
+_RESERVED = {"content-type", "te", "user-agent", "host", "connection", "x-forwarded-for"}
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+_TIMEOUT_UNITS_S = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 JSON_TYPE = "application/json"
 NDJSON_TYPE = "application/x-ndjson"
 
@@ -143,6 +149,7 @@ class HttpGateway:
         try:
             body = await request.read() if route.body else b""
             message = transcode.request_of(route, values, request.query.items(), body)
+            deadline_s = _timeout_of(request)
         except web.HTTPRequestEntityTooLarge:
             return _error_response(
                 refused(
@@ -156,13 +163,17 @@ class HttpGateway:
             return _error_response(error)
         metadata = _metadata_of(request)
         if route.server_streaming:
-            return await self._stream(request, route, message, metadata)
-        return await self._unary(route, message, metadata)
+            return await self._stream(request, route, message, metadata, deadline_s)
+        return await self._unary(route, message, metadata, deadline_s)
 
     async def _unary(
-        self, route: Route, message: Message, metadata: Sequence[tuple[str, str]]
+        self,
+        route: Route,
+        message: Message,
+        metadata: Sequence[tuple[str, str]],
+        deadline_s: float | None,
     ) -> web.StreamResponse:
-        call = self._calls[route.rpc](message, metadata=metadata)
+        call = self._calls[route.rpc](message, metadata=metadata, timeout=deadline_s)
         try:
             response = await call
         except aio.AioRpcError as error:
@@ -180,8 +191,9 @@ class HttpGateway:
         route: Route,
         message: Message,
         metadata: Sequence[tuple[str, str]],
+        deadline_s: float | None,
     ) -> web.StreamResponse:
-        call = self._calls[route.rpc](message, metadata=metadata)
+        call = self._calls[route.rpc](message, metadata=metadata, timeout=deadline_s)
         try:
             messages = call.__aiter__()
             try:
@@ -223,11 +235,32 @@ def _metadata_of(request: web.Request) -> list[tuple[str, str]]:
         elif lower not in FORWARDED:
             continue
         # grpc refuses binary keys given as text and values outside printable ASCII.
-        if lower and not lower.endswith("-bin") and _ASCII_VALUE.fullmatch(value):
+        if (
+            _METADATA_KEY.fullmatch(lower)
+            and not lower.startswith("grpc-")
+            and not lower.endswith("-bin")
+            and lower not in _RESERVED
+            and _ASCII_VALUE.fullmatch(value)
+        ):
             metadata.append((lower, value))
     if request.remote:
         metadata.append(("x-forwarded-for", request.remote))
     return metadata
+
+
+def _timeout_of(request: web.Request) -> float | None:
+    """`Grpc-Timeout` (grpc's own format: `10S`, `500m`) as the call's deadline, as
+    grpc-gateway takes it; none by default, like a gRPC client that sets none."""
+    raw = request.headers.get("Grpc-Timeout")
+    if raw is None:
+        return None
+    match = _TIMEOUT.fullmatch(raw.strip())
+    if match is None:
+        violation = errors.FieldViolation(
+            "grpc-timeout", "expected 1-8 digits and H, M, S, m, u or n"
+        )
+        raise from_domain(errors.InvalidArgumentError([violation]))
+    return int(match.group(1)) * _TIMEOUT_UNITS_S[match.group(2)]
 
 
 def _headers_of(metadata: Any) -> dict[str, str]:

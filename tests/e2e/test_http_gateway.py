@@ -456,3 +456,20 @@ async def test_http_calls_are_counted_as_their_rpcs(
         status, _, _ = await call(http, "GET", f"{base}/api/v1/deployments/stats", headers=auth)
         assert status == 200
     assert rpc_count(server, method) == before + 3  # counted before each answer was sent
+
+
+async def test_grpc_timeout_is_the_calls_deadline(
+    http: aiohttp.ClientSession, base: str, auth: dict[str, str]
+) -> None:
+    stats = f"{base}/api/v1/nodes/stats"
+    status, _, _ = await call(http, "GET", stats, headers={**auth, "Grpc-Timeout": "10S"})
+    assert status == 200
+    status, answer, _ = await call(http, "GET", stats, headers={**auth, "Grpc-Timeout": "soon"})
+    assert status == 400 and fields_of(answer) == ["grpc-timeout"]
+    # A watch runs until its deadline, then ends with DEADLINE_EXCEEDED (504) as its last line.
+    headers = {**auth, "Grpc-Timeout": "1500m"}
+    async with http.get(f"{base}/api/v1/deployments:watch", headers=headers) as watch:
+        assert watch.status == 200
+        lines = (await watch.read()).decode().splitlines()
+    assert json.loads(lines[-1])["error"]["code"] == 504
+    assert json.loads(lines[-1])["error"]["status"] == "DEADLINE_EXCEEDED"
