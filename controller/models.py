@@ -56,6 +56,24 @@ class PlacementStrategy(enum.Enum):
     BINPACK = "BINPACK"
 
 
+class Health(enum.Enum):
+    """What a replica's health check last said; names match the proto's `ReplicaHealth`."""
+
+    UNSPECIFIED = "UNSPECIFIED"  # no check, or not probed yet
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+
+
+class RolloutOutcome(enum.Enum):
+    """Names match the proto enum without its prefix."""
+
+    PROGRESSING = "PROGRESSING"
+    COMPLETE = "COMPLETE"
+    ROLLED_BACK = "ROLLED_BACK"
+    SUPERSEDED = "SUPERSEDED"
+    FAILED = "FAILED"
+
+
 class Secret:
     """A string that never shows itself: `repr`, `str` and f-strings print a mask.
 
@@ -120,7 +138,7 @@ class Drain:
     state: DrainState = DrainState.DRAINING
     end_time: datetime | None = None
     remaining: int = 0  # replicas still placed on the node
-    moved: int = 0  # replicas whose replacement the drain started elsewhere
+    moved: int = 0  # replicas stopped on the node as they moved elsewhere
     stopped: int = 0  # replicas stopped by the deadline
     message: str = ""
 
@@ -163,6 +181,71 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class IntOrPercent:
+    """A count of replicas, or `value` percent of the replica count (Kubernetes' IntOrString)."""
+
+    value: int
+    percent: bool = False
+
+    def of(self, replicas: int, round_up: bool) -> int:
+        if not self.percent:
+            return self.value
+        share = replicas * self.value
+        return -(-share // 100) if round_up else share // 100
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How agents probe a running replica: `command` (exit 0) or a TCP `tcp_port`."""
+
+    command: tuple[str, ...] = ()
+    tcp_port: int = 0
+    interval_s: float = 10.0
+    timeout_s: float = 1.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class UpdateStrategy:
+    """A rolling update's limits (Kubernetes' defaults); see scheduler/rollout.py."""
+
+    max_unavailable: IntOrPercent = IntOrPercent(25, percent=True)  # rounded down
+    max_surge: IntOrPercent = IntOrPercent(25, percent=True)  # rounded up
+    min_ready_s: int = 0
+    progress_deadline_s: int = 600
+    revision_history_limit: int = 10
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a replica runs: the part of the spec whose change is rolled out replica by replica."""
+
+    image: str = ""
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=frozen_map)
+    resources: Resources = field(default_factory=Resources)
+    health_check: HealthCheck | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One rollout: the move of every replica to the template introduced by generation
+    `template_generation`, started by the spec change that made `generation`."""
+
+    generation: int
+    template_generation: int
+    template: Template
+    start_time: datetime
+    end_time: datetime | None = None
+    outcome: RolloutOutcome = RolloutOutcome.PROGRESSING
+    reason: str = ""  # machine-readable (ROLLOUT_HEALTH_CHECK_FAILED, ROLLBACK, ...)
+    message: str = ""
+    progress_time: datetime | None = None  # the last time it made progress
+    progress_mark: int = 0  # updated and available replicas then
+
+
+@dataclass(frozen=True)
 class PlacementConstraints:
     provider: str = ""
     region: str = ""
@@ -187,6 +270,13 @@ class Replica:
     # This placement's own id, new for every placement (scheduler/reconcile.py): agents key
     # their workloads by it and reports are matched by it. "" while unplaced.
     placement_id: str = ""
+    generation: int = 0  # the template it runs (Deployment.template_generation); 0: unknown
+    health: Health = Health.UNSPECIFIED
+    ready_time: datetime | None = None  # since when it runs and passes its check; None: not
+    # Superseded on purpose (a rolling update or a drain): it runs until its replacement is
+    # available, then stops; it is never restored as the current placement.
+    handover: bool = False
+    prefer: str = ""  # a node to place it on if it fits there (the one it replaces)
 
 
 @dataclass(frozen=True)
@@ -216,8 +306,24 @@ class Deployment:
     status_reason: str = ""
     replica_set: tuple[Replica, ...] = ()
     history: tuple[StatusChange, ...] = ()
-    spec_version: int = 1  # bumped by every spec change; agents restart replicas on a new one
+    update_strategy: UpdateStrategy = field(default_factory=UpdateStrategy)
+    health_check: HealthCheck | None = None
+    paused: bool = False  # a rollout stops where it is
+    generation: int = 1  # grows with every spec change
+    observed_generation: int = 0  # the generation the scheduler last acted on
+    # The template replicas are moved to, named by the generation that introduced it.
+    template_generation: int = 1
+    rollouts: tuple[Rollout, ...] = ()  # oldest first
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
     revision: int = 0
+
+    @property
+    def template(self) -> Template:
+        return Template(
+            self.image, self.command, self.args, self.env, self.resources, self.health_check
+        )
 
     @property
     def node_ids(self) -> tuple[str, ...]:
@@ -253,3 +359,6 @@ class DeploymentSpec:
     replicas: int = 1
     constraints: PlacementConstraints = field(default_factory=PlacementConstraints)
     strategy: PlacementStrategy = PlacementStrategy.DEFAULT
+    update_strategy: UpdateStrategy = field(default_factory=UpdateStrategy)
+    health_check: HealthCheck | None = None
+    paused: bool = False

@@ -17,6 +17,14 @@ from automator67.v1 import (
 from google.protobuf import timestamp_pb2
 
 from controller.api.node_update_convert import drain_to_pb
+from controller.api.rollout_convert import (
+    fill_deployment,
+    fill_replica,
+    health_check_of,
+    health_check_pb,
+    health_of,
+    update_strategy_of,
+)
 from controller.errors import InvalidArgumentError
 from controller.models import (
     Capabilities,
@@ -39,6 +47,7 @@ from controller.models import (
 from controller.registry.deployments import DeploymentStats
 from controller.registry.node_tally import NodeStats
 from controller.registry.replicas import REPORTABLE, Report
+from controller.registry.rollouts import template_for
 
 _STRATEGIES = {
     deployment_pb2.PLACEMENT_STRATEGY_UNSPECIFIED: PlacementStrategy.DEFAULT,
@@ -179,10 +188,19 @@ def deployment_spec(
         replicas=dep.replicas if dep.HasField("replicas") else 1,
         constraints=PlacementConstraints(con.provider, con.region, frozen_map(con.labels)),
         strategy=strategy,
+        update_strategy=update_strategy_of(dep),
+        health_check=health_check_of(dep),
+        paused=dep.paused,
     )
 
 
 def deployment_to_pb(dep: Deployment) -> deployment_pb2.Deployment:
+    pb = _deployment_pb(dep)
+    fill_deployment(pb, dep)
+    return pb
+
+
+def _deployment_pb(dep: Deployment) -> deployment_pb2.Deployment:
     res, con = dep.resources, dep.constraints
     return deployment_pb2.Deployment(
         id=dep.id,
@@ -220,6 +238,12 @@ def _deployment_status_pb(status: DeploymentStatus) -> deployment_pb2.Deployment
 
 
 def _replica_pb(r: Replica) -> deployment_pb2.Replica:
+    pb = _replica_core_pb(r)
+    fill_replica(pb, r)
+    return pb
+
+
+def _replica_core_pb(r: Replica) -> deployment_pb2.Replica:
     return deployment_pb2.Replica(
         index=r.index,
         node_id=r.node_id,
@@ -236,13 +260,48 @@ def desired_state_pb(desired: DesiredState) -> deployment_pb2.ReplicaDesiredStat
     return deployment_pb2.ReplicaDesiredState.Value(f"REPLICA_DESIRED_STATE_{desired.value}")
 
 
-def assignment_spec_pb(dep: Deployment) -> deployment_pb2.Deployment:
-    """What an agent needs to run a replica: the spec, without the status fields. Its `etag` is
-    the spec version, which changes only when the spec does (the agent restarts on a change)."""
+def assignment_spec_pb(
+    dep: Deployment, replica: Replica | None = None
+) -> deployment_pb2.Deployment:
+    """What an agent needs to run a placement: the template it runs (during a rollout an old
+    placement keeps its old one), without the status fields. `etag` and `template_generation`
+    name the template: they change only when it does (an agent restarts a placement on a
+    change; controllers and placements from before generations: the current template)."""
+    generation = replica.generation if replica is not None and replica.generation else 0
+    template = template_for(dep, generation)
     spec = deployment_to_pb(dep)
-    for field in ("status", "status_reason", "node_ids", "replica_statuses", "history"):
+    for field in (
+        "status",
+        "status_reason",
+        "node_ids",
+        "replica_statuses",
+        "history",
+        "rollout_history",
+        "updated_replicas",
+        "ready_replicas",
+        "available_replicas",
+    ):
         spec.ClearField(field)
-    spec.etag = str(dep.spec_version)
+    spec.image = template.image
+    del spec.command[:]
+    spec.command.extend(template.command)
+    del spec.args[:]
+    spec.args.extend(template.args)
+    spec.env.clear()
+    spec.env.update(template.env)
+    spec.resources.CopyFrom(
+        deployment_pb2.Resources(
+            cpu_cores=template.resources.cpu_cores,
+            memory_gb=template.resources.memory_gb,
+            disk_gb=template.resources.disk_gb,
+        )
+    )
+    spec.ClearField("health_check")
+    check = health_check_pb(template.health_check)
+    if check is not None:
+        spec.health_check.CopyFrom(check)
+    spec.template_generation = generation or dep.template_generation
+    spec.etag = str(spec.template_generation)
     return spec
 
 
@@ -253,7 +312,15 @@ REPORTABLE_STATES_PB = frozenset(
 
 def report_of(pb: heartbeat_pb2.ReplicaReport) -> Report:
     state = ReplicaState(deployment_pb2.ReplicaState.Name(pb.state).removeprefix("REPLICA_STATE_"))
-    return Report(pb.deployment_id, pb.replica_index, state, pb.message, pb.placement_id)
+    return Report(
+        pb.deployment_id,
+        pb.replica_index,
+        state,
+        pb.message,
+        pb.placement_id,
+        pb.generation,
+        health_of(pb.health),
+    )
 
 
 def deployment_update(

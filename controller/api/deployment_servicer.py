@@ -10,6 +10,7 @@ from grpc import aio
 
 from controller.api import convert
 from controller.api.watch import Watch
+from controller.errors import InvalidArgumentError
 from controller.models import Deployment
 from controller.registry.deployments import DeploymentRegistry
 
@@ -44,7 +45,13 @@ class DeploymentServicer(deployment_service_pb2_grpc.DeploymentServiceServicer):
         self, request: pb.UpdateDeploymentRequest, context: Context
     ) -> pb.UpdateDeploymentResponse:
         deployment_id, spec, paths, etag = convert.deployment_update(request)
-        dep = await self._deployments.update(deployment_id, spec, paths, etag)
+        if request.HasField("rollback"):
+            if paths:
+                raise InvalidArgumentError.single("update_mask", "must be empty with rollback")
+            target = request.rollback.template_generation
+            dep = await self._deployments.rollback(deployment_id, target, etag)
+        else:
+            dep = await self._deployments.update(deployment_id, spec, paths, etag)
         return pb.UpdateDeploymentResponse(deployment=convert.deployment_to_pb(dep))
 
     async def WatchDeployments(  # type: ignore[override]  # a coroutine writing through the context

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from automator67.v1 import deployment_pb2
 from automator67.v1 import heartbeat_pb2 as hb
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
@@ -50,6 +51,8 @@ from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Session, Sessions, StopKind
 from controller.registry.validation import MAX_DISK_GB, MAX_MEMORY_GB
 from controller.token_bucket import TokenBucket
+
+HEALTH_VALUES = frozenset(deployment_pb2.ReplicaHealth.values())
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -174,7 +177,7 @@ class HeartbeatStream:
     def _assignments(self, node_id: str) -> hb.HeartbeatResponse:
         assignments = [
             hb.Assignment(
-                deployment=assignment_spec_pb(dep),
+                deployment=assignment_spec_pb(dep, replica),
                 replica_index=replica.index,
                 desired_state=desired_state_pb(replica.desired),
                 placement_id=replica.placement_id,
@@ -263,6 +266,8 @@ def _check_beat(beat: hb.Beat) -> None:
             )
         if replica.state not in REPORTABLE_STATES_PB:
             raise InvalidArgumentError.single(f"beat.replicas[{i}].state", "unknown value")
+        if replica.health not in HEALTH_VALUES:
+            raise InvalidArgumentError.single(f"beat.replicas[{i}].health", "unknown value")
         if len(replica.placement_id) > 64:
             raise InvalidArgumentError.single(
                 f"beat.replicas[{i}].placement_id", "at most 64 characters"

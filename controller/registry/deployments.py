@@ -17,7 +17,15 @@ from controller.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
 )
-from controller.models import Deployment, DeploymentSpec, DeploymentStatus, Replica, StatusChange
+from controller.models import (
+    Deployment,
+    DeploymentSpec,
+    DeploymentStatus,
+    Replica,
+    RolloutOutcome,
+    StatusChange,
+)
+from controller.registry import rollouts
 from controller.registry.collection import Collection, etag_of, parse_etag
 from controller.registry.events import Event
 from controller.registry.feed import ChangeFeed
@@ -123,6 +131,9 @@ class DeploymentRegistry:
                 replicas=spec.replicas,
                 constraints=spec.constraints,
                 strategy=spec.strategy,
+                update_strategy=spec.update_strategy,
+                health_check=spec.health_check,
+                paused=spec.paused,
                 status=DeploymentStatus.PENDING,
                 status_reason=reason,
                 history=(StatusChange(DeploymentStatus.PENDING, reason, now),),
@@ -130,10 +141,14 @@ class DeploymentRegistry:
                 update_time=now,
             )
 
+        def build_first() -> Deployment:
+            dep = build()
+            return rollouts.first(dep, dep.create_time)
+
         request = request_key(request_id, spec)
 
         async def create_locked() -> Deployment:
-            created = await self._deployments.create_locked(build, request, name_is_free)
+            created = await self._deployments.create_locked(build_first, request, name_is_free)
             self.changed.set()
             return created
 
@@ -178,17 +193,60 @@ class DeploymentRegistry:
             )
         merged = replace(_spec_of(current), **{p: getattr(spec, p) for p in paths})
         validate_deployment(merged)
-        spec_changed = any(
-            p in SPEC_FIELDS and getattr(merged, p) != getattr(current, p) for p in paths
-        )
+        changed = [p for p in paths if getattr(merged, p) != getattr(current, p)]
         now = self._clock.now()
         updated = replace(
             current,
             **{p: getattr(merged, p) for p in paths},
-            spec_version=current.spec_version + (1 if spec_changed else 0),
+            generation=current.generation + (1 if changed else 0),
             update_time=now,
         )
+        if any(p in SPEC_FIELDS for p in changed):
+            updated = rollouts.begin(updated, updated.template, now)
+        elif "paused" in changed and not updated.paused:
+            updated = rollouts.resumed(updated, now)
         return await self._write(updated)
+
+    async def rollback(
+        self, deployment_id: str, template_generation: int = 0, etag: str = ""
+    ) -> Deployment:
+        """Restores the template of an earlier rollout (0: the last completed one before the
+        current): a new generation that runs it, rolled out like any change."""
+        current = self._current(deployment_id, etag, "deployment.id")
+        if current.status is DeploymentStatus.STOPPING:
+            raise FailedPreconditionError(
+                f"deployment {deployment_id!r} is being deleted", reason="DEPLOYMENT_DELETING"
+            )
+        if current.paused:
+            raise FailedPreconditionError(
+                f"deployment {deployment_id!r} is paused: resume it before rolling back",
+                reason="DEPLOYMENT_PAUSED",
+            )
+        target = rollouts.rollback_target(current, template_generation)
+        if target is None:
+            kept = sorted({r.template_generation for r in current.rollouts})
+            which = template_generation or "an earlier completed template"
+            raise InvalidArgumentError.single(
+                "rollback.template_generation",
+                f"no {which} to roll back to in the history (kept: {kept}; current: "
+                f"{current.template_generation})",
+            )
+        now = self._clock.now()
+        message = (
+            f"rolled back to generation {target.template_generation} from generation "
+            f"{current.template_generation} on request"
+        )
+        ended = rollouts.finish(current, RolloutOutcome.ROLLED_BACK, now, "ROLLBACK_REQUESTED")
+        if current.rollouts and current.rollouts[-1].outcome is not RolloutOutcome.PROGRESSING:
+            ended = current  # it had ended: only the new rollout records the request
+        moved = rollouts.begin(
+            replace(ended, generation=current.generation + 1, update_time=now),
+            target.template,
+            now,
+            reason="ROLLBACK_REQUESTED",
+            message=message,
+        )
+        return await self._write(moved)
 
     async def delete(self, deployment_id: str, etag: str = "") -> Deployment:
         """Marks the deployment STOPPING; the scheduler stops its replicas and removes it."""
@@ -288,8 +346,9 @@ class DeploymentRegistry:
         return await self._deployments.write(persist_locked)
 
 
-SPEC_FIELDS = frozenset({"image", "command", "args", "env", "resources"})
-UPDATABLE = SPEC_FIELDS | {"replicas", "constraints", "strategy"}
+# The template: a change is rolled out replica by replica (scheduler/rollout.py).
+SPEC_FIELDS = frozenset({"image", "command", "args", "env", "resources", "health_check"})
+UPDATABLE = SPEC_FIELDS | {"replicas", "constraints", "strategy", "update_strategy", "paused"}
 
 
 def _spec_of(dep: Deployment) -> DeploymentSpec:
@@ -303,4 +362,7 @@ def _spec_of(dep: Deployment) -> DeploymentSpec:
         replicas=dep.replicas,
         constraints=dep.constraints,
         strategy=dep.strategy,
+        update_strategy=dep.update_strategy,
+        health_check=dep.health_check,
+        paused=dep.paused,
     )

@@ -16,10 +16,12 @@ from controller.models import (
     Deployment,
     DeploymentStatus,
     DesiredState,
+    Health,
     Replica,
     ReplicaState,
     StatusChange,
 )
+from controller.registry.rollouts import note, template_for
 
 MAX_HISTORY = 20
 MAX_FAILURES = 5  # in a row, before the deployment is FAILED
@@ -44,6 +46,8 @@ class Report:
     state: ReplicaState
     message: str = ""
     placement_id: str = ""  # "" from agents that predate placement ids
+    generation: int = 0  # the template it runs; 0 from agents that predate generations
+    health: Health = Health.UNSPECIFIED
 
 
 def _matches(replica: Replica, node_id: str, report: Report) -> bool:
@@ -51,6 +55,8 @@ def _matches(replica: Replica, node_id: str, report: Report) -> bool:
         return False
     if report.placement_id:
         return replica.placement_id == report.placement_id
+    if report.generation and replica.generation and report.generation != replica.generation:
+        return False  # of another template than this placement's
     return replica.index == report.index  # an old agent: the first placement of the index
 
 
@@ -69,7 +75,18 @@ def apply_report(dep: Deployment, node_id: str, report: Report, now: datetime) -
             ReplicaState.RUNNING,
         ):
             state = ReplicaState.STOPPING  # still running, but on its way out
-        if state is replica.state and report.message == replica.message:
+        health = report.health if state is ReplicaState.RUNNING else Health.UNSPECIFIED
+        check = template_for(dep, replica.generation).health_check
+        ready = state is ReplicaState.RUNNING and (
+            health is Health.HEALTHY if check is not None else health is not Health.UNHEALTHY
+        )
+        ready_time = (replica.ready_time or now) if ready else None
+        if (
+            state is replica.state
+            and report.message == replica.message
+            and health is replica.health
+            and ready_time == replica.ready_time
+        ):
             return None
         failures = replica.failures
         if state in ENDED and replica.state not in ENDED and replica.desired is DesiredState.RUN:
@@ -80,6 +97,8 @@ def apply_report(dep: Deployment, node_id: str, report: Report, now: datetime) -
             message=report.message[:1024],
             failures=failures,
             state_time=now if state is not replica.state else replica.state_time,
+            health=health,
+            ready_time=ready_time,
         )
         replicas = list(dep.replica_set)
         replicas[position] = changed
@@ -122,6 +141,9 @@ def summarize(dep: Deployment) -> tuple[DeploymentStatus, str]:
 def with_status(dep: Deployment, now: datetime) -> Deployment:
     """`dep` with its status recomputed; a change of status is recorded in its history."""
     status, reason = summarize(dep)
+    rollout = note(dep)
+    if rollout and status is not DeploymentStatus.STOPPING:
+        reason = f"{reason}; {rollout}"
     if status is dep.status and reason == dep.status_reason:
         return dep
     history = dep.history

@@ -134,4 +134,41 @@ def validate_deployment(spec: DeploymentSpec, root: str = "deployment") -> None:
     c.name(f"{root}.constraints.provider", spec.constraints.provider)
     c.name(f"{root}.constraints.region", spec.constraints.region)
     c.labels(f"{root}.constraints.labels", spec.constraints.labels)
+    _rollout_rules(c, spec, root)
     c.raise_if_any()
+
+
+def _rollout_rules(c: _Checker, spec: DeploymentSpec, root: str) -> None:
+    """The update strategy's and the health check's rules (issue 14)."""
+    s, path = spec.update_strategy, f"{root}.update_strategy"
+    for name, value in (("max_unavailable", s.max_unavailable), ("max_surge", s.max_surge)):
+        top = 100 if value.percent else MAX_REPLICAS
+        if not 0 <= value.value <= top:
+            unit = "%" if value.percent else ""
+            c.fail(f"{path}.{name}", f"must be between 0{unit} and {top}{unit}")
+    if s.max_unavailable.value == 0 and s.max_surge.value == 0:
+        c.fail(f"{path}.max_unavailable", "must not be 0 when max_surge is 0 (nothing could move)")
+    if not 0 <= s.min_ready_s <= 3600:
+        c.fail(f"{path}.min_ready_seconds", "must be between 0 and 3600")
+    if not 1 <= s.progress_deadline_s <= 86_400:
+        c.fail(f"{path}.progress_deadline_seconds", "must be between 1 and 86400")
+    elif s.progress_deadline_s <= s.min_ready_s:
+        c.fail(f"{path}.progress_deadline_seconds", "must be greater than min_ready_seconds")
+    if not 1 <= s.revision_history_limit <= 100:
+        c.fail(f"{path}.revision_history_limit", "must be between 1 and 100")
+    check, path = spec.health_check, f"{root}.health_check"
+    if check is None:
+        return
+    if bool(check.command) == bool(check.tcp_port):
+        c.fail(path, "set exactly one of command and tcp_port")
+    if check.tcp_port and not 1 <= check.tcp_port <= 65535:
+        c.fail(f"{path}.tcp_port", "must be between 1 and 65535")
+    if len(check.command) > MAX_ARGV:
+        c.fail(f"{path}.command", f"at most {MAX_ARGV} items (got {len(check.command)})")
+    for i, arg in enumerate(check.command[:MAX_ARGV]):
+        c.text(f"{path}.command[{i}]", arg, limit=MAX_ARG)
+    for name, seconds in (("interval", check.interval_s), ("timeout", check.timeout_s)):
+        if not (math.isfinite(seconds) and 0.1 <= seconds <= 3600):
+            c.fail(f"{path}.{name}", "must be between 0.1s and 3600s")
+    if not 1 <= check.failure_threshold <= 100:
+        c.fail(f"{path}.failure_threshold", "must be between 1 and 100")

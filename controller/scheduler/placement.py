@@ -145,6 +145,15 @@ def place(
     return _walk_known(ask, snapshot, collocated, start, known)
 
 
+def fits(ask: Ask, snapshot: Snapshot, node_id: str) -> bool:
+    """Whether `ask` fits on `node_id` now (READY, schedulable, matching, with room), and the
+    node is not one it should avoid."""
+    node = snapshot.node(node_id)
+    if node is None or node_id in ask.avoid:
+        return False
+    return _why_not(node, ask, snapshot.free[node_id]) is None
+
+
 def explain(ask: Ask, snapshot: Snapshot) -> str:
     """Why no node fits, counted over every node: e.g. `no READY node in region eu-west-1 with
     4 cpu, 8 GiB memory free: 3 lack cpu, 2 are OFFLINE`."""

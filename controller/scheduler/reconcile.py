@@ -30,7 +30,8 @@ from controller.models import (
     ReplicaState,
 )
 from controller.registry.replicas import ENDED, with_status
-from controller.scheduler.placement import Ask, NoFit, Snapshot, place
+from controller.scheduler import rollout
+from controller.scheduler.placement import Ask, NoFit, Snapshot, fits, place
 
 ACTIVE = frozenset({ReplicaState.ASSIGNED, ReplicaState.STARTING, ReplicaState.RUNNING})
 FORGIVE_AFTER_S = 60.0  # a replica running this long has its failure count reset
@@ -64,10 +65,18 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
         replicas = tuple(_stopping(r, ctx) for r in dep.replica_set)
         done = all(r.state is ReplicaState.STOPPED for r in replicas)
         return with_status(_with_replicas(dep, replicas), ctx.now), done
+
+    def node_ready(node_id: str) -> bool:  # its agent's word still counts
+        return ctx.node_status(node_id) not in (None, NodeStatus.OFFLINE)
+
+    def is_available(r: Replica) -> bool:
+        return rollout.available(dep, r, ctx.now, node_ready)
+
+    dep = rollout.advance(dep, ctx.now, node_ready)  # a rolling update's next moves
     current = {r.index: r for r in dep.replica_set if not r.superseded}
     kept: list[Replica] = []
     for old in (r for r in dep.replica_set if r.superseded):
-        outcome = _superseded(old, current.get(old.index), dep.replicas, ctx)
+        outcome = _superseded(old, current.get(old.index), dep.replicas, ctx, is_available)
         if outcome is not None and not outcome.superseded:  # restored: its replacement goes
             current[old.index] = outcome
         elif outcome is not None:
@@ -99,7 +108,8 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
             tried += 1
         kept.append(replica)
     replicas = tuple(sorted(kept, key=lambda r: (r.index, not r.superseded)))
-    return with_status(_with_replicas(dep, replicas), ctx.now), False
+    counted = rollout.account(_with_replicas(dep, replicas), ctx.now, node_ready)
+    return with_status(counted, ctx.now), False
 
 
 def _with_replicas(dep: Deployment, replicas: tuple[Replica, ...]) -> Deployment:
@@ -124,15 +134,18 @@ def _stopping(r: Replica, ctx: Context) -> Replica:
 
 
 def _superseded(
-    old: Replica, replacement: Replica | None, count: int, ctx: Context
+    old: Replica,
+    replacement: Replica | None,
+    count: int,
+    ctx: Context,
+    is_available: Callable[[Replica], bool],
 ) -> Replica | None:
-    """What becomes of a superseded placement (None: dropped)."""
+    """What becomes of a superseded placement (None: dropped). It runs until its replacement is
+    available (runs, passes its health check, for the update strategy's min ready time)."""
     status = ctx.node_status(old.node_id)
     if status is None or old.state is ReplicaState.STOPPED or old.state in ENDED:
         return None
-    replaced = (
-        replacement is None or old.index >= count or replacement.state is ReplicaState.RUNNING
-    )
+    replaced = replacement is None or old.index >= count or is_available(replacement)
     if replaced:
         if status is not NodeStatus.READY:
             return None  # its agent stops it when it returns: it is in no assignment any more
@@ -142,7 +155,7 @@ def _superseded(
             )
         return old
     assert replacement is not None
-    if status is NodeStatus.READY and not replacement.node_id:
+    if status is NodeStatus.READY and not replacement.node_id and not old.handover:
         # Its node came back before the replacement was even placed: keep the original (its
         # agent reports its state again on the next beat).
         state = ReplicaState.ASSIGNED if old.state is ReplicaState.LOST else old.state
@@ -205,7 +218,12 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
         dep.strategy if dep.strategy is not PlacementStrategy.DEFAULT else ctx.default_strategy
     )
     ask = Ask(dep.resources, dep.constraints, strategy, frozenset(r.avoid))
-    chosen = place(ask, ctx.snapshot, collocated, ctx.rng)
+    # During a rolling update the new placement goes beside the one it replaces if it fits.
+    chosen = (
+        r.prefer
+        if r.prefer and fits(ask, ctx.snapshot, r.prefer)
+        else place(ask, ctx.snapshot, collocated, ctx.rng)
+    )
     if isinstance(chosen, NoFit):
         return r if r.message == chosen.reason else replace(r, message=chosen.reason)
     ctx.snapshot.take(chosen, dep.resources)
@@ -218,6 +236,9 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
         message="",
         retry_at=None,
         state_time=ctx.now,
+        # A paused rollout moves nothing: a replacement runs what the replica ran.
+        generation=r.generation if dep.paused and r.generation else dep.template_generation,
+        prefer="",
         placement_id=new_placement_id(ctx.rng, {p.placement_id for p in dep.replica_set}),
     )
 
@@ -232,7 +253,14 @@ def new_placement_id(rng: random.Random, taken: set[str]) -> str:
 
 def _fresh(r: Replica, message: str, ctx: Context) -> Replica:
     """A new, unplaced placement of the same index that remembers its failures."""
-    return Replica(r.index, message=message, failures=r.failures, avoid=r.avoid, state_time=ctx.now)
+    return Replica(
+        r.index,
+        message=message,
+        failures=r.failures,
+        avoid=r.avoid,
+        state_time=ctx.now,
+        generation=r.generation,
+    )
 
 
 def waits_on_time(
@@ -244,6 +272,8 @@ def waits_on_time(
     and that a step left unchanged needs no step until it, its nodes or the capacity change."""
     if dep.status is DeploymentStatus.STOPPING:
         return any(r.state is not ReplicaState.STOPPED for r in dep.replica_set)
+    if rollout.waits_on_time(dep, now):
+        return True
     for r in dep.replica_set:
         if r.retry_at is not None and r.retry_at > now:
             return True

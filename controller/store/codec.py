@@ -18,6 +18,7 @@ from controller.models import (
     DesiredState,
     Drain,
     DrainState,
+    Health,
     Node,
     NodeStatus,
     PlacementConstraints,
@@ -30,6 +31,14 @@ from controller.models import (
     frozen_map,
 )
 from controller.store.base import Change, ResourceKind
+from controller.store.rollout_codec import (
+    decode_health_check,
+    decode_rollout,
+    decode_strategy,
+    encode_health_check,
+    encode_rollout,
+    encode_strategy,
+)
 from controller.store.sealing import Sealed, Sealer
 
 K = TypeVar("K", Node, Deployment)
@@ -146,7 +155,14 @@ def encode_deployment(dep: Deployment) -> str:
             "status_reason": dep.status_reason,
             "replica_set": [_encode_replica(r) for r in dep.replica_set],
             "history": [[h.status.value, h.reason, _time(h.time)] for h in dep.history],
-            "spec_version": dep.spec_version,
+            "generation": dep.generation,
+            "observed_generation": dep.observed_generation,
+            "template_generation": dep.template_generation,
+            "update_strategy": encode_strategy(dep.update_strategy),
+            "health_check": encode_health_check(dep.health_check),
+            "paused": dep.paused,
+            "rollouts": [encode_rollout(r) for r in dep.rollouts],
+            "counts": [dep.updated_replicas, dep.ready_replicas, dep.available_replicas],
             "create_time": _time(dep.create_time),
             "update_time": _time(dep.update_time),
         },
@@ -176,7 +192,17 @@ def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
             StatusChange(DeploymentStatus(s), reason, _required_time(t))
             for s, reason, t in d["history"]
         ),
-        spec_version=d["spec_version"],
+        # Documents from before generations had a spec version that counted template changes.
+        generation=d.get("generation", d.get("spec_version", 1)),
+        observed_generation=d.get("observed_generation", 0),
+        template_generation=d.get("template_generation", d.get("spec_version", 1)),
+        update_strategy=decode_strategy(d.get("update_strategy")),
+        health_check=decode_health_check(d.get("health_check")),
+        paused=d.get("paused", False),
+        rollouts=tuple(decode_rollout(r) for r in d.get("rollouts", ())),
+        updated_replicas=d.get("counts", (0, 0, 0))[0],
+        ready_replicas=d.get("counts", (0, 0, 0))[1],
+        available_replicas=d.get("counts", (0, 0, 0))[2],
         create_time=_required_time(d["create_time"]),
         update_time=_required_time(d["update_time"]),
         revision=revision,
@@ -196,6 +222,11 @@ def _encode_replica(r: Replica) -> dict[str, Any]:
         "superseded": r.superseded,
         "state_time": _time(r.state_time),
         "placement_id": r.placement_id,
+        "generation": r.generation,
+        "health": r.health.value,
+        "ready_time": _time(r.ready_time),
+        "handover": r.handover,
+        "prefer": r.prefer,
     }
 
 
@@ -212,6 +243,11 @@ def _decode_replica(d: dict[str, Any]) -> Replica:
         superseded=d["superseded"],
         state_time=_parse_time(d["state_time"]),
         placement_id=d.get("placement_id", ""),
+        generation=d.get("generation", 0),
+        health=Health(d.get("health", "UNSPECIFIED")),
+        ready_time=_parse_time(d.get("ready_time")),
+        handover=d.get("handover", False),
+        prefer=d.get("prefer", ""),
     )
 
 

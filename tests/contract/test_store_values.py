@@ -187,6 +187,8 @@ async def test_a_fully_populated_deployment_round_trips(store: Store) -> None:
             Replica(1, new_node().id, ReplicaState.LOST, DesiredState.STOP, superseded=True),
         ),
         history=(StatusChange(DeploymentStatus.FAILED, "replica 1 failed", LATER_TIME),),
-        spec_version=4,
+        generation=4,
+        observed_generation=3,
+        template_generation=2,
     )
     await assert_round_trips(store.deployments, deployment)

@@ -23,7 +23,19 @@ def users_part(dep: deployment_pb2.Deployment) -> deployment_pb2.Deployment:
     """The deployment without what the scheduler keeps changing (status, placements, etag)."""
     kept = deployment_pb2.Deployment()
     kept.CopyFrom(dep)
-    for field in ("status", "status_reason", "etag", "update_time", "replica_statuses", "history"):
+    for field in (
+        "status",
+        "status_reason",
+        "etag",
+        "update_time",
+        "replica_statuses",
+        "history",
+        "observed_generation",
+        "updated_replicas",
+        "ready_replicas",
+        "available_replicas",
+        "rollout_history",
+    ):
         kept.ClearField(field)
     del kept.node_ids[:]
     return kept

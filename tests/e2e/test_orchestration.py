@@ -486,7 +486,8 @@ async def test_the_exec_driver_runs_commands_reports_failures_and_stops_them_on_
     await cluster.until("the crasher FAILED and backing off", failed_and_backing_off)
     assert cluster.deployments[crasher.id].status != RUNNING
 
-    # A new spec version (here its env) restarts the process: the old one ends first.
+    # A new template (here its env) is rolled out: a new placement starts beside the old
+    # process (a surge of one), which is stopped once the new one runs.
     started = await agent.line(
         lambda line: line.get("msg") == "replica starting" and line["deployment_id"] == sleeper.id
     )
@@ -500,6 +501,14 @@ async def test_the_exec_driver_runs_commands_reports_failures_and_stops_them_on_
             and line.get("etag") != started["etag"]
         )
     )
+    await agent.line(
+        lambda line: (
+            line.get("msg") == "replica stopping"
+            and line.get("deployment_id") == sleeper.id
+            and line.get("placement_id") == started.get("placement_id")
+        )
+    )
+    psutil.wait_procs([child], timeout=60)
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     [child] = sleepers(agent)
     assert child.environ()["VERSION"] == "2"

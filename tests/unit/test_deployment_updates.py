@@ -66,7 +66,7 @@ async def web(registry: DeploymentRegistry) -> Deployment:
     return await registry.create(SPEC)
 
 
-# name: (the new values, the mask, whether the spec version goes up)
+# name: (the new values, the mask, whether the template changes: a new rollout)
 UPDATES: dict[str, tuple[DeploymentSpec, list[str], bool]] = {
     "the replica count alone": (spec(replicas=5), ["replicas"], False),
     "the image": (spec(image="nginx:1.28"), ["image"], True),
@@ -90,7 +90,7 @@ UPDATES: dict[str, tuple[DeploymentSpec, list[str], bool]] = {
 
 
 @pytest.mark.parametrize("name", UPDATES)
-async def test_an_update_changes_the_masked_fields_and_the_spec_version_on_spec_changes(
+async def test_an_update_changes_the_masked_fields_the_generation_and_maybe_the_template(
     registry: DeploymentRegistry, web: Deployment, clock: FakeClock, name: str
 ) -> None:
     values, paths, spec_changed = UPDATES[name]
@@ -98,7 +98,12 @@ async def test_an_update_changes_the_masked_fields_and_the_spec_version_on_spec_
     updated = await registry.update(web.id, values, paths, str(web.revision))
     for path in paths:
         assert getattr(updated, path) == getattr(values, path)
-    assert updated.spec_version == web.spec_version + (1 if spec_changed else 0)
+    changed = any(getattr(values, p) != getattr(web, p) for p in paths)
+    assert updated.generation == web.generation + (1 if changed else 0)
+    assert updated.template_generation == (
+        updated.generation if spec_changed else web.template_generation
+    )
+    assert len(updated.rollouts) == len(web.rollouts) + (1 if spec_changed else 0)
     assert updated.update_time == clock.now()
     assert updated.revision > web.revision
     assert registry.get(web.id) == updated
@@ -110,7 +115,11 @@ async def test_fields_outside_the_mask_keep_their_values(
     other = DeploymentSpec(name="other", image="httpd", replicas=9)
     updated = await registry.update(web.id, other, ["replicas"])
     assert updated == replace(
-        web, replicas=9, revision=updated.revision, update_time=updated.update_time
+        web,
+        replicas=9,
+        generation=2,
+        revision=updated.revision,
+        update_time=updated.update_time,
     )
 
 
@@ -120,7 +129,7 @@ async def test_an_update_is_durable(
     updated = await registry.update(web.id, spec(image="busybox"), ["image"])
     fresh = await registry_on(store, clock)
     assert fresh.get(web.id) == updated
-    assert (fresh.get(web.id).image, fresh.get(web.id).spec_version) == ("busybox", 2)
+    assert (fresh.get(web.id).image, fresh.get(web.id).template_generation) == ("busybox", 2)
 
 
 async def test_an_update_wakes_the_scheduler(registry: DeploymentRegistry, web: Deployment) -> None:

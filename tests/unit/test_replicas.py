@@ -80,12 +80,12 @@ REPORTS: dict[str, tuple[Replica, tuple[ReplicaState, str], Replica | None]] = {
     "a starting replica runs": (
         on("a", STARTING),
         (RUNNING, ""),
-        on("a", RUNNING, state_time=LATER),
+        on("a", RUNNING, state_time=LATER, ready_time=LATER),
     ),
     "an assigned replica may be reported running at once": (
         on("a", ASSIGNED),
         (RUNNING, ""),
-        on("a", RUNNING, state_time=LATER),
+        on("a", RUNNING, state_time=LATER, ready_time=LATER),
     ),
     "a failure is counted": (
         on("a", RUNNING, failures=2),
@@ -112,11 +112,15 @@ REPORTS: dict[str, tuple[Replica, tuple[ReplicaState, str], Replica | None]] = {
         (EXITED, "exit 1"),
         on("a", EXITED, message="exit 1", failures=1, state_time=LATER),
     ),
-    "the same state without news is ignored": (on("a", RUNNING), (RUNNING, ""), None),
+    "the same state without news is ignored": (
+        on("a", RUNNING, ready_time=T0),
+        (RUNNING, ""),
+        None,
+    ),
     "a new message alone keeps the time the state was entered": (
-        on("a", RUNNING),
+        on("a", RUNNING, ready_time=T0),
         (RUNNING, "healthy"),
-        on("a", RUNNING, message="healthy"),
+        on("a", RUNNING, message="healthy", ready_time=T0),
     ),
     "a replica told to stop that still runs is stopping": (
         on("a", RUNNING, desired=STOP),
@@ -146,7 +150,7 @@ REPORTS: dict[str, tuple[Replica, tuple[ReplicaState, str], Replica | None]] = {
     "a lost replica whose node came back runs": (
         on("a", LOST, superseded=True),
         (RUNNING, ""),
-        on("a", RUNNING, superseded=True, state_time=LATER),
+        on("a", RUNNING, superseded=True, state_time=LATER, ready_time=LATER),
     ),
     "a long message is cut to 1024 characters": (
         on("a", RUNNING),
@@ -187,7 +191,7 @@ def test_a_report_changes_only_its_own_replica() -> None:
     dep = deployment(on("a", ASSIGNED), others)
     changed = apply_report(dep, "a", Report("d1", 0, RUNNING), LATER)
     assert changed is not None
-    assert changed.replica_set == (on("a", RUNNING, state_time=LATER), others)
+    assert changed.replica_set == (on("a", RUNNING, state_time=LATER, ready_time=LATER), others)
     assert (changed.status, changed.history) == (dep.status, dep.history)
 
 

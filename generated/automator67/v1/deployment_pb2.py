@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\tResources\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xbb\x01\n\x14PlacementConstraints\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06region\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x46\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa7\x02\n\x07Replica\x12\x13\n\x05index\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12-\n\x07node_id\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaStateB\x04\xe2\x41\x01\x03\x12@\n\rdesired_state\x18\x04 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredStateB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsuperseded\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0cplacement_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\"\x8c\x01\n\x0cStatusChange\x12\x36\n\x06status\x18\x01 \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xfd\x06\n\nDeployment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x04name\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x13\n\x05image\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63ommand\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x61rgs\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntryB\x04\xe2\x41\x01\x01\x12\x32\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.ResourcesB\x04\xe2\x41\x01\x01\x12\x1b\n\x08replicas\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12?\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraintsB\x04\xe2\x41\x01\x01\x12\x39\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategyB\x04\xe2\x41\x01\x01\x12\x36\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x08node_ids\x18\r \x03(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x10replica_statuses\x18\x11 \x03(\x0b\x32\x17.automator67.v1.ReplicaB\x04\xe2\x41\x01\x03\x12\x33\n\x07history\x18\x12 \x03(\x0b\x32\x1c.automator67.v1.StatusChangeB\x04\xe2\x41\x01\x03\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:U\xea\x41R\n\x19\x61utomator67.io/Deployment\x12\x18\x64\x65ployments/{deployment}\x1a\x02id*\x0b\x64\x65ployments2\ndeploymentB\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*\x9e\x02\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x03\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x06\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x07\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x08\x12\x16\n\x12REPLICA_STATE_LOST\x10\t*{\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REPLICA_DESIRED_STATE_RUN\x10\x01\x12\x1e\n\x1aREPLICA_DESIRED_STATE_STOP\x10\x02\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61utomator67/v1/deployment.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x0cIntOrPercent\x12\x0f\n\x05\x63ount\x18\x01 \x01(\x05H\x00\x12\x11\n\x07percent\x18\x02 \x01(\tH\x00\x42\x07\n\x05value\"\xc2\x01\n\x0bHealthCheck\x12\x15\n\x07\x63ommand\x18\x01 \x03(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08tcp_port\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x31\n\x08interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x30\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\x12\x1f\n\x11\x66\x61ilure_threshold\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01\"\xb7\x02\n\x0eUpdateStrategy\x12;\n\x0fmax_unavailable\x18\x01 \x01(\x0b\x32\x1c.automator67.v1.IntOrPercentB\x04\xe2\x41\x01\x01\x12\x35\n\tmax_surge\x18\x02 \x01(\x0b\x32\x1c.automator67.v1.IntOrPercentB\x04\xe2\x41\x01\x01\x12\x1f\n\x11min_ready_seconds\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12,\n\x19progress_deadline_seconds\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12)\n\x16revision_history_limit\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x1c\n\x1a_progress_deadline_secondsB\x19\n\x17_revision_history_limit\"\xd9\x02\n\x07Rollout\x12\x18\n\ngeneration\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13template_generation\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tspec_hash\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05image\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ommand\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x07outcome\x18\x08 \x01(\x0e\x32\x1e.automator67.v1.RolloutOutcomeB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\n \x01(\tB\x04\xe2\x41\x01\x03\"T\n\tResources\x12\x17\n\tcpu_cores\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x17\n\tmemory_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64isk_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xbb\x01\n\x14PlacementConstraints\x12\x16\n\x08provider\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06region\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x46\n\x06labels\x18\x03 \x03(\x0b\x32\x30.automator67.v1.PlacementConstraints.LabelsEntryB\x04\xe2\x41\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf6\x02\n\x07Replica\x12\x13\n\x05index\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12-\n\x07node_id\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaStateB\x04\xe2\x41\x01\x03\x12@\n\rdesired_state\x18\x04 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredStateB\x04\xe2\x41\x01\x03\x12\x15\n\x07message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x66\x61ilures\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nsuperseded\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0cplacement_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ngeneration\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x33\n\x06health\x18\n \x01(\x0e\x32\x1d.automator67.v1.ReplicaHealthB\x04\xe2\x41\x01\x03\"\x8c\x01\n\x0cStatusChange\x12\x36\n\x06status\x18\x01 \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x14\n\x06reason\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x83\n\n\nDeployment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x04name\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x13\n\x05image\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63ommand\x18\x04 \x03(\tB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x61rgs\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x03\x65nv\x18\x06 \x03(\x0b\x32#.automator67.v1.Deployment.EnvEntryB\x04\xe2\x41\x01\x01\x12\x32\n\tresources\x18\x07 \x01(\x0b\x32\x19.automator67.v1.ResourcesB\x04\xe2\x41\x01\x01\x12\x1b\n\x08replicas\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12?\n\x0b\x63onstraints\x18\t \x01(\x0b\x32$.automator67.v1.PlacementConstraintsB\x04\xe2\x41\x01\x01\x12\x39\n\x08strategy\x18\n \x01(\x0e\x32!.automator67.v1.PlacementStrategyB\x04\xe2\x41\x01\x01\x12\x36\n\x06status\x18\x0b \x01(\x0e\x32 .automator67.v1.DeploymentStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rstatus_reason\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12.\n\x08node_ids\x18\r \x03(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x10 \x01(\tB\x04\xe2\x41\x01\x01\x12\x37\n\x10replica_statuses\x18\x11 \x03(\x0b\x32\x17.automator67.v1.ReplicaB\x04\xe2\x41\x01\x03\x12\x33\n\x07history\x18\x12 \x03(\x0b\x32\x1c.automator67.v1.StatusChangeB\x04\xe2\x41\x01\x03\x12=\n\x0fupdate_strategy\x18\x13 \x01(\x0b\x32\x1e.automator67.v1.UpdateStrategyB\x04\xe2\x41\x01\x01\x12\x37\n\x0chealth_check\x18\x14 \x01(\x0b\x32\x1b.automator67.v1.HealthCheckB\x04\xe2\x41\x01\x01\x12\x14\n\x06paused\x18\x15 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\ngeneration\x18\x16 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13observed_generation\x18\x17 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10updated_replicas\x18\x18 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0eready_replicas\x18\x19 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12 \n\x12\x61vailable_replicas\x18\x1a \x01(\x05\x42\x04\xe2\x41\x01\x03\x12!\n\x13template_generation\x18\x1b \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0frollout_history\x18\x1c \x03(\x0b\x32\x17.automator67.v1.RolloutB\x04\xe2\x41\x01\x03\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:U\xea\x41R\n\x19\x61utomator67.io/Deployment\x12\x18\x64\x65ployments/{deployment}\x1a\x02id*\x0b\x64\x65ployments2\ndeploymentB\x0b\n\t_replicas*\xf1\x01\n\x10\x44\x65ploymentStatus\x12!\n\x1d\x44\x45PLOYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45PLOYMENT_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_RUNNING\x10\x03\x12\x1c\n\x18\x44\x45PLOYMENT_STATUS_FAILED\x10\x04\x12\x1e\n\x1a\x44\x45PLOYMENT_STATUS_STOPPING\x10\x05\x12\x1d\n\x19\x44\x45PLOYMENT_STATUS_STOPPED\x10\x06*v\n\x11PlacementStrategy\x12\"\n\x1ePLACEMENT_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n\x19PLACEMENT_STRATEGY_SPREAD\x10\x01\x12\x1e\n\x1aPLACEMENT_STRATEGY_BINPACK\x10\x02*\x9e\x02\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_PENDING\x10\x01\x12\x1a\n\x16REPLICA_STATE_ASSIGNED\x10\x02\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x03\x12\x19\n\x15REPLICA_STATE_RUNNING\x10\x04\x12\x1a\n\x16REPLICA_STATE_STOPPING\x10\x05\x12\x19\n\x15REPLICA_STATE_STOPPED\x10\x06\x12\x18\n\x14REPLICA_STATE_EXITED\x10\x07\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x08\x12\x16\n\x12REPLICA_STATE_LOST\x10\t*{\n\x13ReplicaDesiredState\x12%\n!REPLICA_DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REPLICA_DESIRED_STATE_RUN\x10\x01\x12\x1e\n\x1aREPLICA_DESIRED_STATE_STOP\x10\x02*i\n\rReplicaHealth\x12\x1e\n\x1aREPLICA_HEALTH_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_HEALTH_HEALTHY\x10\x01\x12\x1c\n\x18REPLICA_HEALTH_UNHEALTHY\x10\x02*\xcd\x01\n\x0eRolloutOutcome\x12\x1f\n\x1bROLLOUT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROLLOUT_OUTCOME_PROGRESSING\x10\x01\x12\x1c\n\x18ROLLOUT_OUTCOME_COMPLETE\x10\x02\x12\x1f\n\x1bROLLOUT_OUTCOME_ROLLED_BACK\x10\x03\x12\x1e\n\x1aROLLOUT_OUTCOME_SUPERSEDED\x10\x04\x12\x1a\n\x16ROLLOUT_OUTCOME_FAILED\x10\x05\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +37,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'automator67.v1.deployment_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1'
+  _globals['_HEALTHCHECK'].fields_by_name['command']._loaded_options = None
+  _globals['_HEALTHCHECK'].fields_by_name['command']._serialized_options = b'\342A\001\001'
+  _globals['_HEALTHCHECK'].fields_by_name['tcp_port']._loaded_options = None
+  _globals['_HEALTHCHECK'].fields_by_name['tcp_port']._serialized_options = b'\342A\001\001'
+  _globals['_HEALTHCHECK'].fields_by_name['interval']._loaded_options = None
+  _globals['_HEALTHCHECK'].fields_by_name['interval']._serialized_options = b'\342A\001\001'
+  _globals['_HEALTHCHECK'].fields_by_name['timeout']._loaded_options = None
+  _globals['_HEALTHCHECK'].fields_by_name['timeout']._serialized_options = b'\342A\001\001'
+  _globals['_HEALTHCHECK'].fields_by_name['failure_threshold']._loaded_options = None
+  _globals['_HEALTHCHECK'].fields_by_name['failure_threshold']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESTRATEGY'].fields_by_name['max_unavailable']._loaded_options = None
+  _globals['_UPDATESTRATEGY'].fields_by_name['max_unavailable']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESTRATEGY'].fields_by_name['max_surge']._loaded_options = None
+  _globals['_UPDATESTRATEGY'].fields_by_name['max_surge']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESTRATEGY'].fields_by_name['min_ready_seconds']._loaded_options = None
+  _globals['_UPDATESTRATEGY'].fields_by_name['min_ready_seconds']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESTRATEGY'].fields_by_name['progress_deadline_seconds']._loaded_options = None
+  _globals['_UPDATESTRATEGY'].fields_by_name['progress_deadline_seconds']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESTRATEGY'].fields_by_name['revision_history_limit']._loaded_options = None
+  _globals['_UPDATESTRATEGY'].fields_by_name['revision_history_limit']._serialized_options = b'\342A\001\001'
+  _globals['_ROLLOUT'].fields_by_name['generation']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['generation']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['template_generation']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['template_generation']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['spec_hash']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['spec_hash']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['image']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['image']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['command']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['command']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['start_time']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['start_time']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['end_time']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['outcome']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['outcome']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['reason']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_ROLLOUT'].fields_by_name['message']._loaded_options = None
+  _globals['_ROLLOUT'].fields_by_name['message']._serialized_options = b'\342A\001\003'
   _globals['_RESOURCES'].fields_by_name['cpu_cores']._loaded_options = None
   _globals['_RESOURCES'].fields_by_name['cpu_cores']._serialized_options = b'\342A\001\001'
   _globals['_RESOURCES'].fields_by_name['memory_gb']._loaded_options = None
@@ -66,6 +107,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICA'].fields_by_name['superseded']._serialized_options = b'\342A\001\003'
   _globals['_REPLICA'].fields_by_name['placement_id']._loaded_options = None
   _globals['_REPLICA'].fields_by_name['placement_id']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['generation']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['generation']._serialized_options = b'\342A\001\003'
+  _globals['_REPLICA'].fields_by_name['health']._loaded_options = None
+  _globals['_REPLICA'].fields_by_name['health']._serialized_options = b'\342A\001\003'
   _globals['_STATUSCHANGE'].fields_by_name['status']._loaded_options = None
   _globals['_STATUSCHANGE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
   _globals['_STATUSCHANGE'].fields_by_name['reason']._loaded_options = None
@@ -110,28 +155,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPLOYMENT'].fields_by_name['replica_statuses']._serialized_options = b'\342A\001\003'
   _globals['_DEPLOYMENT'].fields_by_name['history']._loaded_options = None
   _globals['_DEPLOYMENT'].fields_by_name['history']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['update_strategy']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['update_strategy']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['health_check']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['health_check']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['paused']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['paused']._serialized_options = b'\342A\001\001'
+  _globals['_DEPLOYMENT'].fields_by_name['generation']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['generation']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['observed_generation']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['observed_generation']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['updated_replicas']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['updated_replicas']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['ready_replicas']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['ready_replicas']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['available_replicas']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['available_replicas']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['template_generation']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['template_generation']._serialized_options = b'\342A\001\003'
+  _globals['_DEPLOYMENT'].fields_by_name['rollout_history']._loaded_options = None
+  _globals['_DEPLOYMENT'].fields_by_name['rollout_history']._serialized_options = b'\342A\001\003'
   _globals['_DEPLOYMENT']._loaded_options = None
   _globals['_DEPLOYMENT']._serialized_options = b'\352AR\n\031automator67.io/Deployment\022\030deployments/{deployment}\032\002id*\013deployments2\ndeployment'
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1758
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1999
-  _globals['_PLACEMENTSTRATEGY']._serialized_start=2001
-  _globals['_PLACEMENTSTRATEGY']._serialized_end=2119
-  _globals['_REPLICASTATE']._serialized_start=2122
-  _globals['_REPLICASTATE']._serialized_end=2408
-  _globals['_REPLICADESIREDSTATE']._serialized_start=2410
-  _globals['_REPLICADESIREDSTATE']._serialized_end=2533
-  _globals['_RESOURCES']._serialized_start=144
-  _globals['_RESOURCES']._serialized_end=228
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=231
-  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=418
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=373
-  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=418
-  _globals['_REPLICA']._serialized_start=421
-  _globals['_REPLICA']._serialized_end=716
-  _globals['_STATUSCHANGE']._serialized_start=719
-  _globals['_STATUSCHANGE']._serialized_end=859
-  _globals['_DEPLOYMENT']._serialized_start=862
-  _globals['_DEPLOYMENT']._serialized_end=1755
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=1613
-  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=1655
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=3179
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=3420
+  _globals['_PLACEMENTSTRATEGY']._serialized_start=3422
+  _globals['_PLACEMENTSTRATEGY']._serialized_end=3540
+  _globals['_REPLICASTATE']._serialized_start=3543
+  _globals['_REPLICASTATE']._serialized_end=3829
+  _globals['_REPLICADESIREDSTATE']._serialized_start=3831
+  _globals['_REPLICADESIREDSTATE']._serialized_end=3954
+  _globals['_REPLICAHEALTH']._serialized_start=3956
+  _globals['_REPLICAHEALTH']._serialized_end=4061
+  _globals['_ROLLOUTOUTCOME']._serialized_start=4064
+  _globals['_ROLLOUTOUTCOME']._serialized_end=4269
+  _globals['_INTORPERCENT']._serialized_start=176
+  _globals['_INTORPERCENT']._serialized_end=235
+  _globals['_HEALTHCHECK']._serialized_start=238
+  _globals['_HEALTHCHECK']._serialized_end=432
+  _globals['_UPDATESTRATEGY']._serialized_start=435
+  _globals['_UPDATESTRATEGY']._serialized_end=746
+  _globals['_ROLLOUT']._serialized_start=749
+  _globals['_ROLLOUT']._serialized_end=1094
+  _globals['_RESOURCES']._serialized_start=1096
+  _globals['_RESOURCES']._serialized_end=1180
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_start=1183
+  _globals['_PLACEMENTCONSTRAINTS']._serialized_end=1370
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_start=1325
+  _globals['_PLACEMENTCONSTRAINTS_LABELSENTRY']._serialized_end=1370
+  _globals['_REPLICA']._serialized_start=1373
+  _globals['_REPLICA']._serialized_end=1747
+  _globals['_STATUSCHANGE']._serialized_start=1750
+  _globals['_STATUSCHANGE']._serialized_end=1890
+  _globals['_DEPLOYMENT']._serialized_start=1893
+  _globals['_DEPLOYMENT']._serialized_end=3176
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_start=3034
+  _globals['_DEPLOYMENT_ENVENTRY']._serialized_end=3076
 # @@protoc_insertion_point(module_scope)

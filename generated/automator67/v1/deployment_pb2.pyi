@@ -6,6 +6,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -161,6 +162,266 @@ REPLICA_DESIRED_STATE_STOP: ReplicaDesiredState.ValueType  # 2
 """It should stop."""
 Global___ReplicaDesiredState: _TypeAlias = ReplicaDesiredState  # noqa: Y015
 
+class _ReplicaHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReplicaHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReplicaHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPLICA_HEALTH_UNSPECIFIED: _ReplicaHealth.ValueType  # 0
+    """The deployment has no health check, or it has not been probed yet."""
+    REPLICA_HEALTH_HEALTHY: _ReplicaHealth.ValueType  # 1
+    """The last probe passed."""
+    REPLICA_HEALTH_UNHEALTHY: _ReplicaHealth.ValueType  # 2
+    """`failure_threshold` probes in a row failed."""
+
+class ReplicaHealth(_ReplicaHealth, metaclass=_ReplicaHealthEnumTypeWrapper):
+    """What a replica's health check last said, as its agent reports it."""
+
+REPLICA_HEALTH_UNSPECIFIED: ReplicaHealth.ValueType  # 0
+"""The deployment has no health check, or it has not been probed yet."""
+REPLICA_HEALTH_HEALTHY: ReplicaHealth.ValueType  # 1
+"""The last probe passed."""
+REPLICA_HEALTH_UNHEALTHY: ReplicaHealth.ValueType  # 2
+"""`failure_threshold` probes in a row failed."""
+Global___ReplicaHealth: _TypeAlias = ReplicaHealth  # noqa: Y015
+
+class _RolloutOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RolloutOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RolloutOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROLLOUT_OUTCOME_UNSPECIFIED: _RolloutOutcome.ValueType  # 0
+    """Never set."""
+    ROLLOUT_OUTCOME_PROGRESSING: _RolloutOutcome.ValueType  # 1
+    """Replicas are being moved to it."""
+    ROLLOUT_OUTCOME_COMPLETE: _RolloutOutcome.ValueType  # 2
+    """Every replica runs it and is available."""
+    ROLLOUT_OUTCOME_ROLLED_BACK: _RolloutOutcome.ValueType  # 3
+    """Its replicas kept failing or it missed its progress deadline: the deployment was rolled back
+    to the last template that was healthy. `reason` and `message` say why.
+    """
+    ROLLOUT_OUTCOME_SUPERSEDED: _RolloutOutcome.ValueType  # 4
+    """A newer change of the spec replaced it before it completed."""
+    ROLLOUT_OUTCOME_FAILED: _RolloutOutcome.ValueType  # 5
+    """It failed and there was nothing healthy to roll back to; replicas keep trying it."""
+
+class RolloutOutcome(_RolloutOutcome, metaclass=_RolloutOutcomeEnumTypeWrapper):
+    """How a rollout (the move of every replica to one template of the spec) ended."""
+
+ROLLOUT_OUTCOME_UNSPECIFIED: RolloutOutcome.ValueType  # 0
+"""Never set."""
+ROLLOUT_OUTCOME_PROGRESSING: RolloutOutcome.ValueType  # 1
+"""Replicas are being moved to it."""
+ROLLOUT_OUTCOME_COMPLETE: RolloutOutcome.ValueType  # 2
+"""Every replica runs it and is available."""
+ROLLOUT_OUTCOME_ROLLED_BACK: RolloutOutcome.ValueType  # 3
+"""Its replicas kept failing or it missed its progress deadline: the deployment was rolled back
+to the last template that was healthy. `reason` and `message` say why.
+"""
+ROLLOUT_OUTCOME_SUPERSEDED: RolloutOutcome.ValueType  # 4
+"""A newer change of the spec replaced it before it completed."""
+ROLLOUT_OUTCOME_FAILED: RolloutOutcome.ValueType  # 5
+"""It failed and there was nothing healthy to roll back to; replicas keep trying it."""
+Global___RolloutOutcome: _TypeAlias = RolloutOutcome  # noqa: Y015
+
+@_typing.final
+class IntOrPercent(_message.Message):
+    """A count of replicas, or a percentage of the replica count (Kubernetes' IntOrString)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    PERCENT_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """A number of replicas, >= 0."""
+    percent: _builtins.str
+    """A percentage of the replica count, "0%" to "100%"."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        percent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "percent", b"percent", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "percent", b"percent", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["count", "percent"]  # noqa: Y015
+    _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_value) -> _WhichOneofReturnType_value | None: ...
+
+Global___IntOrPercent: _TypeAlias = IntOrPercent  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """How the agent checks that a running replica serves. Exactly one of `command` and `tcp_port`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    TCP_PORT_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    FAILURE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    tcp_port: _builtins.int
+    """Optional. A TCP port on the node's loopback that must accept a connection, 1-65535."""
+    failure_threshold: _builtins.int
+    """Optional. Probes that must fail in a row before the replica is unhealthy; unset (0) means 3."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional. A command run beside the replica (with its environment); exit 0 is healthy."""
+
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """Optional. Time between probes; unset means 10 s. 0.1 s to 1 h."""
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Optional. How long one probe may take; unset means 1 s. 0.1 s to 1 h."""
+
+    def __init__(
+        self,
+        *,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        tcp_port: _builtins.int = ...,
+        interval: _duration_pb2.Duration | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        failure_threshold: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "failure_threshold", b"failure_threshold", "interval", b"interval", "tcp_port", b"tcp_port", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
+
+@_typing.final
+class UpdateStrategy(_message.Message):
+    """How a change of the spec reaches the replicas: a rolling update (Kubernetes' RollingUpdate)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    MAX_SURGE_FIELD_NUMBER: _builtins.int
+    MIN_READY_SECONDS_FIELD_NUMBER: _builtins.int
+    PROGRESS_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    REVISION_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    min_ready_seconds: _builtins.int
+    """Optional. Seconds a new replica must be healthy before it counts as available, 0-3600."""
+    progress_deadline_seconds: _builtins.int
+    """Optional. Seconds a rollout may go without progress before it is rolled back; unset means
+    600. 1-86400, and more than `min_ready_seconds`.
+    """
+    revision_history_limit: _builtins.int
+    """Optional. Finished rollouts kept in `rollout_history`; unset means 10. 1-100."""
+    @_builtins.property
+    def max_unavailable(self) -> Global___IntOrPercent:
+        """Optional. At most this many replicas below the replica count may be unavailable during an
+        update; unset means "25%", rounded down.
+        """
+
+    @_builtins.property
+    def max_surge(self) -> Global___IntOrPercent:
+        """Optional. At most this many replicas above the replica count may run during an update;
+        unset means "25%", rounded up. Both resolving to 0 is invalid.
+        """
+
+    def __init__(
+        self,
+        *,
+        max_unavailable: Global___IntOrPercent | None = ...,
+        max_surge: Global___IntOrPercent | None = ...,
+        min_ready_seconds: _builtins.int = ...,
+        progress_deadline_seconds: _builtins.int | None = ...,
+        revision_history_limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_progress_deadline_seconds", b"_progress_deadline_seconds", "_revision_history_limit", b"_revision_history_limit", "max_surge", b"max_surge", "max_unavailable", b"max_unavailable", "progress_deadline_seconds", b"progress_deadline_seconds", "revision_history_limit", b"revision_history_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_progress_deadline_seconds", b"_progress_deadline_seconds", "_revision_history_limit", b"_revision_history_limit", "max_surge", b"max_surge", "max_unavailable", b"max_unavailable", "min_ready_seconds", b"min_ready_seconds", "progress_deadline_seconds", b"progress_deadline_seconds", "revision_history_limit", b"revision_history_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__progress_deadline_seconds: _TypeAlias = _typing.Literal["progress_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__progress_deadline_seconds: _TypeAlias = _typing.Literal["_progress_deadline_seconds", b"_progress_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__revision_history_limit: _TypeAlias = _typing.Literal["revision_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__revision_history_limit: _TypeAlias = _typing.Literal["_revision_history_limit", b"_revision_history_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__progress_deadline_seconds) -> _WhichOneofReturnType__progress_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__revision_history_limit) -> _WhichOneofReturnType__revision_history_limit | None: ...
+
+Global___UpdateStrategy: _TypeAlias = UpdateStrategy  # noqa: Y015
+
+@_typing.final
+class Rollout(_message.Message):
+    """One rollout of a deployment: the move of its replicas to one template of its spec."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GENERATION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_GENERATION_FIELD_NUMBER: _builtins.int
+    SPEC_HASH_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """Output only. The deployment's generation that started it."""
+    template_generation: _builtins.int
+    """Output only. The template it rolls out, named by the generation that introduced it (a
+    rollback reuses the older template's).
+    """
+    spec_hash: _builtins.str
+    """Output only. A hash of the template (image, command, args, env, resources, health check)."""
+    image: _builtins.str
+    """Output only. The template's image and command, for humans."""
+    outcome: Global___RolloutOutcome.ValueType
+    """Output only. How it ended."""
+    reason: _builtins.str
+    """Output only. A machine-readable reason (like an ErrorInfo reason), e.g.
+    ROLLOUT_HEALTH_CHECK_FAILED, ROLLOUT_REPLICAS_FAILING, ROLLOUT_PROGRESS_DEADLINE_EXCEEDED,
+    ROLLBACK (an automatic rollback), ROLLBACK_REQUESTED; empty for a plain rollout.
+    """
+    message: _builtins.str
+    """Output only. What happened, for humans."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The template's command."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it started."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it ended; unset while PROGRESSING."""
+
+    def __init__(
+        self,
+        *,
+        generation: _builtins.int = ...,
+        template_generation: _builtins.int = ...,
+        spec_hash: _builtins.str = ...,
+        image: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___RolloutOutcome.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "end_time", b"end_time", "generation", b"generation", "image", b"image", "message", b"message", "outcome", b"outcome", "reason", b"reason", "spec_hash", b"spec_hash", "start_time", b"start_time", "template_generation", b"template_generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
+
 @_typing.final
 class Resources(_message.Message):
     """Resources one replica needs."""
@@ -257,6 +518,8 @@ class Replica(_message.Message):
     FAILURES_FIELD_NUMBER: _builtins.int
     SUPERSEDED_FIELD_NUMBER: _builtins.int
     PLACEMENT_ID_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Output only. The replica's index within the deployment (0-based)."""
     node_id: _builtins.str
@@ -277,6 +540,12 @@ class Replica(_message.Message):
     """Output only. This placement's own id: a new one for every placement of the replica, so a
     superseded placement and its replacement (even on the same node) are told apart.
     """
+    generation: _builtins.int
+    """Output only. The template it runs, named by the generation that introduced it
+    (`Rollout.template_generation`).
+    """
+    health: Global___ReplicaHealth.ValueType
+    """Output only. What its health check last said."""
     def __init__(
         self,
         *,
@@ -288,10 +557,12 @@ class Replica(_message.Message):
         failures: _builtins.int = ...,
         superseded: _builtins.bool = ...,
         placement_id: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        health: Global___ReplicaHealth.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "failures", b"failures", "index", b"index", "message", b"message", "node_id", b"node_id", "placement_id", b"placement_id", "state", b"state", "superseded", b"superseded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["desired_state", b"desired_state", "failures", b"failures", "generation", b"generation", "health", b"health", "index", b"index", "message", b"message", "node_id", b"node_id", "placement_id", b"placement_id", "state", b"state", "superseded", b"superseded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,6 +644,16 @@ class Deployment(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     REPLICA_STATUSES_FIELD_NUMBER: _builtins.int
     HISTORY_FIELD_NUMBER: _builtins.int
+    UPDATE_STRATEGY_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    OBSERVED_GENERATION_FIELD_NUMBER: _builtins.int
+    UPDATED_REPLICAS_FIELD_NUMBER: _builtins.int
+    READY_REPLICAS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_REPLICAS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_GENERATION_FIELD_NUMBER: _builtins.int
+    ROLLOUT_HISTORY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier. Server-assigned UUID; names the deployment in every request about it."""
     name: _builtins.str
@@ -392,6 +673,26 @@ class Deployment(_message.Message):
     etag: _builtins.str
     """Optional. Opaque version of this deployment (AIP-154), set by the server; send it back in an
     update to make the change conditional.
+    """
+    paused: _builtins.bool
+    """Optional. True stops a rollout where it is (replicas that are moving finish; none start
+    moving); false resumes it.
+    """
+    generation: _builtins.int
+    """Output only. Grows with every change of the spec (not with status changes)."""
+    observed_generation: _builtins.int
+    """Output only. The generation the scheduler last acted on; equal to `generation` once it has
+    seen the latest change.
+    """
+    updated_replicas: _builtins.int
+    """Output only. Replicas that run the current template (`template_generation`)."""
+    ready_replicas: _builtins.int
+    """Output only. Replicas that run and pass their health check."""
+    available_replicas: _builtins.int
+    """Output only. Ready replicas that have been ready for `min_ready_seconds`."""
+    template_generation: _builtins.int
+    """Output only. The template replicas are moved to, named by the generation that introduced
+    it (a rollback makes a new generation that reuses an older template and its name).
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -433,6 +734,20 @@ class Deployment(_message.Message):
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusChange]:
         """Output only. Its latest status changes, oldest first (at most 20)."""
 
+    @_builtins.property
+    def update_strategy(self) -> Global___UpdateStrategy:
+        """Optional. How a change of the template (image, command, args, env, resources,
+        health_check) reaches the replicas. (`strategy` is where replicas are placed.)
+        """
+
+    @_builtins.property
+    def health_check(self) -> Global___HealthCheck:
+        """Optional. How agents check that a replica serves; without it, RUNNING is healthy."""
+
+    @_builtins.property
+    def rollout_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rollout]:
+        """Output only. Its rollouts, oldest first (at most `revision_history_limit` finished ones)."""
+
     def __init__(
         self,
         *,
@@ -454,10 +769,20 @@ class Deployment(_message.Message):
         etag: _builtins.str = ...,
         replica_statuses: _abc.Iterable[Global___Replica] | None = ...,
         history: _abc.Iterable[Global___StatusChange] | None = ...,
+        update_strategy: Global___UpdateStrategy | None = ...,
+        health_check: Global___HealthCheck | None = ...,
+        paused: _builtins.bool = ...,
+        generation: _builtins.int = ...,
+        observed_generation: _builtins.int = ...,
+        updated_replicas: _builtins.int = ...,
+        ready_replicas: _builtins.int = ...,
+        available_replicas: _builtins.int = ...,
+        template_generation: _builtins.int = ...,
+        rollout_history: _abc.Iterable[Global___Rollout] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "constraints", b"constraints", "create_time", b"create_time", "replicas", b"replicas", "resources", b"resources", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "constraints", b"constraints", "create_time", b"create_time", "health_check", b"health_check", "replicas", b"replicas", "resources", b"resources", "update_strategy", b"update_strategy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "history", b"history", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "replica_statuses", b"replica_statuses", "replicas", b"replicas", "resources", b"resources", "status", b"status", "status_reason", b"status_reason", "strategy", b"strategy", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "available_replicas", b"available_replicas", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "generation", b"generation", "health_check", b"health_check", "history", b"history", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "observed_generation", b"observed_generation", "paused", b"paused", "ready_replicas", b"ready_replicas", "replica_statuses", b"replica_statuses", "replicas", b"replicas", "resources", b"resources", "rollout_history", b"rollout_history", "status", b"status", "status_reason", b"status_reason", "strategy", b"strategy", "template_generation", b"template_generation", "update_strategy", b"update_strategy", "update_time", b"update_time", "updated_replicas", b"updated_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015

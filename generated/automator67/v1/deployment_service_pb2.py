@@ -30,7 +30,7 @@ from automator67.v1 import deployment_pb2 as automator67_dot_v1_dot_deployment__
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'automator67/v1/deployment_service.proto\x12\x0e\x61utomator67.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1f\x61utomator67/v1/deployment.proto\x1a google/protobuf/field_mask.proto\"\x86\x01\n\x17UpdateDeploymentRequest\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"J\n\x18UpdateDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"i\n\x17\x43reateDeploymentRequest\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"J\n\x18\x43reateDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"Q\n\x14GetDeploymentRequest\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\"G\n\x15GetDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"a\n\x16ListDeploymentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"c\n\x17ListDeploymentsResponse\x12/\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1a.automator67.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x17\x44\x65leteDeploymentRequest\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"J\n\x18\x44\x65leteDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"7\n\x17WatchDeploymentsRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\x8f\x01\n\x18WatchDeploymentsResponse\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.automator67.v1.DeploymentEventType\x12.\n\ndeployment\x18\x02 \x01(\x0b\x32\x1a.automator67.v1.Deployment\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x1b\n\x19GetDeploymentStatsRequest\"\xde\x01\n\x1aGetDeploymentStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12K\n\tby_status\x18\x02 \x03(\x0b\x32\x38.automator67.v1.GetDeploymentStatsResponse.ByStatusEntry\x12\x1a\n\x12replicas_requested\x18\x03 \x01(\x05\x12\x17\n\x0freplicas_placed\x18\x04 \x01(\x05\x1a/\n\rByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01*\xe6\x01\n\x13\x44\x65ploymentEventType\x12%\n!DEPLOYMENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44\x45PLOYMENT_EVENT_TYPE_ADDED\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_EVENT_TYPE_CHANGED\x10\x02\x12!\n\x1d\x44\x45PLOYMENT_EVENT_TYPE_DELETED\x10\x03\x12 \n\x1c\x44\x45PLOYMENT_EVENT_TYPE_SYNCED\x10\x04\x12\x1f\n\x1b\x44\x45PLOYMENT_EVENT_TYPE_RESET\x10\x05\x32\x85\x08\n\x11\x44\x65ploymentService\x12\x8e\x01\n\x10\x43reateDeployment\x12\'.automator67.v1.CreateDeploymentRequest\x1a(.automator67.v1.CreateDeploymentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x13/api/v1/deployments:\ndeployment\x12\x89\x01\n\rGetDeployment\x12$.automator67.v1.GetDeploymentRequest\x1a%.automator67.v1.GetDeploymentResponse\"+\x82\xd3\xe4\x93\x02%\x12#/api/v1/deployments/{deployment_id}\x12\x7f\n\x0fListDeployments\x12&.automator67.v1.ListDeploymentsRequest\x1a\'.automator67.v1.ListDeploymentsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/deployments\x12\x9e\x01\n\x10UpdateDeployment\x12\'.automator67.v1.UpdateDeploymentRequest\x1a(.automator67.v1.UpdateDeploymentResponse\"7\x82\xd3\xe4\x93\x02\x31\x32#/api/v1/deployments/{deployment.id}:\ndeployment\x12\x92\x01\n\x10\x44\x65leteDeployment\x12\'.automator67.v1.DeleteDeploymentRequest\x1a(.automator67.v1.DeleteDeploymentResponse\"+\x82\xd3\xe4\x93\x02%*#/api/v1/deployments/{deployment_id}\x12\x8e\x01\n\x12GetDeploymentStats\x12).automator67.v1.GetDeploymentStatsRequest\x1a*.automator67.v1.GetDeploymentStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/deployments/stats\x12\x8a\x01\n\x10WatchDeployments\x12\'.automator67.v1.WatchDeploymentsRequest\x1a(.automator67.v1.WatchDeploymentsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/deployments:watch0\x01\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'automator67/v1/deployment_service.proto\x12\x0e\x61utomator67.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1f\x61utomator67/v1/deployment.proto\x1a google/protobuf/field_mask.proto\"\xb8\x01\n\x17UpdateDeploymentRequest\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x12\x30\n\x08rollback\x18\x03 \x01(\x0b\x32\x18.automator67.v1.RollbackB\x04\xe2\x41\x01\x01\"-\n\x08Rollback\x12!\n\x13template_generation\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"J\n\x18UpdateDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"i\n\x17\x43reateDeploymentRequest\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.DeploymentB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"J\n\x18\x43reateDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"Q\n\x14GetDeploymentRequest\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\"G\n\x15GetDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"a\n\x16ListDeploymentsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"c\n\x17ListDeploymentsResponse\x12/\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1a.automator67.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x17\x44\x65leteDeploymentRequest\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"J\n\x18\x44\x65leteDeploymentResponse\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\"7\n\x17WatchDeploymentsRequest\x12\x1c\n\x0estart_revision\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\x8f\x01\n\x18WatchDeploymentsResponse\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.automator67.v1.DeploymentEventType\x12.\n\ndeployment\x18\x02 \x01(\x0b\x32\x1a.automator67.v1.Deployment\x12\x10\n\x08revision\x18\x03 \x01(\x03\"\x1b\n\x19GetDeploymentStatsRequest\"\xde\x01\n\x1aGetDeploymentStatsResponse\x12\r\n\x05total\x18\x01 \x01(\x05\x12K\n\tby_status\x18\x02 \x03(\x0b\x32\x38.automator67.v1.GetDeploymentStatsResponse.ByStatusEntry\x12\x1a\n\x12replicas_requested\x18\x03 \x01(\x05\x12\x17\n\x0freplicas_placed\x18\x04 \x01(\x05\x1a/\n\rByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01*\xe6\x01\n\x13\x44\x65ploymentEventType\x12%\n!DEPLOYMENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x44\x45PLOYMENT_EVENT_TYPE_ADDED\x10\x01\x12!\n\x1d\x44\x45PLOYMENT_EVENT_TYPE_CHANGED\x10\x02\x12!\n\x1d\x44\x45PLOYMENT_EVENT_TYPE_DELETED\x10\x03\x12 \n\x1c\x44\x45PLOYMENT_EVENT_TYPE_SYNCED\x10\x04\x12\x1f\n\x1b\x44\x45PLOYMENT_EVENT_TYPE_RESET\x10\x05\x32\x85\x08\n\x11\x44\x65ploymentService\x12\x8e\x01\n\x10\x43reateDeployment\x12\'.automator67.v1.CreateDeploymentRequest\x1a(.automator67.v1.CreateDeploymentResponse\"\'\x82\xd3\xe4\x93\x02!\"\x13/api/v1/deployments:\ndeployment\x12\x89\x01\n\rGetDeployment\x12$.automator67.v1.GetDeploymentRequest\x1a%.automator67.v1.GetDeploymentResponse\"+\x82\xd3\xe4\x93\x02%\x12#/api/v1/deployments/{deployment_id}\x12\x7f\n\x0fListDeployments\x12&.automator67.v1.ListDeploymentsRequest\x1a\'.automator67.v1.ListDeploymentsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/deployments\x12\x9e\x01\n\x10UpdateDeployment\x12\'.automator67.v1.UpdateDeploymentRequest\x1a(.automator67.v1.UpdateDeploymentResponse\"7\x82\xd3\xe4\x93\x02\x31\x32#/api/v1/deployments/{deployment.id}:\ndeployment\x12\x92\x01\n\x10\x44\x65leteDeployment\x12\'.automator67.v1.DeleteDeploymentRequest\x1a(.automator67.v1.DeleteDeploymentResponse\"+\x82\xd3\xe4\x93\x02%*#/api/v1/deployments/{deployment_id}\x12\x8e\x01\n\x12GetDeploymentStats\x12).automator67.v1.GetDeploymentStatsRequest\x1a*.automator67.v1.GetDeploymentStatsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/deployments/stats\x12\x8a\x01\n\x10WatchDeployments\x12\'.automator67.v1.WatchDeploymentsRequest\x1a(.automator67.v1.WatchDeploymentsResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/deployments:watch0\x01\x42GZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEDEPLOYMENTREQUEST'].fields_by_name['deployment']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEDEPLOYMENTREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEDEPLOYMENTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEDEPLOYMENTREQUEST'].fields_by_name['rollback']._loaded_options = None
+  _globals['_UPDATEDEPLOYMENTREQUEST'].fields_by_name['rollback']._serialized_options = b'\342A\001\001'
+  _globals['_ROLLBACK'].fields_by_name['template_generation']._loaded_options = None
+  _globals['_ROLLBACK'].fields_by_name['template_generation']._serialized_options = b'\342A\001\001'
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['deployment']._loaded_options = None
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['deployment']._serialized_options = b'\342A\001\002'
   _globals['_CREATEDEPLOYMENTREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -76,38 +80,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPLOYMENTSERVICE'].methods_by_name['GetDeploymentStats']._serialized_options = b'\202\323\344\223\002\033\022\031/api/v1/deployments/stats'
   _globals['_DEPLOYMENTSERVICE'].methods_by_name['WatchDeployments']._loaded_options = None
   _globals['_DEPLOYMENTSERVICE'].methods_by_name['WatchDeployments']._serialized_options = b'\202\323\344\223\002\033\022\031/api/v1/deployments:watch'
-  _globals['_DEPLOYMENTEVENTTYPE']._serialized_start=1608
-  _globals['_DEPLOYMENTEVENTTYPE']._serialized_end=1838
+  _globals['_DEPLOYMENTEVENTTYPE']._serialized_start=1705
+  _globals['_DEPLOYMENTEVENTTYPE']._serialized_end=1935
   _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_start=217
-  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=351
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=353
-  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=427
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=429
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=534
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=536
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=610
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=612
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=693
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=695
-  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=766
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=768
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=865
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=867
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=966
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=968
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1072
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1074
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1148
-  _globals['_WATCHDEPLOYMENTSREQUEST']._serialized_start=1150
-  _globals['_WATCHDEPLOYMENTSREQUEST']._serialized_end=1205
-  _globals['_WATCHDEPLOYMENTSRESPONSE']._serialized_start=1208
-  _globals['_WATCHDEPLOYMENTSRESPONSE']._serialized_end=1351
-  _globals['_GETDEPLOYMENTSTATSREQUEST']._serialized_start=1353
-  _globals['_GETDEPLOYMENTSTATSREQUEST']._serialized_end=1380
-  _globals['_GETDEPLOYMENTSTATSRESPONSE']._serialized_start=1383
-  _globals['_GETDEPLOYMENTSTATSRESPONSE']._serialized_end=1605
-  _globals['_GETDEPLOYMENTSTATSRESPONSE_BYSTATUSENTRY']._serialized_start=1558
-  _globals['_GETDEPLOYMENTSTATSRESPONSE_BYSTATUSENTRY']._serialized_end=1605
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=1841
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=2870
+  _globals['_UPDATEDEPLOYMENTREQUEST']._serialized_end=401
+  _globals['_ROLLBACK']._serialized_start=403
+  _globals['_ROLLBACK']._serialized_end=448
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_start=450
+  _globals['_UPDATEDEPLOYMENTRESPONSE']._serialized_end=524
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=526
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=631
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=633
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=707
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=709
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=790
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=792
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=863
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=865
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=962
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=964
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1063
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1065
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1169
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1171
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1245
+  _globals['_WATCHDEPLOYMENTSREQUEST']._serialized_start=1247
+  _globals['_WATCHDEPLOYMENTSREQUEST']._serialized_end=1302
+  _globals['_WATCHDEPLOYMENTSRESPONSE']._serialized_start=1305
+  _globals['_WATCHDEPLOYMENTSRESPONSE']._serialized_end=1448
+  _globals['_GETDEPLOYMENTSTATSREQUEST']._serialized_start=1450
+  _globals['_GETDEPLOYMENTSTATSREQUEST']._serialized_end=1477
+  _globals['_GETDEPLOYMENTSTATSRESPONSE']._serialized_start=1480
+  _globals['_GETDEPLOYMENTSTATSRESPONSE']._serialized_end=1702
+  _globals['_GETDEPLOYMENTSTATSRESPONSE_BYSTATUSENTRY']._serialized_start=1655
+  _globals['_GETDEPLOYMENTSTATSRESPONSE_BYSTATUSENTRY']._serialized_end=1702
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=1938
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=2967
 # @@protoc_insertion_point(module_scope)

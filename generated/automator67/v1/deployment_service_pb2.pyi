@@ -66,6 +66,7 @@ class UpdateDeploymentRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ROLLBACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def deployment(self) -> _deployment_pb2.Deployment:
         """Required. The deployment: `id`, the new values of the fields in `update_mask`, and optionally
@@ -75,7 +76,13 @@ class UpdateDeploymentRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Required. The fields to change, among: replicas, image, command, args, env, resources,
-        constraints, strategy.
+        constraints, strategy, update_strategy, health_check, paused. May be empty with `rollback`.
+        """
+
+    @_builtins.property
+    def rollback(self) -> Global___Rollback:
+        """Optional. Roll the template back to an earlier revision (a new generation with that
+        template); cannot be combined with a change of the template in `update_mask`.
         """
 
     def __init__(
@@ -83,14 +90,39 @@ class UpdateDeploymentRequest(_message.Message):
         *,
         deployment: _deployment_pb2.Deployment | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        rollback: Global___Rollback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "rollback", b"rollback", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "rollback", b"rollback", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateDeploymentRequest: _TypeAlias = UpdateDeploymentRequest  # noqa: Y015
+
+@_typing.final
+class Rollback(_message.Message):
+    """Which template a rollback restores."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_GENERATION_FIELD_NUMBER: _builtins.int
+    template_generation: _builtins.int
+    """Optional. The template to restore (`Rollout.template_generation`); 0 means the one before
+    the current.
+    """
+    def __init__(
+        self,
+        *,
+        template_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_generation", b"template_generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollback: _TypeAlias = Rollback  # noqa: Y015
 
 @_typing.final
 class UpdateDeploymentResponse(_message.Message):

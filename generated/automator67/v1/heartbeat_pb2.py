@@ -31,7 +31,7 @@ from automator67.v1 import deployment_pb2 as automator67_dot_v1_dot_deployment__
 from automator67.v1 import node_pb2 as automator67_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61utomator67/v1/heartbeat.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1f\x61utomator67/v1/deployment.proto\x1a\x19\x61utomator67/v1/node.proto\"o\n\nAgentHello\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x1b\n\ragent_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64rivers\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\"_\n\x08NodeLoad\x12\x19\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1c\n\x0ememory_used_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x64isk_used_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\xcd\x01\n\rReplicaReport\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\x12\x1b\n\rreplica_index\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaStateB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cplacement_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"\x83\x01\n\x04\x42\x65\x61t\x12\x16\n\x08sequence\x18\x01 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12,\n\x04load\x18\x02 \x01(\x0b\x32\x18.automator67.v1.NodeLoadB\x04\xe2\x41\x01\x01\x12\x35\n\x08replicas\x18\x03 \x03(\x0b\x32\x1d.automator67.v1.ReplicaReportB\x04\xe2\x41\x01\x01\"m\n\x10HeartbeatRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.AgentHelloH\x00\x12$\n\x04\x62\x65\x61t\x18\x02 \x01(\x0b\x32\x14.automator67.v1.BeatH\x00\x42\x06\n\x04kind\"\x8a\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bnode_status\x18\x03 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus\"M\n\x07\x42\x65\x61tAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa5\x01\n\nAssignment\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\x12\x15\n\rreplica_index\x18\x02 \x01(\x05\x12:\n\rdesired_state\x18\x03 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredState\x12\x14\n\x0cplacement_id\x18\x04 \x01(\t\">\n\x0b\x41ssignments\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.automator67.v1.Assignment\"\xd8\x01\n\x11HeartbeatResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.automator67.v1.SessionStartH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.automator67.v1.BeatAckH\x00\x12.\n\treconnect\x18\x03 \x01(\x0b\x32\x19.automator67.v1.ReconnectH\x00\x12\x32\n\x0b\x61ssignments\x18\x04 \x01(\x0b\x32\x1b.automator67.v1.AssignmentsH\x00\x42\x06\n\x04kindBGZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61utomator67/v1/heartbeat.proto\x12\x0e\x61utomator67.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1f\x61utomator67/v1/deployment.proto\x1a\x19\x61utomator67/v1/node.proto\"o\n\nAgentHello\x12-\n\x07node_id\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x61utomator67.io/Node\x12\x1b\n\ragent_version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x15\n\x07\x64rivers\x18\x03 \x03(\tB\x04\xe2\x41\x01\x01\"_\n\x08NodeLoad\x12\x19\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1c\n\x0ememory_used_gb\x18\x02 \x01(\x01\x42\x04\xe2\x41\x01\x01\x12\x1a\n\x0c\x64isk_used_gb\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01\"\x9c\x02\n\rReplicaReport\x12\x39\n\rdeployment_id\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x61utomator67.io/Deployment\x12\x1b\n\rreplica_index\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.automator67.v1.ReplicaStateB\x04\xe2\x41\x01\x02\x12\x15\n\x07message\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cplacement_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\ngeneration\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x33\n\x06health\x18\x07 \x01(\x0e\x32\x1d.automator67.v1.ReplicaHealthB\x04\xe2\x41\x01\x01\"\x83\x01\n\x04\x42\x65\x61t\x12\x16\n\x08sequence\x18\x01 \x01(\x04\x42\x04\xe2\x41\x01\x02\x12,\n\x04load\x18\x02 \x01(\x0b\x32\x18.automator67.v1.NodeLoadB\x04\xe2\x41\x01\x01\x12\x35\n\x08replicas\x18\x03 \x03(\x0b\x32\x1d.automator67.v1.ReplicaReportB\x04\xe2\x41\x01\x01\"m\n\x10HeartbeatRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.AgentHelloH\x00\x12$\n\x04\x62\x65\x61t\x18\x02 \x01(\x0b\x32\x14.automator67.v1.BeatH\x00\x42\x06\n\x04kind\"\x8a\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bnode_status\x18\x03 \x01(\x0e\x32\x1a.automator67.v1.NodeStatus\"M\n\x07\x42\x65\x61tAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1b\n\tReconnect\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa5\x01\n\nAssignment\x12.\n\ndeployment\x18\x01 \x01(\x0b\x32\x1a.automator67.v1.Deployment\x12\x15\n\rreplica_index\x18\x02 \x01(\x05\x12:\n\rdesired_state\x18\x03 \x01(\x0e\x32#.automator67.v1.ReplicaDesiredState\x12\x14\n\x0cplacement_id\x18\x04 \x01(\t\">\n\x0b\x41ssignments\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.automator67.v1.Assignment\"\xd8\x01\n\x11HeartbeatResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1c.automator67.v1.SessionStartH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.automator67.v1.BeatAckH\x00\x12.\n\treconnect\x18\x03 \x01(\x0b\x32\x19.automator67.v1.ReconnectH\x00\x12\x32\n\x0b\x61ssignments\x18\x04 \x01(\x0b\x32\x1b.automator67.v1.AssignmentsH\x00\x42\x06\n\x04kindBGZEgithub.com/automator67/controller/gen/go/automator67/v1;automator67v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,6 +61,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICAREPORT'].fields_by_name['message']._serialized_options = b'\342A\001\001'
   _globals['_REPLICAREPORT'].fields_by_name['placement_id']._loaded_options = None
   _globals['_REPLICAREPORT'].fields_by_name['placement_id']._serialized_options = b'\342A\001\001'
+  _globals['_REPLICAREPORT'].fields_by_name['generation']._loaded_options = None
+  _globals['_REPLICAREPORT'].fields_by_name['generation']._serialized_options = b'\342A\001\001'
+  _globals['_REPLICAREPORT'].fields_by_name['health']._loaded_options = None
+  _globals['_REPLICAREPORT'].fields_by_name['health']._serialized_options = b'\342A\001\001'
   _globals['_BEAT'].fields_by_name['sequence']._loaded_options = None
   _globals['_BEAT'].fields_by_name['sequence']._serialized_options = b'\342A\001\002'
   _globals['_BEAT'].fields_by_name['load']._loaded_options = None
@@ -72,21 +76,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODELOAD']._serialized_start=348
   _globals['_NODELOAD']._serialized_end=443
   _globals['_REPLICAREPORT']._serialized_start=446
-  _globals['_REPLICAREPORT']._serialized_end=651
-  _globals['_BEAT']._serialized_start=654
-  _globals['_BEAT']._serialized_end=785
-  _globals['_HEARTBEATREQUEST']._serialized_start=787
-  _globals['_HEARTBEATREQUEST']._serialized_end=896
-  _globals['_SESSIONSTART']._serialized_start=899
-  _globals['_SESSIONSTART']._serialized_end=1037
-  _globals['_BEATACK']._serialized_start=1039
-  _globals['_BEATACK']._serialized_end=1116
-  _globals['_RECONNECT']._serialized_start=1118
-  _globals['_RECONNECT']._serialized_end=1145
-  _globals['_ASSIGNMENT']._serialized_start=1148
-  _globals['_ASSIGNMENT']._serialized_end=1313
-  _globals['_ASSIGNMENTS']._serialized_start=1315
-  _globals['_ASSIGNMENTS']._serialized_end=1377
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1380
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1596
+  _globals['_REPLICAREPORT']._serialized_end=730
+  _globals['_BEAT']._serialized_start=733
+  _globals['_BEAT']._serialized_end=864
+  _globals['_HEARTBEATREQUEST']._serialized_start=866
+  _globals['_HEARTBEATREQUEST']._serialized_end=975
+  _globals['_SESSIONSTART']._serialized_start=978
+  _globals['_SESSIONSTART']._serialized_end=1116
+  _globals['_BEATACK']._serialized_start=1118
+  _globals['_BEATACK']._serialized_end=1195
+  _globals['_RECONNECT']._serialized_start=1197
+  _globals['_RECONNECT']._serialized_end=1224
+  _globals['_ASSIGNMENT']._serialized_start=1227
+  _globals['_ASSIGNMENT']._serialized_end=1392
+  _globals['_ASSIGNMENTS']._serialized_start=1394
+  _globals['_ASSIGNMENTS']._serialized_end=1456
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1459
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1675
 # @@protoc_insertion_point(module_scope)

@@ -96,6 +96,8 @@ class ReplicaReport(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     PLACEMENT_ID_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     """Required. The deployment the replica belongs to."""
     replica_index: _builtins.int
@@ -109,6 +111,10 @@ class ReplicaReport(_message.Message):
     it are matched by it: a report of a superseded placement never changes its replacement, and
     a placement the controller does not know is in no assignment, so the agent stops it.
     """
+    generation: _builtins.int
+    """Optional. The template it runs (`Assignment.deployment.template_generation`)."""
+    health: _deployment_pb2.ReplicaHealth.ValueType
+    """Optional. What its health check last said (UNSPECIFIED: no check, or not probed yet)."""
     def __init__(
         self,
         *,
@@ -117,10 +123,12 @@ class ReplicaReport(_message.Message):
         state: _deployment_pb2.ReplicaState.ValueType = ...,
         message: _builtins.str = ...,
         placement_id: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        health: _deployment_pb2.ReplicaHealth.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "message", b"message", "placement_id", b"placement_id", "replica_index", b"replica_index", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "generation", b"generation", "health", b"health", "message", b"message", "placement_id", b"placement_id", "replica_index", b"replica_index", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,8 +308,9 @@ class Assignment(_message.Message):
     """
     @_builtins.property
     def deployment(self) -> _deployment_pb2.Deployment:
-        """The deployment: what to run (image, command, args, env) and with which resources.
-        Its output-only status fields are not set here.
+        """The deployment: what to run (image, command, args, env) and with which resources: the
+        template of this placement (`revision`), which during a rollout may be an older one than the
+        deployment's. Its output-only status fields are not set here.
         """
 
     def __init__(

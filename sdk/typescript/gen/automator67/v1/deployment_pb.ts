@@ -6,15 +6,240 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file automator67/v1/deployment.proto.
  */
 export const file_automator67_v1_deployment: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hdXRvbWF0b3I2Ny92MS9kZXBsb3ltZW50LnByb3RvEg5hdXRvbWF0b3I2Ny52MSJUCglSZXNvdXJjZXMSFwoJY3B1X2NvcmVzGAEgASgBQgTiQQEBEhcKCW1lbW9yeV9nYhgCIAEoAUIE4kEBARIVCgdkaXNrX2diGAMgASgBQgTiQQEBIrsBChRQbGFjZW1lbnRDb25zdHJhaW50cxIWCghwcm92aWRlchgBIAEoCUIE4kEBARIUCgZyZWdpb24YAiABKAlCBOJBAQESRgoGbGFiZWxzGAMgAygLMjAuYXV0b21hdG9yNjcudjEuUGxhY2VtZW50Q29uc3RyYWludHMuTGFiZWxzRW50cnlCBOJBAQEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAgoHUmVwbGljYRITCgVpbmRleBgBIAEoBUIE4kEBAxItCgdub2RlX2lkGAIgASgJQhziQQED+kEVChNhdXRvbWF0b3I2Ny5pby9Ob2RlEjEKBXN0YXRlGAMgASgOMhwuYXV0b21hdG9yNjcudjEuUmVwbGljYVN0YXRlQgTiQQEDEkAKDWRlc2lyZWRfc3RhdGUYBCABKA4yIy5hdXRvbWF0b3I2Ny52MS5SZXBsaWNhRGVzaXJlZFN0YXRlQgTiQQEDEhUKB21lc3NhZ2UYBSABKAlCBOJBAQMSFgoIZmFpbHVyZXMYBiABKAVCBOJBAQMSGAoKc3VwZXJzZWRlZBgHIAEoCEIE4kEBAxIaCgxwbGFjZW1lbnRfaWQYCCABKAlCBOJBAQMijAEKDFN0YXR1c0NoYW5nZRI2CgZzdGF0dXMYASABKA4yIC5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50U3RhdHVzQgTiQQEDEhQKBnJlYXNvbhgCIAEoCUIE4kEBAxIuCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyL9BgoKRGVwbG95bWVudBIQCgJpZBgBIAEoCUIE4kEBCBITCgRuYW1lGAIgASgJQgXiQQICBRITCgVpbWFnZRgDIAEoCUIE4kEBARIVCgdjb21tYW5kGAQgAygJQgTiQQEBEhIKBGFyZ3MYBSADKAlCBOJBAQESNgoDZW52GAYgAygLMiMuYXV0b21hdG9yNjcudjEuRGVwbG95bWVudC5FbnZFbnRyeUIE4kEBARIyCglyZXNvdXJjZXMYByABKAsyGS5hdXRvbWF0b3I2Ny52MS5SZXNvdXJjZXNCBOJBAQESGwoIcmVwbGljYXMYCCABKAVCBOJBAQFIAIgBARI/Cgtjb25zdHJhaW50cxgJIAEoCzIkLmF1dG9tYXRvcjY3LnYxLlBsYWNlbWVudENvbnN0cmFpbnRzQgTiQQEBEjkKCHN0cmF0ZWd5GAogASgOMiEuYXV0b21hdG9yNjcudjEuUGxhY2VtZW50U3RyYXRlZ3lCBOJBAQESNgoGc3RhdHVzGAsgASgOMiAuYXV0b21hdG9yNjcudjEuRGVwbG95bWVudFN0YXR1c0IE4kEBAxIbCg1zdGF0dXNfcmVhc29uGAwgASgJQgTiQQEDEi4KCG5vZGVfaWRzGA0gAygJQhziQQED+kEVChNhdXRvbWF0b3I2Ny5pby9Ob2RlEjUKC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgQIAEoCUIE4kEBARI3ChByZXBsaWNhX3N0YXR1c2VzGBEgAygLMhcuYXV0b21hdG9yNjcudjEuUmVwbGljYUIE4kEBAxIzCgdoaXN0b3J5GBIgAygLMhwuYXV0b21hdG9yNjcudjEuU3RhdHVzQ2hhbmdlQgTiQQEDGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAE6VepBUgoZYXV0b21hdG9yNjcuaW8vRGVwbG95bWVudBIYZGVwbG95bWVudHMve2RlcGxveW1lbnR9GgJpZCoLZGVwbG95bWVudHMyCmRlcGxveW1lbnRCCwoJX3JlcGxpY2FzKvEBChBEZXBsb3ltZW50U3RhdHVzEiEKHURFUExPWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZREVQTE9ZTUVOVF9TVEFUVVNfUEVORElORxABEh8KG0RFUExPWU1FTlRfU1RBVFVTX1NDSEVEVUxFRBACEh0KGURFUExPWU1FTlRfU1RBVFVTX1JVTk5JTkcQAxIcChhERVBMT1lNRU5UX1NUQVRVU19GQUlMRUQQBBIeChpERVBMT1lNRU5UX1NUQVRVU19TVE9QUElORxAFEh0KGURFUExPWU1FTlRfU1RBVFVTX1NUT1BQRUQQBip2ChFQbGFjZW1lbnRTdHJhdGVneRIiCh5QTEFDRU1FTlRfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIdChlQTEFDRU1FTlRfU1RSQVRFR1lfU1BSRUFEEAESHgoaUExBQ0VNRU5UX1NUUkFURUdZX0JJTlBBQ0sQAiqeAgoMUmVwbGljYVN0YXRlEh0KGVJFUExJQ0FfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVSRVBMSUNBX1NUQVRFX1BFTkRJTkcQARIaChZSRVBMSUNBX1NUQVRFX0FTU0lHTkVEEAISGgoWUkVQTElDQV9TVEFURV9TVEFSVElORxADEhkKFVJFUExJQ0FfU1RBVEVfUlVOTklORxAEEhoKFlJFUExJQ0FfU1RBVEVfU1RPUFBJTkcQBRIZChVSRVBMSUNBX1NUQVRFX1NUT1BQRUQQBhIYChRSRVBMSUNBX1NUQVRFX0VYSVRFRBAHEhgKFFJFUExJQ0FfU1RBVEVfRkFJTEVEEAgSFgoSUkVQTElDQV9TVEFURV9MT1NUEAkqewoTUmVwbGljYURlc2lyZWRTdGF0ZRIlCiFSRVBMSUNBX0RFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIdChlSRVBMSUNBX0RFU0lSRURfU1RBVEVfUlVOEAESHgoaUkVQTElDQV9ERVNJUkVEX1NUQVRFX1NUT1AQAkJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
+  fileDesc("Ch9hdXRvbWF0b3I2Ny92MS9kZXBsb3ltZW50LnByb3RvEg5hdXRvbWF0b3I2Ny52MSI7CgxJbnRPclBlcmNlbnQSDwoFY291bnQYASABKAVIABIRCgdwZXJjZW50GAIgASgJSABCBwoFdmFsdWUiwgEKC0hlYWx0aENoZWNrEhUKB2NvbW1hbmQYASADKAlCBOJBAQESFgoIdGNwX3BvcnQYAiABKAVCBOJBAQESMQoIaW50ZXJ2YWwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CBOJBAQESMAoHdGltZW91dBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIE4kEBARIfChFmYWlsdXJlX3RocmVzaG9sZBgFIAEoBUIE4kEBASK3AgoOVXBkYXRlU3RyYXRlZ3kSOwoPbWF4X3VuYXZhaWxhYmxlGAEgASgLMhwuYXV0b21hdG9yNjcudjEuSW50T3JQZXJjZW50QgTiQQEBEjUKCW1heF9zdXJnZRgCIAEoCzIcLmF1dG9tYXRvcjY3LnYxLkludE9yUGVyY2VudEIE4kEBARIfChFtaW5fcmVhZHlfc2Vjb25kcxgDIAEoBUIE4kEBARIsChlwcm9ncmVzc19kZWFkbGluZV9zZWNvbmRzGAQgASgFQgTiQQEBSACIAQESKQoWcmV2aXNpb25faGlzdG9yeV9saW1pdBgFIAEoBUIE4kEBAUgBiAEBQhwKGl9wcm9ncmVzc19kZWFkbGluZV9zZWNvbmRzQhkKF19yZXZpc2lvbl9oaXN0b3J5X2xpbWl0ItkCCgdSb2xsb3V0EhgKCmdlbmVyYXRpb24YASABKANCBOJBAQMSIQoTdGVtcGxhdGVfZ2VuZXJhdGlvbhgCIAEoA0IE4kEBAxIXCglzcGVjX2hhc2gYAyABKAlCBOJBAQMSEwoFaW1hZ2UYBCABKAlCBOJBAQMSFQoHY29tbWFuZBgFIAMoCUIE4kEBAxI0CgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIyCghlbmRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSNQoHb3V0Y29tZRgIIAEoDjIeLmF1dG9tYXRvcjY3LnYxLlJvbGxvdXRPdXRjb21lQgTiQQEDEhQKBnJlYXNvbhgJIAEoCUIE4kEBAxIVCgdtZXNzYWdlGAogASgJQgTiQQEDIlQKCVJlc291cmNlcxIXCgljcHVfY29yZXMYASABKAFCBOJBAQESFwoJbWVtb3J5X2diGAIgASgBQgTiQQEBEhUKB2Rpc2tfZ2IYAyABKAFCBOJBAQEiuwEKFFBsYWNlbWVudENvbnN0cmFpbnRzEhYKCHByb3ZpZGVyGAEgASgJQgTiQQEBEhQKBnJlZ2lvbhgCIAEoCUIE4kEBARJGCgZsYWJlbHMYAyADKAsyMC5hdXRvbWF0b3I2Ny52MS5QbGFjZW1lbnRDb25zdHJhaW50cy5MYWJlbHNFbnRyeUIE4kEBARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIvYCCgdSZXBsaWNhEhMKBWluZGV4GAEgASgFQgTiQQEDEi0KB25vZGVfaWQYAiABKAlCHOJBAQP6QRUKE2F1dG9tYXRvcjY3LmlvL05vZGUSMQoFc3RhdGUYAyABKA4yHC5hdXRvbWF0b3I2Ny52MS5SZXBsaWNhU3RhdGVCBOJBAQMSQAoNZGVzaXJlZF9zdGF0ZRgEIAEoDjIjLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FEZXNpcmVkU3RhdGVCBOJBAQMSFQoHbWVzc2FnZRgFIAEoCUIE4kEBAxIWCghmYWlsdXJlcxgGIAEoBUIE4kEBAxIYCgpzdXBlcnNlZGVkGAcgASgIQgTiQQEDEhoKDHBsYWNlbWVudF9pZBgIIAEoCUIE4kEBAxIYCgpnZW5lcmF0aW9uGAkgASgDQgTiQQEDEjMKBmhlYWx0aBgKIAEoDjIdLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FIZWFsdGhCBOJBAQMijAEKDFN0YXR1c0NoYW5nZRI2CgZzdGF0dXMYASABKA4yIC5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50U3RhdHVzQgTiQQEDEhQKBnJlYXNvbhgCIAEoCUIE4kEBAxIuCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAyKDCgoKRGVwbG95bWVudBIQCgJpZBgBIAEoCUIE4kEBCBITCgRuYW1lGAIgASgJQgXiQQICBRITCgVpbWFnZRgDIAEoCUIE4kEBARIVCgdjb21tYW5kGAQgAygJQgTiQQEBEhIKBGFyZ3MYBSADKAlCBOJBAQESNgoDZW52GAYgAygLMiMuYXV0b21hdG9yNjcudjEuRGVwbG95bWVudC5FbnZFbnRyeUIE4kEBARIyCglyZXNvdXJjZXMYByABKAsyGS5hdXRvbWF0b3I2Ny52MS5SZXNvdXJjZXNCBOJBAQESGwoIcmVwbGljYXMYCCABKAVCBOJBAQFIAIgBARI/Cgtjb25zdHJhaW50cxgJIAEoCzIkLmF1dG9tYXRvcjY3LnYxLlBsYWNlbWVudENvbnN0cmFpbnRzQgTiQQEBEjkKCHN0cmF0ZWd5GAogASgOMiEuYXV0b21hdG9yNjcudjEuUGxhY2VtZW50U3RyYXRlZ3lCBOJBAQESNgoGc3RhdHVzGAsgASgOMiAuYXV0b21hdG9yNjcudjEuRGVwbG95bWVudFN0YXR1c0IE4kEBAxIbCg1zdGF0dXNfcmVhc29uGAwgASgJQgTiQQEDEi4KCG5vZGVfaWRzGA0gAygJQhziQQED+kEVChNhdXRvbWF0b3I2Ny5pby9Ob2RlEjUKC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxI1Cgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBOJBAQMSEgoEZXRhZxgQIAEoCUIE4kEBARI3ChByZXBsaWNhX3N0YXR1c2VzGBEgAygLMhcuYXV0b21hdG9yNjcudjEuUmVwbGljYUIE4kEBAxIzCgdoaXN0b3J5GBIgAygLMhwuYXV0b21hdG9yNjcudjEuU3RhdHVzQ2hhbmdlQgTiQQEDEj0KD3VwZGF0ZV9zdHJhdGVneRgTIAEoCzIeLmF1dG9tYXRvcjY3LnYxLlVwZGF0ZVN0cmF0ZWd5QgTiQQEBEjcKDGhlYWx0aF9jaGVjaxgUIAEoCzIbLmF1dG9tYXRvcjY3LnYxLkhlYWx0aENoZWNrQgTiQQEBEhQKBnBhdXNlZBgVIAEoCEIE4kEBARIYCgpnZW5lcmF0aW9uGBYgASgDQgTiQQEDEiEKE29ic2VydmVkX2dlbmVyYXRpb24YFyABKANCBOJBAQMSHgoQdXBkYXRlZF9yZXBsaWNhcxgYIAEoBUIE4kEBAxIcCg5yZWFkeV9yZXBsaWNhcxgZIAEoBUIE4kEBAxIgChJhdmFpbGFibGVfcmVwbGljYXMYGiABKAVCBOJBAQMSIQoTdGVtcGxhdGVfZ2VuZXJhdGlvbhgbIAEoA0IE4kEBAxI2Cg9yb2xsb3V0X2hpc3RvcnkYHCADKAsyFy5hdXRvbWF0b3I2Ny52MS5Sb2xsb3V0QgTiQQEDGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAE6VepBUgoZYXV0b21hdG9yNjcuaW8vRGVwbG95bWVudBIYZGVwbG95bWVudHMve2RlcGxveW1lbnR9GgJpZCoLZGVwbG95bWVudHMyCmRlcGxveW1lbnRCCwoJX3JlcGxpY2FzKvEBChBEZXBsb3ltZW50U3RhdHVzEiEKHURFUExPWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZREVQTE9ZTUVOVF9TVEFUVVNfUEVORElORxABEh8KG0RFUExPWU1FTlRfU1RBVFVTX1NDSEVEVUxFRBACEh0KGURFUExPWU1FTlRfU1RBVFVTX1JVTk5JTkcQAxIcChhERVBMT1lNRU5UX1NUQVRVU19GQUlMRUQQBBIeChpERVBMT1lNRU5UX1NUQVRVU19TVE9QUElORxAFEh0KGURFUExPWU1FTlRfU1RBVFVTX1NUT1BQRUQQBip2ChFQbGFjZW1lbnRTdHJhdGVneRIiCh5QTEFDRU1FTlRfU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIdChlQTEFDRU1FTlRfU1RSQVRFR1lfU1BSRUFEEAESHgoaUExBQ0VNRU5UX1NUUkFURUdZX0JJTlBBQ0sQAiqeAgoMUmVwbGljYVN0YXRlEh0KGVJFUExJQ0FfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVSRVBMSUNBX1NUQVRFX1BFTkRJTkcQARIaChZSRVBMSUNBX1NUQVRFX0FTU0lHTkVEEAISGgoWUkVQTElDQV9TVEFURV9TVEFSVElORxADEhkKFVJFUExJQ0FfU1RBVEVfUlVOTklORxAEEhoKFlJFUExJQ0FfU1RBVEVfU1RPUFBJTkcQBRIZChVSRVBMSUNBX1NUQVRFX1NUT1BQRUQQBhIYChRSRVBMSUNBX1NUQVRFX0VYSVRFRBAHEhgKFFJFUExJQ0FfU1RBVEVfRkFJTEVEEAgSFgoSUkVQTElDQV9TVEFURV9MT1NUEAkqewoTUmVwbGljYURlc2lyZWRTdGF0ZRIlCiFSRVBMSUNBX0RFU0lSRURfU1RBVEVfVU5TUEVDSUZJRUQQABIdChlSRVBMSUNBX0RFU0lSRURfU1RBVEVfUlVOEAESHgoaUkVQTElDQV9ERVNJUkVEX1NUQVRFX1NUT1AQAippCg1SZXBsaWNhSGVhbHRoEh4KGlJFUExJQ0FfSEVBTFRIX1VOU1BFQ0lGSUVEEAASGgoWUkVQTElDQV9IRUFMVEhfSEVBTFRIWRABEhwKGFJFUExJQ0FfSEVBTFRIX1VOSEVBTFRIWRACKs0BCg5Sb2xsb3V0T3V0Y29tZRIfChtST0xMT1VUX09VVENPTUVfVU5TUEVDSUZJRUQQABIfChtST0xMT1VUX09VVENPTUVfUFJPR1JFU1NJTkcQARIcChhST0xMT1VUX09VVENPTUVfQ09NUExFVEUQAhIfChtST0xMT1VUX09VVENPTUVfUk9MTEVEX0JBQ0sQAxIeChpST0xMT1VUX09VVENPTUVfU1VQRVJTRURFRBAEEhoKFlJPTExPVVRfT1VUQ09NRV9GQUlMRUQQBUJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * A count of replicas, or a percentage of the replica count (Kubernetes' IntOrString).
+ *
+ * @generated from message automator67.v1.IntOrPercent
+ */
+export type IntOrPercent = Message<"automator67.v1.IntOrPercent"> & {
+  /**
+   * Exactly one is set.
+   *
+   * @generated from oneof automator67.v1.IntOrPercent.value
+   */
+  value: {
+    /**
+     * A number of replicas, >= 0.
+     *
+     * @generated from field: int32 count = 1;
+     */
+    value: number;
+    case: "count";
+  } | {
+    /**
+     * A percentage of the replica count, "0%" to "100%".
+     *
+     * @generated from field: string percent = 2;
+     */
+    value: string;
+    case: "percent";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message automator67.v1.IntOrPercent.
+ * Use `create(IntOrPercentSchema)` to create a new message.
+ */
+export const IntOrPercentSchema: GenMessage<IntOrPercent> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_deployment, 0);
+
+/**
+ * How the agent checks that a running replica serves. Exactly one of `command` and `tcp_port`.
+ *
+ * @generated from message automator67.v1.HealthCheck
+ */
+export type HealthCheck = Message<"automator67.v1.HealthCheck"> & {
+  /**
+   * Optional. A command run beside the replica (with its environment); exit 0 is healthy.
+   *
+   * @generated from field: repeated string command = 1;
+   */
+  command: string[];
+
+  /**
+   * Optional. A TCP port on the node's loopback that must accept a connection, 1-65535.
+   *
+   * @generated from field: int32 tcp_port = 2;
+   */
+  tcpPort: number;
+
+  /**
+   * Optional. Time between probes; unset means 10 s. 0.1 s to 1 h.
+   *
+   * @generated from field: google.protobuf.Duration interval = 3;
+   */
+  interval?: Duration | undefined;
+
+  /**
+   * Optional. How long one probe may take; unset means 1 s. 0.1 s to 1 h.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 4;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * Optional. Probes that must fail in a row before the replica is unhealthy; unset (0) means 3.
+   *
+   * @generated from field: int32 failure_threshold = 5;
+   */
+  failureThreshold: number;
+};
+
+/**
+ * Describes the message automator67.v1.HealthCheck.
+ * Use `create(HealthCheckSchema)` to create a new message.
+ */
+export const HealthCheckSchema: GenMessage<HealthCheck> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_deployment, 1);
+
+/**
+ * How a change of the spec reaches the replicas: a rolling update (Kubernetes' RollingUpdate).
+ *
+ * @generated from message automator67.v1.UpdateStrategy
+ */
+export type UpdateStrategy = Message<"automator67.v1.UpdateStrategy"> & {
+  /**
+   * Optional. At most this many replicas below the replica count may be unavailable during an
+   * update; unset means "25%", rounded down.
+   *
+   * @generated from field: automator67.v1.IntOrPercent max_unavailable = 1;
+   */
+  maxUnavailable?: IntOrPercent | undefined;
+
+  /**
+   * Optional. At most this many replicas above the replica count may run during an update;
+   * unset means "25%", rounded up. Both resolving to 0 is invalid.
+   *
+   * @generated from field: automator67.v1.IntOrPercent max_surge = 2;
+   */
+  maxSurge?: IntOrPercent | undefined;
+
+  /**
+   * Optional. Seconds a new replica must be healthy before it counts as available, 0-3600.
+   *
+   * @generated from field: int32 min_ready_seconds = 3;
+   */
+  minReadySeconds: number;
+
+  /**
+   * Optional. Seconds a rollout may go without progress before it is rolled back; unset means
+   * 600. 1-86400, and more than `min_ready_seconds`.
+   *
+   * @generated from field: optional int32 progress_deadline_seconds = 4;
+   */
+  progressDeadlineSeconds?: number | undefined;
+
+  /**
+   * Optional. Finished rollouts kept in `rollout_history`; unset means 10. 1-100.
+   *
+   * @generated from field: optional int32 revision_history_limit = 5;
+   */
+  revisionHistoryLimit?: number | undefined;
+};
+
+/**
+ * Describes the message automator67.v1.UpdateStrategy.
+ * Use `create(UpdateStrategySchema)` to create a new message.
+ */
+export const UpdateStrategySchema: GenMessage<UpdateStrategy> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_deployment, 2);
+
+/**
+ * One rollout of a deployment: the move of its replicas to one template of its spec.
+ *
+ * @generated from message automator67.v1.Rollout
+ */
+export type Rollout = Message<"automator67.v1.Rollout"> & {
+  /**
+   * Output only. The deployment's generation that started it.
+   *
+   * @generated from field: int64 generation = 1;
+   */
+  generation: bigint;
+
+  /**
+   * Output only. The template it rolls out, named by the generation that introduced it (a
+   * rollback reuses the older template's).
+   *
+   * @generated from field: int64 template_generation = 2;
+   */
+  templateGeneration: bigint;
+
+  /**
+   * Output only. A hash of the template (image, command, args, env, resources, health check).
+   *
+   * @generated from field: string spec_hash = 3;
+   */
+  specHash: string;
+
+  /**
+   * Output only. The template's image and command, for humans.
+   *
+   * @generated from field: string image = 4;
+   */
+  image: string;
+
+  /**
+   * Output only. The template's command.
+   *
+   * @generated from field: repeated string command = 5;
+   */
+  command: string[];
+
+  /**
+   * Output only. When it started.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 6;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Output only. When it ended; unset while PROGRESSING.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 7;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Output only. How it ended.
+   *
+   * @generated from field: automator67.v1.RolloutOutcome outcome = 8;
+   */
+  outcome: RolloutOutcome;
+
+  /**
+   * Output only. A machine-readable reason (like an ErrorInfo reason), e.g.
+   * ROLLOUT_HEALTH_CHECK_FAILED, ROLLOUT_REPLICAS_FAILING, ROLLOUT_PROGRESS_DEADLINE_EXCEEDED,
+   * ROLLBACK (an automatic rollback), ROLLBACK_REQUESTED; empty for a plain rollout.
+   *
+   * @generated from field: string reason = 9;
+   */
+  reason: string;
+
+  /**
+   * Output only. What happened, for humans.
+   *
+   * @generated from field: string message = 10;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message automator67.v1.Rollout.
+ * Use `create(RolloutSchema)` to create a new message.
+ */
+export const RolloutSchema: GenMessage<Rollout> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_deployment, 3);
 
 /**
  * Resources one replica needs.
@@ -49,7 +274,7 @@ export type Resources = Message<"automator67.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment, 0);
+  messageDesc(file_automator67_v1_deployment, 4);
 
 /**
  * Where replicas may be placed. Every field that is set must match the node.
@@ -84,7 +309,7 @@ export type PlacementConstraints = Message<"automator67.v1.PlacementConstraints"
  * Use `create(PlacementConstraintsSchema)` to create a new message.
  */
 export const PlacementConstraintsSchema: GenMessage<PlacementConstraints> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment, 1);
+  messageDesc(file_automator67_v1_deployment, 5);
 
 /**
  * One placement of a replica on a node.
@@ -149,6 +374,21 @@ export type Replica = Message<"automator67.v1.Replica"> & {
    * @generated from field: string placement_id = 8;
    */
   placementId: string;
+
+  /**
+   * Output only. The template it runs, named by the generation that introduced it
+   * (`Rollout.template_generation`).
+   *
+   * @generated from field: int64 generation = 9;
+   */
+  generation: bigint;
+
+  /**
+   * Output only. What its health check last said.
+   *
+   * @generated from field: automator67.v1.ReplicaHealth health = 10;
+   */
+  health: ReplicaHealth;
 };
 
 /**
@@ -156,7 +396,7 @@ export type Replica = Message<"automator67.v1.Replica"> & {
  * Use `create(ReplicaSchema)` to create a new message.
  */
 export const ReplicaSchema: GenMessage<Replica> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment, 2);
+  messageDesc(file_automator67_v1_deployment, 6);
 
 /**
  * One change of a deployment's status.
@@ -191,7 +431,7 @@ export type StatusChange = Message<"automator67.v1.StatusChange"> & {
  * Use `create(StatusChangeSchema)` to create a new message.
  */
 export const StatusChangeSchema: GenMessage<StatusChange> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment, 3);
+  messageDesc(file_automator67_v1_deployment, 7);
 
 /**
  * A deployment: a workload the controller places on nodes as one or more replicas.
@@ -326,6 +566,80 @@ export type Deployment = Message<"automator67.v1.Deployment"> & {
    * @generated from field: repeated automator67.v1.StatusChange history = 18;
    */
   history: StatusChange[];
+
+  /**
+   * Optional. How a change of the template (image, command, args, env, resources,
+   * health_check) reaches the replicas. (`strategy` is where replicas are placed.)
+   *
+   * @generated from field: automator67.v1.UpdateStrategy update_strategy = 19;
+   */
+  updateStrategy?: UpdateStrategy | undefined;
+
+  /**
+   * Optional. How agents check that a replica serves; without it, RUNNING is healthy.
+   *
+   * @generated from field: automator67.v1.HealthCheck health_check = 20;
+   */
+  healthCheck?: HealthCheck | undefined;
+
+  /**
+   * Optional. True stops a rollout where it is (replicas that are moving finish; none start
+   * moving); false resumes it.
+   *
+   * @generated from field: bool paused = 21;
+   */
+  paused: boolean;
+
+  /**
+   * Output only. Grows with every change of the spec (not with status changes).
+   *
+   * @generated from field: int64 generation = 22;
+   */
+  generation: bigint;
+
+  /**
+   * Output only. The generation the scheduler last acted on; equal to `generation` once it has
+   * seen the latest change.
+   *
+   * @generated from field: int64 observed_generation = 23;
+   */
+  observedGeneration: bigint;
+
+  /**
+   * Output only. Replicas that run the current template (`template_generation`).
+   *
+   * @generated from field: int32 updated_replicas = 24;
+   */
+  updatedReplicas: number;
+
+  /**
+   * Output only. Replicas that run and pass their health check.
+   *
+   * @generated from field: int32 ready_replicas = 25;
+   */
+  readyReplicas: number;
+
+  /**
+   * Output only. Ready replicas that have been ready for `min_ready_seconds`.
+   *
+   * @generated from field: int32 available_replicas = 26;
+   */
+  availableReplicas: number;
+
+  /**
+   * Output only. The template replicas are moved to, named by the generation that introduced
+   * it (a rollback makes a new generation that reuses an older template and its name).
+   *
+   * @generated from field: int64 template_generation = 27;
+   */
+  templateGeneration: bigint;
+
+  /**
+   * Output only. Its rollouts, oldest first (at most `revision_history_limit` finished ones).
+   *
+   * @generated from field: repeated automator67.v1.Rollout rollout_history = 28;
+   */
+  rolloutHistory: Rollout[];
 };
 
 /**
@@ -333,7 +647,7 @@ export type Deployment = Message<"automator67.v1.Deployment"> & {
  * Use `create(DeploymentSchema)` to create a new message.
  */
 export const DeploymentSchema: GenMessage<Deployment> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment, 4);
+  messageDesc(file_automator67_v1_deployment, 8);
 
 /**
  * The lifecycle status of a deployment.
@@ -547,4 +861,94 @@ export enum ReplicaDesiredState {
  */
 export const ReplicaDesiredStateSchema: GenEnum<ReplicaDesiredState> = /*@__PURE__*/
   enumDesc(file_automator67_v1_deployment, 3);
+
+/**
+ * What a replica's health check last said, as its agent reports it.
+ *
+ * @generated from enum automator67.v1.ReplicaHealth
+ */
+export enum ReplicaHealth {
+  /**
+   * The deployment has no health check, or it has not been probed yet.
+   *
+   * @generated from enum value: REPLICA_HEALTH_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The last probe passed.
+   *
+   * @generated from enum value: REPLICA_HEALTH_HEALTHY = 1;
+   */
+  HEALTHY = 1,
+
+  /**
+   * `failure_threshold` probes in a row failed.
+   *
+   * @generated from enum value: REPLICA_HEALTH_UNHEALTHY = 2;
+   */
+  UNHEALTHY = 2,
+}
+
+/**
+ * Describes the enum automator67.v1.ReplicaHealth.
+ */
+export const ReplicaHealthSchema: GenEnum<ReplicaHealth> = /*@__PURE__*/
+  enumDesc(file_automator67_v1_deployment, 4);
+
+/**
+ * How a rollout (the move of every replica to one template of the spec) ended.
+ *
+ * @generated from enum automator67.v1.RolloutOutcome
+ */
+export enum RolloutOutcome {
+  /**
+   * Never set.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Replicas are being moved to it.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_PROGRESSING = 1;
+   */
+  PROGRESSING = 1,
+
+  /**
+   * Every replica runs it and is available.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_COMPLETE = 2;
+   */
+  COMPLETE = 2,
+
+  /**
+   * Its replicas kept failing or it missed its progress deadline: the deployment was rolled back
+   * to the last template that was healthy. `reason` and `message` say why.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_ROLLED_BACK = 3;
+   */
+  ROLLED_BACK = 3,
+
+  /**
+   * A newer change of the spec replaced it before it completed.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_SUPERSEDED = 4;
+   */
+  SUPERSEDED = 4,
+
+  /**
+   * It failed and there was nothing healthy to roll back to; replicas keep trying it.
+   *
+   * @generated from enum value: ROLLOUT_OUTCOME_FAILED = 5;
+   */
+  FAILED = 5,
+}
+
+/**
+ * Describes the enum automator67.v1.RolloutOutcome.
+ */
+export const RolloutOutcomeSchema: GenEnum<RolloutOutcome> = /*@__PURE__*/
+  enumDesc(file_automator67_v1_deployment, 5);
 

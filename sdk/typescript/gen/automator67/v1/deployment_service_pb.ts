@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file automator67/v1/deployment_service.proto.
  */
 export const file_automator67_v1_deployment_service: GenFile = /*@__PURE__*/
-  fileDesc("CidhdXRvbWF0b3I2Ny92MS9kZXBsb3ltZW50X3NlcnZpY2UucHJvdG8SDmF1dG9tYXRvcjY3LnYxIoYBChdVcGRhdGVEZXBsb3ltZW50UmVxdWVzdBI0CgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQIiSgoYVXBkYXRlRGVwbG95bWVudFJlc3BvbnNlEi4KCmRlcGxveW1lbnQYASABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50ImkKF0NyZWF0ZURlcGxveW1lbnRSZXF1ZXN0EjQKCmRlcGxveW1lbnQYASABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50QgTiQQECEhgKCnJlcXVlc3RfaWQYAiABKAlCBOJBAQEiSgoYQ3JlYXRlRGVwbG95bWVudFJlc3BvbnNlEi4KCmRlcGxveW1lbnQYASABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50IlEKFEdldERlcGxveW1lbnRSZXF1ZXN0EjkKDWRlcGxveW1lbnRfaWQYASABKAlCIuJBAQL6QRsKGWF1dG9tYXRvcjY3LmlvL0RlcGxveW1lbnQiRwoVR2V0RGVwbG95bWVudFJlc3BvbnNlEi4KCmRlcGxveW1lbnQYASABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50ImEKFkxpc3REZXBsb3ltZW50c1JlcXVlc3QSFwoJcGFnZV9zaXplGAEgASgFQgTiQQEBEhgKCnBhZ2VfdG9rZW4YAiABKAlCBOJBAQESFAoGZmlsdGVyGAMgASgJQgTiQQEBImMKF0xpc3REZXBsb3ltZW50c1Jlc3BvbnNlEi8KC2RlcGxveW1lbnRzGAEgAygLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiaAoXRGVsZXRlRGVwbG95bWVudFJlcXVlc3QSOQoNZGVwbG95bWVudF9pZBgBIAEoCUIi4kEBAvpBGwoZYXV0b21hdG9yNjcuaW8vRGVwbG95bWVudBISCgRldGFnGAIgASgJQgTiQQEBIkoKGERlbGV0ZURlcGxveW1lbnRSZXNwb25zZRIuCgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudCI3ChdXYXRjaERlcGxveW1lbnRzUmVxdWVzdBIcCg5zdGFydF9yZXZpc2lvbhgBIAEoA0IE4kEBASKPAQoYV2F0Y2hEZXBsb3ltZW50c1Jlc3BvbnNlEjEKBHR5cGUYASABKA4yIy5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50RXZlbnRUeXBlEi4KCmRlcGxveW1lbnQYAiABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50EhAKCHJldmlzaW9uGAMgASgDIhsKGUdldERlcGxveW1lbnRTdGF0c1JlcXVlc3Qi3gEKGkdldERlcGxveW1lbnRTdGF0c1Jlc3BvbnNlEg0KBXRvdGFsGAEgASgFEksKCWJ5X3N0YXR1cxgCIAMoCzI4LmF1dG9tYXRvcjY3LnYxLkdldERlcGxveW1lbnRTdGF0c1Jlc3BvbnNlLkJ5U3RhdHVzRW50cnkSGgoScmVwbGljYXNfcmVxdWVzdGVkGAMgASgFEhcKD3JlcGxpY2FzX3BsYWNlZBgEIAEoBRovCg1CeVN0YXR1c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEq5gEKE0RlcGxveW1lbnRFdmVudFR5cGUSJQohREVQTE9ZTUVOVF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHwobREVQTE9ZTUVOVF9FVkVOVF9UWVBFX0FEREVEEAESIQodREVQTE9ZTUVOVF9FVkVOVF9UWVBFX0NIQU5HRUQQAhIhCh1ERVBMT1lNRU5UX0VWRU5UX1RZUEVfREVMRVRFRBADEiAKHERFUExPWU1FTlRfRVZFTlRfVFlQRV9TWU5DRUQQBBIfChtERVBMT1lNRU5UX0VWRU5UX1RZUEVfUkVTRVQQBTKFCAoRRGVwbG95bWVudFNlcnZpY2USjgEKEENyZWF0ZURlcGxveW1lbnQSJy5hdXRvbWF0b3I2Ny52MS5DcmVhdGVEZXBsb3ltZW50UmVxdWVzdBooLmF1dG9tYXRvcjY3LnYxLkNyZWF0ZURlcGxveW1lbnRSZXNwb25zZSIngtPkkwIhIhMvYXBpL3YxL2RlcGxveW1lbnRzOgpkZXBsb3ltZW50EokBCg1HZXREZXBsb3ltZW50EiQuYXV0b21hdG9yNjcudjEuR2V0RGVwbG95bWVudFJlcXVlc3QaJS5hdXRvbWF0b3I2Ny52MS5HZXREZXBsb3ltZW50UmVzcG9uc2UiK4LT5JMCJRIjL2FwaS92MS9kZXBsb3ltZW50cy97ZGVwbG95bWVudF9pZH0SfwoPTGlzdERlcGxveW1lbnRzEiYuYXV0b21hdG9yNjcudjEuTGlzdERlcGxveW1lbnRzUmVxdWVzdBonLmF1dG9tYXRvcjY3LnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlIhuC0+STAhUSEy9hcGkvdjEvZGVwbG95bWVudHMSngEKEFVwZGF0ZURlcGxveW1lbnQSJy5hdXRvbWF0b3I2Ny52MS5VcGRhdGVEZXBsb3ltZW50UmVxdWVzdBooLmF1dG9tYXRvcjY3LnYxLlVwZGF0ZURlcGxveW1lbnRSZXNwb25zZSI3gtPkkwIxMiMvYXBpL3YxL2RlcGxveW1lbnRzL3tkZXBsb3ltZW50LmlkfToKZGVwbG95bWVudBKSAQoQRGVsZXRlRGVwbG95bWVudBInLmF1dG9tYXRvcjY3LnYxLkRlbGV0ZURlcGxveW1lbnRSZXF1ZXN0GiguYXV0b21hdG9yNjcudjEuRGVsZXRlRGVwbG95bWVudFJlc3BvbnNlIiuC0+STAiUqIy9hcGkvdjEvZGVwbG95bWVudHMve2RlcGxveW1lbnRfaWR9Eo4BChJHZXREZXBsb3ltZW50U3RhdHMSKS5hdXRvbWF0b3I2Ny52MS5HZXREZXBsb3ltZW50U3RhdHNSZXF1ZXN0GiouYXV0b21hdG9yNjcudjEuR2V0RGVwbG95bWVudFN0YXRzUmVzcG9uc2UiIYLT5JMCGxIZL2FwaS92MS9kZXBsb3ltZW50cy9zdGF0cxKKAQoQV2F0Y2hEZXBsb3ltZW50cxInLmF1dG9tYXRvcjY3LnYxLldhdGNoRGVwbG95bWVudHNSZXF1ZXN0GiguYXV0b21hdG9yNjcudjEuV2F0Y2hEZXBsb3ltZW50c1Jlc3BvbnNlIiGC0+STAhsSGS9hcGkvdjEvZGVwbG95bWVudHM6d2F0Y2gwAUJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_automator67_v1_deployment, file_google_protobuf_field_mask]);
+  fileDesc("CidhdXRvbWF0b3I2Ny92MS9kZXBsb3ltZW50X3NlcnZpY2UucHJvdG8SDmF1dG9tYXRvcjY3LnYxIrgBChdVcGRhdGVEZXBsb3ltZW50UmVxdWVzdBI0CgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudEIE4kEBAhI1Cgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2tCBOJBAQISMAoIcm9sbGJhY2sYAyABKAsyGC5hdXRvbWF0b3I2Ny52MS5Sb2xsYmFja0IE4kEBASItCghSb2xsYmFjaxIhChN0ZW1wbGF0ZV9nZW5lcmF0aW9uGAEgASgDQgTiQQEBIkoKGFVwZGF0ZURlcGxveW1lbnRSZXNwb25zZRIuCgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudCJpChdDcmVhdGVEZXBsb3ltZW50UmVxdWVzdBI0CgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudEIE4kEBAhIYCgpyZXF1ZXN0X2lkGAIgASgJQgTiQQEBIkoKGENyZWF0ZURlcGxveW1lbnRSZXNwb25zZRIuCgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudCJRChRHZXREZXBsb3ltZW50UmVxdWVzdBI5Cg1kZXBsb3ltZW50X2lkGAEgASgJQiLiQQEC+kEbChlhdXRvbWF0b3I2Ny5pby9EZXBsb3ltZW50IkcKFUdldERlcGxveW1lbnRSZXNwb25zZRIuCgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudCJhChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0EhcKCXBhZ2Vfc2l6ZRgBIAEoBUIE4kEBARIYCgpwYWdlX3Rva2VuGAIgASgJQgTiQQEBEhQKBmZpbHRlchgDIAEoCUIE4kEBASJjChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIvCgtkZXBsb3ltZW50cxgBIAMoCzIaLmF1dG9tYXRvcjY3LnYxLkRlcGxveW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImgKF0RlbGV0ZURlcGxveW1lbnRSZXF1ZXN0EjkKDWRlcGxveW1lbnRfaWQYASABKAlCIuJBAQL6QRsKGWF1dG9tYXRvcjY3LmlvL0RlcGxveW1lbnQSEgoEZXRhZxgCIAEoCUIE4kEBASJKChhEZWxldGVEZXBsb3ltZW50UmVzcG9uc2USLgoKZGVwbG95bWVudBgBIAEoCzIaLmF1dG9tYXRvcjY3LnYxLkRlcGxveW1lbnQiNwoXV2F0Y2hEZXBsb3ltZW50c1JlcXVlc3QSHAoOc3RhcnRfcmV2aXNpb24YASABKANCBOJBAQEijwEKGFdhdGNoRGVwbG95bWVudHNSZXNwb25zZRIxCgR0eXBlGAEgASgOMiMuYXV0b21hdG9yNjcudjEuRGVwbG95bWVudEV2ZW50VHlwZRIuCgpkZXBsb3ltZW50GAIgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudBIQCghyZXZpc2lvbhgDIAEoAyIbChlHZXREZXBsb3ltZW50U3RhdHNSZXF1ZXN0It4BChpHZXREZXBsb3ltZW50U3RhdHNSZXNwb25zZRINCgV0b3RhbBgBIAEoBRJLCglieV9zdGF0dXMYAiADKAsyOC5hdXRvbWF0b3I2Ny52MS5HZXREZXBsb3ltZW50U3RhdHNSZXNwb25zZS5CeVN0YXR1c0VudHJ5EhoKEnJlcGxpY2FzX3JlcXVlc3RlZBgDIAEoBRIXCg9yZXBsaWNhc19wbGFjZWQYBCABKAUaLwoNQnlTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBKuYBChNEZXBsb3ltZW50RXZlbnRUeXBlEiUKIURFUExPWU1FTlRfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh8KG0RFUExPWU1FTlRfRVZFTlRfVFlQRV9BRERFRBABEiEKHURFUExPWU1FTlRfRVZFTlRfVFlQRV9DSEFOR0VEEAISIQodREVQTE9ZTUVOVF9FVkVOVF9UWVBFX0RFTEVURUQQAxIgChxERVBMT1lNRU5UX0VWRU5UX1RZUEVfU1lOQ0VEEAQSHwobREVQTE9ZTUVOVF9FVkVOVF9UWVBFX1JFU0VUEAUyhQgKEURlcGxveW1lbnRTZXJ2aWNlEo4BChBDcmVhdGVEZXBsb3ltZW50EicuYXV0b21hdG9yNjcudjEuQ3JlYXRlRGVwbG95bWVudFJlcXVlc3QaKC5hdXRvbWF0b3I2Ny52MS5DcmVhdGVEZXBsb3ltZW50UmVzcG9uc2UiJ4LT5JMCISITL2FwaS92MS9kZXBsb3ltZW50czoKZGVwbG95bWVudBKJAQoNR2V0RGVwbG95bWVudBIkLmF1dG9tYXRvcjY3LnYxLkdldERlcGxveW1lbnRSZXF1ZXN0GiUuYXV0b21hdG9yNjcudjEuR2V0RGVwbG95bWVudFJlc3BvbnNlIiuC0+STAiUSIy9hcGkvdjEvZGVwbG95bWVudHMve2RlcGxveW1lbnRfaWR9En8KD0xpc3REZXBsb3ltZW50cxImLmF1dG9tYXRvcjY3LnYxLkxpc3REZXBsb3ltZW50c1JlcXVlc3QaJy5hdXRvbWF0b3I2Ny52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIbgtPkkwIVEhMvYXBpL3YxL2RlcGxveW1lbnRzEp4BChBVcGRhdGVEZXBsb3ltZW50EicuYXV0b21hdG9yNjcudjEuVXBkYXRlRGVwbG95bWVudFJlcXVlc3QaKC5hdXRvbWF0b3I2Ny52MS5VcGRhdGVEZXBsb3ltZW50UmVzcG9uc2UiN4LT5JMCMTIjL2FwaS92MS9kZXBsb3ltZW50cy97ZGVwbG95bWVudC5pZH06CmRlcGxveW1lbnQSkgEKEERlbGV0ZURlcGxveW1lbnQSJy5hdXRvbWF0b3I2Ny52MS5EZWxldGVEZXBsb3ltZW50UmVxdWVzdBooLmF1dG9tYXRvcjY3LnYxLkRlbGV0ZURlcGxveW1lbnRSZXNwb25zZSIrgtPkkwIlKiMvYXBpL3YxL2RlcGxveW1lbnRzL3tkZXBsb3ltZW50X2lkfRKOAQoSR2V0RGVwbG95bWVudFN0YXRzEikuYXV0b21hdG9yNjcudjEuR2V0RGVwbG95bWVudFN0YXRzUmVxdWVzdBoqLmF1dG9tYXRvcjY3LnYxLkdldERlcGxveW1lbnRTdGF0c1Jlc3BvbnNlIiGC0+STAhsSGS9hcGkvdjEvZGVwbG95bWVudHMvc3RhdHMSigEKEFdhdGNoRGVwbG95bWVudHMSJy5hdXRvbWF0b3I2Ny52MS5XYXRjaERlcGxveW1lbnRzUmVxdWVzdBooLmF1dG9tYXRvcjY3LnYxLldhdGNoRGVwbG95bWVudHNSZXNwb25zZSIhgtPkkwIbEhkvYXBpL3YxL2RlcGxveW1lbnRzOndhdGNoMAFCR1pFZ2l0aHViLmNvbS9hdXRvbWF0b3I2Ny9jb250cm9sbGVyL2dlbi9nby9hdXRvbWF0b3I2Ny92MTthdXRvbWF0b3I2N3YxYgZwcm90bzM", [file_google_api_annotations, file_google_api_field_behavior, file_google_api_resource, file_automator67_v1_deployment, file_google_protobuf_field_mask]);
 
 /**
  * Request of DeploymentService.UpdateDeployment.
@@ -35,11 +35,19 @@ export type UpdateDeploymentRequest = Message<"automator67.v1.UpdateDeploymentRe
 
   /**
    * Required. The fields to change, among: replicas, image, command, args, env, resources,
-   * constraints, strategy.
+   * constraints, strategy, update_strategy, health_check, paused. May be empty with `rollback`.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
   updateMask?: FieldMask | undefined;
+
+  /**
+   * Optional. Roll the template back to an earlier revision (a new generation with that
+   * template); cannot be combined with a change of the template in `update_mask`.
+   *
+   * @generated from field: automator67.v1.Rollback rollback = 3;
+   */
+  rollback?: Rollback | undefined;
 };
 
 /**
@@ -48,6 +56,28 @@ export type UpdateDeploymentRequest = Message<"automator67.v1.UpdateDeploymentRe
  */
 export const UpdateDeploymentRequestSchema: GenMessage<UpdateDeploymentRequest> = /*@__PURE__*/
   messageDesc(file_automator67_v1_deployment_service, 0);
+
+/**
+ * Which template a rollback restores.
+ *
+ * @generated from message automator67.v1.Rollback
+ */
+export type Rollback = Message<"automator67.v1.Rollback"> & {
+  /**
+   * Optional. The template to restore (`Rollout.template_generation`); 0 means the one before
+   * the current.
+   *
+   * @generated from field: int64 template_generation = 1;
+   */
+  templateGeneration: bigint;
+};
+
+/**
+ * Describes the message automator67.v1.Rollback.
+ * Use `create(RollbackSchema)` to create a new message.
+ */
+export const RollbackSchema: GenMessage<Rollback> = /*@__PURE__*/
+  messageDesc(file_automator67_v1_deployment_service, 1);
 
 /**
  * Response of DeploymentService.UpdateDeployment.
@@ -68,7 +98,7 @@ export type UpdateDeploymentResponse = Message<"automator67.v1.UpdateDeploymentR
  * Use `create(UpdateDeploymentResponseSchema)` to create a new message.
  */
 export const UpdateDeploymentResponseSchema: GenMessage<UpdateDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 1);
+  messageDesc(file_automator67_v1_deployment_service, 2);
 
 /**
  * Request of DeploymentService.CreateDeployment.
@@ -98,7 +128,7 @@ export type CreateDeploymentRequest = Message<"automator67.v1.CreateDeploymentRe
  * Use `create(CreateDeploymentRequestSchema)` to create a new message.
  */
 export const CreateDeploymentRequestSchema: GenMessage<CreateDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 2);
+  messageDesc(file_automator67_v1_deployment_service, 3);
 
 /**
  * Response of DeploymentService.CreateDeployment.
@@ -119,7 +149,7 @@ export type CreateDeploymentResponse = Message<"automator67.v1.CreateDeploymentR
  * Use `create(CreateDeploymentResponseSchema)` to create a new message.
  */
 export const CreateDeploymentResponseSchema: GenMessage<CreateDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 3);
+  messageDesc(file_automator67_v1_deployment_service, 4);
 
 /**
  * Request of DeploymentService.GetDeployment.
@@ -140,7 +170,7 @@ export type GetDeploymentRequest = Message<"automator67.v1.GetDeploymentRequest"
  * Use `create(GetDeploymentRequestSchema)` to create a new message.
  */
 export const GetDeploymentRequestSchema: GenMessage<GetDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 4);
+  messageDesc(file_automator67_v1_deployment_service, 5);
 
 /**
  * Response of DeploymentService.GetDeployment.
@@ -161,7 +191,7 @@ export type GetDeploymentResponse = Message<"automator67.v1.GetDeploymentRespons
  * Use `create(GetDeploymentResponseSchema)` to create a new message.
  */
 export const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 5);
+  messageDesc(file_automator67_v1_deployment_service, 6);
 
 /**
  * Request of DeploymentService.ListDeployments.
@@ -198,7 +228,7 @@ export type ListDeploymentsRequest = Message<"automator67.v1.ListDeploymentsRequ
  * Use `create(ListDeploymentsRequestSchema)` to create a new message.
  */
 export const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 6);
+  messageDesc(file_automator67_v1_deployment_service, 7);
 
 /**
  * Response of DeploymentService.ListDeployments.
@@ -226,7 +256,7 @@ export type ListDeploymentsResponse = Message<"automator67.v1.ListDeploymentsRes
  * Use `create(ListDeploymentsResponseSchema)` to create a new message.
  */
 export const ListDeploymentsResponseSchema: GenMessage<ListDeploymentsResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 7);
+  messageDesc(file_automator67_v1_deployment_service, 8);
 
 /**
  * Request of DeploymentService.DeleteDeployment.
@@ -254,7 +284,7 @@ export type DeleteDeploymentRequest = Message<"automator67.v1.DeleteDeploymentRe
  * Use `create(DeleteDeploymentRequestSchema)` to create a new message.
  */
 export const DeleteDeploymentRequestSchema: GenMessage<DeleteDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 8);
+  messageDesc(file_automator67_v1_deployment_service, 9);
 
 /**
  * Response of DeploymentService.DeleteDeployment.
@@ -277,7 +307,7 @@ export type DeleteDeploymentResponse = Message<"automator67.v1.DeleteDeploymentR
  * Use `create(DeleteDeploymentResponseSchema)` to create a new message.
  */
 export const DeleteDeploymentResponseSchema: GenMessage<DeleteDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 9);
+  messageDesc(file_automator67_v1_deployment_service, 10);
 
 /**
  * Request of DeploymentService.WatchDeployments.
@@ -298,7 +328,7 @@ export type WatchDeploymentsRequest = Message<"automator67.v1.WatchDeploymentsRe
  * Use `create(WatchDeploymentsRequestSchema)` to create a new message.
  */
 export const WatchDeploymentsRequestSchema: GenMessage<WatchDeploymentsRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 10);
+  messageDesc(file_automator67_v1_deployment_service, 11);
 
 /**
  * Response of DeploymentService.WatchDeployments: one event.
@@ -333,7 +363,7 @@ export type WatchDeploymentsResponse = Message<"automator67.v1.WatchDeploymentsR
  * Use `create(WatchDeploymentsResponseSchema)` to create a new message.
  */
 export const WatchDeploymentsResponseSchema: GenMessage<WatchDeploymentsResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 11);
+  messageDesc(file_automator67_v1_deployment_service, 12);
 
 /**
  * Request of DeploymentService.GetDeploymentStats.
@@ -348,7 +378,7 @@ export type GetDeploymentStatsRequest = Message<"automator67.v1.GetDeploymentSta
  * Use `create(GetDeploymentStatsRequestSchema)` to create a new message.
  */
 export const GetDeploymentStatsRequestSchema: GenMessage<GetDeploymentStatsRequest> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 12);
+  messageDesc(file_automator67_v1_deployment_service, 13);
 
 /**
  * Response of DeploymentService.GetDeploymentStats.
@@ -390,7 +420,7 @@ export type GetDeploymentStatsResponse = Message<"automator67.v1.GetDeploymentSt
  * Use `create(GetDeploymentStatsResponseSchema)` to create a new message.
  */
 export const GetDeploymentStatsResponseSchema: GenMessage<GetDeploymentStatsResponse> = /*@__PURE__*/
-  messageDesc(file_automator67_v1_deployment_service, 13);
+  messageDesc(file_automator67_v1_deployment_service, 14);
 
 /**
  * What a deployment event says happened.

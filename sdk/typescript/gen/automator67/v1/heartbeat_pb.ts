@@ -8,7 +8,7 @@ import { file_google_api_field_behavior } from "../../google/api/field_behavior_
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Deployment, ReplicaDesiredState, ReplicaState } from "./deployment_pb.js";
+import type { Deployment, ReplicaDesiredState, ReplicaHealth, ReplicaState } from "./deployment_pb.js";
 import { file_automator67_v1_deployment } from "./deployment_pb.js";
 import type { NodeStatus } from "./node_pb.js";
 import { file_automator67_v1_node } from "./node_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file automator67/v1/heartbeat.proto.
  */
 export const file_automator67_v1_heartbeat: GenFile = /*@__PURE__*/
-  fileDesc("Ch5hdXRvbWF0b3I2Ny92MS9oZWFydGJlYXQucHJvdG8SDmF1dG9tYXRvcjY3LnYxIm8KCkFnZW50SGVsbG8SLQoHbm9kZV9pZBgBIAEoCUIc4kEBAvpBFQoTYXV0b21hdG9yNjcuaW8vTm9kZRIbCg1hZ2VudF92ZXJzaW9uGAIgASgJQgTiQQEBEhUKB2RyaXZlcnMYAyADKAlCBOJBAQEiXwoITm9kZUxvYWQSGQoLY3B1X3BlcmNlbnQYASABKAFCBOJBAQESHAoObWVtb3J5X3VzZWRfZ2IYAiABKAFCBOJBAQESGgoMZGlza191c2VkX2diGAMgASgBQgTiQQEBIs0BCg1SZXBsaWNhUmVwb3J0EjkKDWRlcGxveW1lbnRfaWQYASABKAlCIuJBAQL6QRsKGWF1dG9tYXRvcjY3LmlvL0RlcGxveW1lbnQSGwoNcmVwbGljYV9pbmRleBgCIAEoBUIE4kEBAhIxCgVzdGF0ZRgDIAEoDjIcLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FTdGF0ZUIE4kEBAhIVCgdtZXNzYWdlGAQgASgJQgTiQQEBEhoKDHBsYWNlbWVudF9pZBgFIAEoCUIE4kEBASKDAQoEQmVhdBIWCghzZXF1ZW5jZRgBIAEoBEIE4kEBAhIsCgRsb2FkGAIgASgLMhguYXV0b21hdG9yNjcudjEuTm9kZUxvYWRCBOJBAQESNQoIcmVwbGljYXMYAyADKAsyHS5hdXRvbWF0b3I2Ny52MS5SZXBsaWNhUmVwb3J0QgTiQQEBIm0KEEhlYXJ0YmVhdFJlcXVlc3QSKwoFaGVsbG8YASABKAsyGi5hdXRvbWF0b3I2Ny52MS5BZ2VudEhlbGxvSAASJAoEYmVhdBgCIAEoCzIULmF1dG9tYXRvcjY3LnYxLkJlYXRIAEIGCgRraW5kIooBCgxTZXNzaW9uU3RhcnQSEgoKc2Vzc2lvbl9pZBgBIAEoCRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLwoLbm9kZV9zdGF0dXMYAyABKA4yGi5hdXRvbWF0b3I2Ny52MS5Ob2RlU3RhdHVzIk0KB0JlYXRBY2sSEAoIc2VxdWVuY2UYASABKAQSMAoMcmVjZWl2ZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIbCglSZWNvbm5lY3QSDgoGcmVhc29uGAEgASgJIqUBCgpBc3NpZ25tZW50Ei4KCmRlcGxveW1lbnQYASABKAsyGi5hdXRvbWF0b3I2Ny52MS5EZXBsb3ltZW50EhUKDXJlcGxpY2FfaW5kZXgYAiABKAUSOgoNZGVzaXJlZF9zdGF0ZRgDIAEoDjIjLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FEZXNpcmVkU3RhdGUSFAoMcGxhY2VtZW50X2lkGAQgASgJIj4KC0Fzc2lnbm1lbnRzEi8KC2Fzc2lnbm1lbnRzGAEgAygLMhouYXV0b21hdG9yNjcudjEuQXNzaWdubWVudCLYAQoRSGVhcnRiZWF0UmVzcG9uc2USLwoHc2Vzc2lvbhgBIAEoCzIcLmF1dG9tYXRvcjY3LnYxLlNlc3Npb25TdGFydEgAEiYKA2FjaxgCIAEoCzIXLmF1dG9tYXRvcjY3LnYxLkJlYXRBY2tIABIuCglyZWNvbm5lY3QYAyABKAsyGS5hdXRvbWF0b3I2Ny52MS5SZWNvbm5lY3RIABIyCgthc3NpZ25tZW50cxgEIAEoCzIbLmF1dG9tYXRvcjY3LnYxLkFzc2lnbm1lbnRzSABCBgoEa2luZEJHWkVnaXRodWIuY29tL2F1dG9tYXRvcjY3L2NvbnRyb2xsZXIvZ2VuL2dvL2F1dG9tYXRvcjY3L3YxO2F1dG9tYXRvcjY3djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_automator67_v1_deployment, file_automator67_v1_node]);
+  fileDesc("Ch5hdXRvbWF0b3I2Ny92MS9oZWFydGJlYXQucHJvdG8SDmF1dG9tYXRvcjY3LnYxIm8KCkFnZW50SGVsbG8SLQoHbm9kZV9pZBgBIAEoCUIc4kEBAvpBFQoTYXV0b21hdG9yNjcuaW8vTm9kZRIbCg1hZ2VudF92ZXJzaW9uGAIgASgJQgTiQQEBEhUKB2RyaXZlcnMYAyADKAlCBOJBAQEiXwoITm9kZUxvYWQSGQoLY3B1X3BlcmNlbnQYASABKAFCBOJBAQESHAoObWVtb3J5X3VzZWRfZ2IYAiABKAFCBOJBAQESGgoMZGlza191c2VkX2diGAMgASgBQgTiQQEBIpwCCg1SZXBsaWNhUmVwb3J0EjkKDWRlcGxveW1lbnRfaWQYASABKAlCIuJBAQL6QRsKGWF1dG9tYXRvcjY3LmlvL0RlcGxveW1lbnQSGwoNcmVwbGljYV9pbmRleBgCIAEoBUIE4kEBAhIxCgVzdGF0ZRgDIAEoDjIcLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FTdGF0ZUIE4kEBAhIVCgdtZXNzYWdlGAQgASgJQgTiQQEBEhoKDHBsYWNlbWVudF9pZBgFIAEoCUIE4kEBARIYCgpnZW5lcmF0aW9uGAYgASgDQgTiQQEBEjMKBmhlYWx0aBgHIAEoDjIdLmF1dG9tYXRvcjY3LnYxLlJlcGxpY2FIZWFsdGhCBOJBAQEigwEKBEJlYXQSFgoIc2VxdWVuY2UYASABKARCBOJBAQISLAoEbG9hZBgCIAEoCzIYLmF1dG9tYXRvcjY3LnYxLk5vZGVMb2FkQgTiQQEBEjUKCHJlcGxpY2FzGAMgAygLMh0uYXV0b21hdG9yNjcudjEuUmVwbGljYVJlcG9ydEIE4kEBASJtChBIZWFydGJlYXRSZXF1ZXN0EisKBWhlbGxvGAEgASgLMhouYXV0b21hdG9yNjcudjEuQWdlbnRIZWxsb0gAEiQKBGJlYXQYAiABKAsyFC5hdXRvbWF0b3I2Ny52MS5CZWF0SABCBgoEa2luZCKKAQoMU2Vzc2lvblN0YXJ0EhIKCnNlc3Npb25faWQYASABKAkSNQoSaGVhcnRiZWF0X2ludGVydmFsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi8KC25vZGVfc3RhdHVzGAMgASgOMhouYXV0b21hdG9yNjcudjEuTm9kZVN0YXR1cyJNCgdCZWF0QWNrEhAKCHNlcXVlbmNlGAEgASgEEjAKDHJlY2VpdmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGwoJUmVjb25uZWN0Eg4KBnJlYXNvbhgBIAEoCSKlAQoKQXNzaWdubWVudBIuCgpkZXBsb3ltZW50GAEgASgLMhouYXV0b21hdG9yNjcudjEuRGVwbG95bWVudBIVCg1yZXBsaWNhX2luZGV4GAIgASgFEjoKDWRlc2lyZWRfc3RhdGUYAyABKA4yIy5hdXRvbWF0b3I2Ny52MS5SZXBsaWNhRGVzaXJlZFN0YXRlEhQKDHBsYWNlbWVudF9pZBgEIAEoCSI+CgtBc3NpZ25tZW50cxIvCgthc3NpZ25tZW50cxgBIAMoCzIaLmF1dG9tYXRvcjY3LnYxLkFzc2lnbm1lbnQi2AEKEUhlYXJ0YmVhdFJlc3BvbnNlEi8KB3Nlc3Npb24YASABKAsyHC5hdXRvbWF0b3I2Ny52MS5TZXNzaW9uU3RhcnRIABImCgNhY2sYAiABKAsyFy5hdXRvbWF0b3I2Ny52MS5CZWF0QWNrSAASLgoJcmVjb25uZWN0GAMgASgLMhkuYXV0b21hdG9yNjcudjEuUmVjb25uZWN0SAASMgoLYXNzaWdubWVudHMYBCABKAsyGy5hdXRvbWF0b3I2Ny52MS5Bc3NpZ25tZW50c0gAQgYKBGtpbmRCR1pFZ2l0aHViLmNvbS9hdXRvbWF0b3I2Ny9jb250cm9sbGVyL2dlbi9nby9hdXRvbWF0b3I2Ny92MTthdXRvbWF0b3I2N3YxYgZwcm90bzM", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp, file_automator67_v1_deployment, file_automator67_v1_node]);
 
 /**
  * The first message an agent sends on a heartbeat stream.
@@ -132,6 +132,20 @@ export type ReplicaReport = Message<"automator67.v1.ReplicaReport"> & {
    * @generated from field: string placement_id = 5;
    */
   placementId: string;
+
+  /**
+   * Optional. The template it runs (`Assignment.deployment.template_generation`).
+   *
+   * @generated from field: int64 generation = 6;
+   */
+  generation: bigint;
+
+  /**
+   * Optional. What its health check last said (UNSPECIFIED: no check, or not probed yet).
+   *
+   * @generated from field: automator67.v1.ReplicaHealth health = 7;
+   */
+  health: ReplicaHealth;
 };
 
 /**
@@ -306,8 +320,9 @@ export const ReconnectSchema: GenMessage<Reconnect> = /*@__PURE__*/
  */
 export type Assignment = Message<"automator67.v1.Assignment"> & {
   /**
-   * The deployment: what to run (image, command, args, env) and with which resources.
-   * Its output-only status fields are not set here.
+   * The deployment: what to run (image, command, args, env) and with which resources: the
+   * template of this placement (`revision`), which during a rollout may be an older one than the
+   * deployment's. Its output-only status fields are not set here.
    *
    * @generated from field: automator67.v1.Deployment deployment = 1;
    */

@@ -1,0 +1,333 @@
+"""Rolling updates (scheduler/rollout.py through reconcile), on a fake clock: the budget's
+rounding, a whole update under each surge/unavailable combination with its limits checked at
+every step, a failing new version rolled back, a missed progress deadline, pause and resume, and
+a node lost mid-rollout. Agents are played by `Fleet`, which answers every placement by its id,
+so a superseded placement and its replacement on one node are told apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pytest
+
+from controller.clock import FakeClock
+from controller.models import (
+    Deployment,
+    DesiredState,
+    Health,
+    HealthCheck,
+    IntOrPercent,
+    NodeStatus,
+    Replica,
+    ReplicaState,
+    RolloutOutcome,
+    UpdateStrategy,
+)
+from controller.registry import rollouts
+from controller.registry.replicas import Report, apply_report
+from controller.scheduler.rollout import GONE, ROLLBACK_AFTER_FAILURES, available, budget
+
+from .test_reconcile import World, deployment
+
+RUNNING, STOPPED, FAILED = ReplicaState.RUNNING, ReplicaState.STOPPED, ReplicaState.FAILED
+CHECK = HealthCheck(command=("true",), interval_s=1, timeout_s=1, failure_threshold=1)
+
+
+def pct(value: int) -> IntOrPercent:
+    return IntOrPercent(value, percent=True)
+
+
+def n(value: int) -> IntOrPercent:
+    return IntOrPercent(value)
+
+
+# name: (replicas, max_surge, max_unavailable, expected (surge, unavailable))
+BUDGETS: dict[str, tuple[int, IntOrPercent, IntOrPercent, tuple[int, int]]] = {
+    "defaults on 4: one of each": (4, pct(25), pct(25), (1, 1)),
+    "defaults on 10: surge rounds up, unavailable down": (10, pct(25), pct(25), (3, 2)),
+    "defaults on 1: a surge of one, nothing unavailable": (1, pct(25), pct(25), (1, 0)),
+    "counts are taken as they are": (4, n(2), n(1), (2, 1)),
+    "half of 5": (5, pct(50), pct(50), (3, 2)),
+    "all at once": (4, pct(0), pct(100), (0, 4)),
+    "both round to 0 on 0 replicas: one may be unavailable": (0, pct(25), pct(25), (0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", BUDGETS)
+def test_the_budget_rounds_like_kubernetes(clock: FakeClock, name: str) -> None:
+    replicas, surge, unavailable, expected = BUDGETS[name]
+    dep = replace(
+        deployment(clock, replicas),
+        update_strategy=UpdateStrategy(max_unavailable=unavailable, max_surge=surge),
+    )
+    b = budget(dep)
+    assert (b.max_surge, b.max_unavailable) == expected
+
+
+@dataclass
+class Fleet:
+    """The world, and agents that answer each placement by id: a new placement on a READY
+    node runs (healthy unless its template is `broken`), a stop stops."""
+
+    world: World
+    broken: set[int]  # template generations whose health check fails
+    crashing: set[int]  # template generations that exit at once
+    silent: bool = False  # agents say nothing (a version that never starts)
+
+    def agents(self, dep: Deployment) -> Deployment:
+        now = self.world.clock.now()
+        for r in dep.replica_set:
+            if not r.node_id or self.world.status(r.node_id) is not NodeStatus.READY:
+                continue
+            state, health = self._answer(r)
+            if state is None:
+                continue
+            report = Report(dep.id, r.index, state, "", r.placement_id, r.generation, health)
+            dep = apply_report(dep, r.node_id, report, now) or dep
+        return dep
+
+    def _answer(self, r: Replica) -> tuple[ReplicaState | None, Health]:
+        if r.desired is DesiredState.STOP:
+            return STOPPED, Health.UNSPECIFIED
+        if self.silent or r.state in GONE - {ReplicaState.PENDING}:
+            return None, Health.UNSPECIFIED
+        if r.generation in self.crashing:
+            return FAILED, Health.UNSPECIFIED
+        healthy = r.generation not in self.broken
+        return RUNNING, Health.HEALTHY if healthy else Health.UNHEALTHY
+
+    def step(self, dep: Deployment) -> Deployment:
+        return self.world.step(dep)
+
+
+def fleet(clock: FakeClock, nodes: int = 4, cpu: float = 8) -> Fleet:
+    world = World(clock)
+    for i in range(nodes):
+        world.add(f"n{i}", cpu=cpu)
+    return Fleet(world, set(), set())
+
+
+def running(f: Fleet, replicas: int, strategy: UpdateStrategy) -> Deployment:
+    """A deployment whose first rollout completed: every replica runs generation 1."""
+    clock = f.world.clock
+    dep = replace(deployment(clock, replicas), update_strategy=strategy, health_check=CHECK)
+    dep = rollouts.first(dep, clock.now())
+    dep = settle(f, dep)
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+    return dep
+
+
+def settle(
+    f: Fleet, dep: Deployment, check: Callable[[Deployment], None] = lambda d: None, steps: int = 60
+) -> Deployment:
+    """Steps and lets the agents answer until nothing changes (or `steps` run out)."""
+    for _ in range(steps):
+        stepped = f.step(dep)
+        check(stepped)
+        answered = f.agents(stepped)
+        f.world.clock.advance(1)
+        if answered == dep:
+            return answered
+        dep = answered
+    return dep
+
+
+def update(dep: Deployment, clock: FakeClock, image: str) -> Deployment:
+    """What DeploymentRegistry.update does to a change of the image."""
+    changed = replace(dep, image=image, generation=dep.generation + 1)
+    return rollouts.begin(changed, changed.template, clock.now())
+
+
+def limits(f: Fleet, surge: int, unavailable: int) -> Callable[[Deployment], None]:
+    def check(dep: Deployment) -> None:
+        now = f.world.clock.now()
+        serving = [r for r in dep.replica_set if r.desired is DesiredState.RUN and r.node_id]
+        running_now = [r for r in serving if r.state not in GONE]
+        up = [r for r in serving if available(dep, r, now, lambda _: True)]
+        assert len(running_now) <= dep.replicas + surge, dep.replica_set
+        assert len(up) >= dep.replicas - unavailable, dep.replica_set
+
+    return check
+
+
+# name: (replicas, max_surge, max_unavailable)
+UPDATES: dict[str, tuple[int, IntOrPercent, IntOrPercent]] = {
+    "defaults on 4": (4, pct(25), pct(25)),
+    "surge only: one extra at a time": (4, n(1), n(0)),
+    "no surge: one down at a time": (4, n(0), n(1)),
+    "a surge of all, none down": (4, pct(100), n(0)),
+    "two up, 40% down on 5": (5, n(2), pct(40)),
+    "all down at once": (3, pct(0), pct(100)),
+    "defaults on 10": (10, pct(25), pct(25)),
+}
+
+
+@pytest.mark.parametrize("name", UPDATES)
+def test_an_update_moves_every_replica_within_its_limits(clock: FakeClock, name: str) -> None:
+    replicas, surge, unavailable = UPDATES[name]
+    f = fleet(clock)
+    strategy = UpdateStrategy(max_unavailable=unavailable, max_surge=surge)
+    dep = running(f, replicas, strategy)
+    b = budget(dep)
+
+    dep = settle(f, update(dep, clock, "v2"), limits(f, b.max_surge, b.max_unavailable))
+
+    assert dep.template_generation == 2
+    assert [r.generation for r in dep.replica_set] == [2] * replicas
+    assert not any(r.superseded for r in dep.replica_set)
+    assert (dep.updated_replicas, dep.available_replicas) == (replicas, replicas)
+    assert [r.outcome for r in dep.rollouts] == [RolloutOutcome.COMPLETE] * 2
+    assert dep.observed_generation == dep.generation == 2
+
+
+def test_a_surge_replacement_starts_beside_the_replica_it_replaces(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 4, UpdateStrategy(max_unavailable=n(0), max_surge=n(1)))
+    before = {r.index: r.node_id for r in dep.replica_set}
+
+    moved = f.step(update(dep, clock, "v2"))
+
+    new = [r for r in moved.replica_set if r.generation == 2]
+    old = [r for r in moved.replica_set if r.superseded]
+    assert len(new) == 1 and len(old) == 1
+    assert new[0].node_id == before[new[0].index] == old[0].node_id
+    assert old[0].desired is DesiredState.RUN and old[0].handover
+    assert new[0].placement_id != old[0].placement_id
+
+
+def test_a_new_version_that_fails_its_health_check_is_rolled_back(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 4, UpdateStrategy())
+    f.broken.add(2)
+
+    dep = settle(f, update(dep, clock, "broken"), limits(f, 1, 1))
+
+    assert (dep.image, dep.template_generation, dep.generation) == ("busybox", 1, 3)
+    outcomes = [(r.template_generation, r.outcome, r.reason) for r in dep.rollouts]
+    assert outcomes == [
+        (1, RolloutOutcome.COMPLETE, ""),
+        (2, RolloutOutcome.ROLLED_BACK, "ROLLOUT_HEALTH_CHECK_FAILED"),
+        (1, RolloutOutcome.COMPLETE, "ROLLBACK"),
+    ]
+    assert "failed its health check" in dep.rollouts[1].message
+    assert "rolled back to generation 1 because generation 2 failed" in dep.status_reason
+    assert [r.generation for r in dep.replica_set] == [1] * 4
+    assert dep.available_replicas == 4
+
+
+def test_a_new_version_that_keeps_crashing_is_rolled_back(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 2, UpdateStrategy(max_unavailable=n(0), max_surge=n(1)))
+    f.crashing.add(2)
+
+    dep = settle(f, update(dep, clock, "crashes"), limits(f, 1, 0), steps=200)
+
+    failed = dep.rollouts[1]
+    assert (failed.outcome, failed.reason) == (
+        RolloutOutcome.ROLLED_BACK,
+        "ROLLOUT_REPLICAS_FAILING",
+    )
+    assert f"failed to run {ROLLBACK_AFTER_FAILURES} times" in failed.message
+    assert dep.template_generation == 1 and dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+    assert [r.generation for r in dep.replica_set] == [1, 1]
+
+
+def test_a_rollout_without_progress_past_its_deadline_is_rolled_back(clock: FakeClock) -> None:
+    f = fleet(clock)
+    strategy = UpdateStrategy(max_unavailable=n(0), max_surge=n(1), progress_deadline_s=30)
+    dep = running(f, 2, strategy)
+    f.silent = True  # the new version never reports
+
+    dep = f.step(update(dep, clock, "hangs"))
+    clock.advance(31)
+    dep = f.step(dep)
+
+    assert dep.rollouts[1].outcome is RolloutOutcome.ROLLED_BACK
+    assert dep.rollouts[1].reason == "ROLLOUT_PROGRESS_DEADLINE_EXCEEDED"
+    assert "made no progress for 30s" in dep.rollouts[1].message
+    assert dep.template_generation == 1
+    f.silent = False
+    dep = settle(f, dep)
+    assert [r.generation for r in dep.replica_set] == [1, 1]
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+
+
+def test_the_first_rollout_has_nothing_to_roll_back_to(clock: FakeClock) -> None:
+    f = fleet(clock)
+    f.broken.add(1)
+    dep = replace(deployment(clock, 2), health_check=CHECK)
+    dep = settle(f, rollouts.first(dep, clock.now()))
+    assert dep.rollouts[-1].outcome is RolloutOutcome.FAILED
+    assert "nothing to roll back to" in dep.rollouts[-1].message
+    assert dep.template_generation == 1
+
+
+def test_pause_stops_a_rollout_where_it_is_and_resume_goes_on(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 4, UpdateStrategy(max_unavailable=n(0), max_surge=n(1)))
+    dep = f.agents(f.step(update(dep, clock, "v2")))
+    dep = replace(dep, paused=True, generation=dep.generation + 1)
+
+    clock.advance(3600)  # no deadline while paused
+    dep = settle(f, dep)
+
+    assert sorted(r.generation for r in dep.replica_set) == [1, 1, 1, 2]
+    assert dep.rollouts[-1].outcome is RolloutOutcome.PROGRESSING
+    assert "(paused)" in dep.status_reason
+
+    dep = rollouts.resumed(replace(dep, paused=False, generation=dep.generation + 1), clock.now())
+    dep = settle(f, dep)
+    assert [r.generation for r in dep.replica_set] == [2] * 4
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+
+
+def test_a_node_lost_mid_rollout_has_its_replicas_replaced_by_the_new_version(
+    clock: FakeClock,
+) -> None:
+    f = fleet(clock, nodes=4, cpu=2)
+    dep = running(f, 4, UpdateStrategy(max_unavailable=n(0), max_surge=n(1)))
+    dep = f.agents(f.step(update(dep, clock, "v2")))
+    moving = next(r for r in dep.replica_set if r.generation == 2)
+    lost = next(r.node_id for r in dep.replica_set if r.node_id != moving.node_id)
+    f.world.set(lost, NodeStatus.OFFLINE)
+
+    dep = settle(f, dep)
+
+    current = [r for r in dep.replica_set if not r.superseded]
+    assert [r.generation for r in current] == [2] * 4
+    assert all(r.node_id != lost for r in current)
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+
+
+def test_a_template_change_mid_rollout_supersedes_it(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 4, UpdateStrategy())
+    dep = f.agents(f.step(update(dep, clock, "v2")))
+    dep = settle(f, update(dep, clock, "v3"), limits(f, 1, 1))
+    assert [(r.template_generation, r.outcome) for r in dep.rollouts] == [
+        (1, RolloutOutcome.COMPLETE),
+        (2, RolloutOutcome.SUPERSEDED),
+        (3, RolloutOutcome.COMPLETE),
+    ]
+    assert [r.generation for r in dep.replica_set] == [3] * 4
+
+
+def test_the_history_keeps_the_last_revision_history_limit_finished_rollouts(
+    clock: FakeClock,
+) -> None:
+    f = fleet(clock)
+    dep = running(f, 1, UpdateStrategy(revision_history_limit=2))
+    for version in range(2, 6):
+        dep = settle(f, update(dep, clock, f"v{version}"))
+    assert [r.template_generation for r in dep.rollouts] == [4, 5]
+    assert dep.image == "v5"
+
+
+def test_a_template_equal_to_an_earlier_one_reuses_its_generation(clock: FakeClock) -> None:
+    f = fleet(clock)
+    dep = running(f, 2, UpdateStrategy())
+    dep = settle(f, update(dep, clock, "v2"))
+    dep = settle(f, update(dep, clock, "busybox"))  # back to the first image
+    assert (dep.generation, dep.template_generation) == (3, 1)
+    assert [r.generation for r in dep.replica_set] == [1, 1]
