@@ -39,6 +39,10 @@ from controller.agent.drivers.base import (
     Status,
     Workload,
 )
+from controller.agent.drivers.base import (
+    RUNNING as RUNNING_STATE,
+)
+from controller.agent.health import UNSPECIFIED, Prober, probe_for
 from controller.agent.state import WorkloadRecord
 
 log = logging.getLogger("controller.agent.workloads")
@@ -57,6 +61,7 @@ class _Replica:
     stopping: bool = False  # we asked `workload` to stop
     reported: Status | None = None  # the status last logged ...
     reported_etag: str = ""  # ... and the spec version it was of
+    prober: Prober | None = None  # probes `workload` if its spec has a health check
 
 
 class Workloads:
@@ -153,13 +158,19 @@ class Workloads:
             if status != replica.reported or replica.etag != replica.reported_etag:
                 replica.reported, replica.reported_etag = status, replica.etag
                 _log_status(key, status, replica.etag)
+            prober = replica.prober
+            unhealthy = prober is not None and prober.message and status.state == RUNNING_STATE
             reports.append(
                 hb.ReplicaReport(
                     deployment_id=key[0],
                     replica_index=key[1],
                     state=status.state,
-                    message=status.message[:MAX_MESSAGE],
+                    message=(prober.message if unhealthy and prober else status.message)[
+                        :MAX_MESSAGE
+                    ],
                     placement_id=key[2],
+                    generation=replica.assignment.deployment.template_generation,
+                    health=prober.health if prober is not None else UNSPECIFIED,
                 )
             )
         if len(reports) > MAX_REPORTS:
@@ -174,6 +185,8 @@ class Workloads:
             for r in self._replicas.values()
             if r.workload is not None and r.workload.status.state not in ENDED
         ]
+        for replica in self._replicas.values():
+            _stop_probing(replica)
         self._replicas.clear()
         for workload in running:
             workload.stop()
@@ -196,6 +209,7 @@ class Workloads:
                     self._stop(key, replica, workload, why)
                     ended = workload.status.state in ENDED
                 if not replica.assigned and (workload is None or ended):
+                    _stop_probing(replica)
                     del self._replicas[key]
                 continue
             spec = replica.assignment.deployment
@@ -211,6 +225,20 @@ class Workloads:
                 ended = workload.status.state in ENDED
             if workload is None or (ended and (replica.stopping or replica.etag != spec.etag)):
                 self._start(key, replica)
+            self._probe(key, replica)
+
+    def _probe(self, key: Key, replica: _Replica) -> None:
+        """Starts probing a placement that runs and has a health check (also one adopted after
+        a restart), once per workload."""
+        spec, workload = replica.assignment.deployment, replica.workload
+        if replica.prober is not None or workload is None or replica.stopping:
+            return
+        if not spec.HasField("health_check") or workload.status.state in ENDED:
+            return
+        environment = getattr(self.driver, "environment", None)
+        env = environment(spec, key[1], key[2]) if environment is not None else dict(spec.env)
+        probe = probe_for(spec.health_check, self.driver.name, env)
+        replica.prober = Prober(spec.health_check, probe, workload)
 
     def _start(self, key: Key, replica: _Replica) -> None:
         spec = replica.assignment.deployment
@@ -220,6 +248,7 @@ class Workloads:
             log.exception("driver failed to start a replica")
             replica.workload = Failed(f"driver error: {error!r}")
         replica.etag, replica.stopping = spec.etag, False
+        _stop_probing(replica)  # a new workload gets a new prober
         fields = {"deployment_id": key[0], "replica_index": key[1], "etag": spec.etag}
         if key[2]:
             fields["placement_id"] = key[2]
@@ -228,10 +257,17 @@ class Workloads:
     def _stop(self, key: Key, replica: _Replica, workload: Workload, why: str) -> None:
         workload.stop()
         replica.stopping = True
+        _stop_probing(replica)
         fields = {"deployment_id": key[0], "replica_index": key[1], "reason": why}
         if key[2]:
             fields["placement_id"] = key[2]
         log.info("replica stopping", extra={"fields": fields})
+
+
+def _stop_probing(replica: _Replica) -> None:
+    if replica.prober is not None:
+        replica.prober.stop()
+        replica.prober = None
 
 
 def _status_of(replica: _Replica) -> Status:

@@ -67,6 +67,14 @@ class ExecDriver:
     ) -> Workload:
         if not deployment.command:
             return Failed("the exec driver runs a command, and this deployment has none")
+        env = self.environment(deployment, replica_index, placement_id)
+        argv = [*deployment.command, *deployment.args]
+        return ExecWorkload(argv, env, self.stop_grace_s, self.on_change)
+
+    def environment(
+        self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
+    ) -> dict[str, str]:
+        """A replica's environment (also its health check command's: agent/health.py)."""
         base = os.environ if self._environ is None else self._environ
         env = {k: v for k, v in base.items() if not k.startswith("A67_AGENT_")}
         env.update(deployment.env)
@@ -76,8 +84,7 @@ class ExecDriver:
             A67_REPLICA_INDEX=str(replica_index),
             A67_PLACEMENT_ID=placement_id,
         )
-        argv = [*deployment.command, *deployment.args]
-        return ExecWorkload(argv, env, self.stop_grace_s, self.on_change)
+        return env
 
 
 class ExecWorkload:
