@@ -42,6 +42,7 @@ from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import nodes_of
 from controller.registry.sessions import Sessions
 from controller.scheduler.capacity import Capacity
+from controller.scheduler.drainer import Drainer
 from controller.scheduler.reconcile import Context, reconcile, unplaced, waits_on_time
 from controller.store.base import Fence
 from controller.token_bucket import TokenBucket
@@ -110,6 +111,7 @@ class Scheduler:
         self._trace = trace  # a span around each pass that reconciles (its writes nest in it)
         self._evictions = Evictions(settings.eviction_rate_per_s, settings.eviction_burst, clock)
         self._capacity = Capacity()
+        self._drainer = Drainer(nodes, deployments, clock)  # node drains (scheduler/drain.py)
         self._parked: dict[str, _Parked] = {}
         self._nodes_changed = True  # by a status transition, since the last sync
         self._node_revision = -1  # of the node registry at the last sync (joins and deletes)
@@ -144,6 +146,7 @@ class Scheduler:
         """One reconciliation pass over every deployment that needs it."""
         started = time.perf_counter()
         if not self._deployments.count():
+            await self._drains_without_deployments()
             return  # nothing to place or move: skip even the capacity's upkeep
         fence = None
         if self._leadership is not None:
@@ -156,6 +159,7 @@ class Scheduler:
                 return
         self.passes += 1
         self._sync_nodes()
+        self._unpark_draining()
         deployments = {dep.id: dep for dep in self._deployments.latest()}
         self._capacity.sync_deployments(deployments.values())
         for gone in self._parked.keys() - deployments.keys():
@@ -197,6 +201,7 @@ class Scheduler:
             if ctx is None:
                 ctx = self._context(now)
             new, remove = reconcile(dep, ctx)
+            self._drainer.observe(dep, new)
             reconciled += 1
             if remove:
                 removable.append(dep.id)
@@ -232,6 +237,8 @@ class Scheduler:
                 return
             self._parked.pop(deployment_id, None)
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
+        if not await self._report_drains(fence):
+            return
         self._sessions.assignments_changed(touched)
         span.set_attribute("automator67.scheduler.deployments", len(deployments))
         span.set_attribute("automator67.scheduler.reconciled", reconciled)
@@ -261,7 +268,9 @@ class Scheduler:
             return
         self._nodes_changed = False
         self._node_revision = self._nodes.revision
-        self._capacity.sync_nodes(self._nodes.latest())
+        nodes = self._nodes.latest()
+        self._capacity.sync_nodes(nodes)
+        self._drainer.sync(nodes)
         for node_id in self._capacity.drain_changed_nodes():
             for dep_id in self._capacity.placed_on.get(node_id, ()):
                 self._parked.pop(dep_id, None)
@@ -294,7 +303,35 @@ class Scheduler:
             rng=self._rng,
             stop_timeout_s=self._settings.stop_timeout_s,
             max_placements=self._settings.max_placements_per_step,
+            drains=self._drainer.deadlines,
         )
+
+    def _unpark_draining(self) -> None:
+        """The deployments on draining nodes are reconciled every pass (a drain's moves wait
+        on replacements and on its deadline)."""
+        for node_id in self._drainer.deadlines:
+            for dep_id in self._capacity.placed_on.get(node_id, ()):
+                self._parked.pop(dep_id, None)
+
+    async def _report_drains(self, fence: Fence | None) -> bool:
+        """Records the drains' progress on their nodes; False if this replica was deposed."""
+        try:
+            await self._drainer.report(fence)
+        except FencedError as exc:
+            assert self._leadership is not None  # only fenced writes are refused
+            self._leadership.step_down(str(exc))
+            self._parked.clear()
+            return False
+        return True
+
+    async def _drains_without_deployments(self) -> None:
+        """With no deployment a drain has nothing to move; the leader still completes it."""
+        fence = self._leadership.fence() if self._leadership is not None else None
+        if self._leadership is not None and fence is None:
+            return
+        self._sync_nodes()
+        if self._drainer.deadlines:
+            await self._report_drains(fence)
 
     def _due(self, dep: Deployment, now: datetime) -> bool:
         parked = self._parked.get(dep.id)

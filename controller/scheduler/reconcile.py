@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from controller.models import (
@@ -30,7 +30,7 @@ from controller.models import (
     ReplicaState,
 )
 from controller.registry.replicas import ENDED, with_status
-from controller.scheduler import rollout
+from controller.scheduler import drain, rollout
 from controller.scheduler.placement import Ask, NoFit, Snapshot, fits, place
 
 ACTIVE = frozenset({ReplicaState.ASSIGNED, ReplicaState.STARTING, ReplicaState.RUNNING})
@@ -51,6 +51,8 @@ class Context:
     # Replicas one step may try to place: a deployment of thousands is placed over several
     # passes (each step stays a few tens of milliseconds), the rest wait PENDING for the next.
     max_placements: int = 200
+    # Draining nodes and their drains' deadlines: their replicas move (scheduler/drain.py).
+    drains: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def backoff_s(failures: int, rng: random.Random) -> float:
@@ -73,6 +75,7 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
         return rollout.available(dep, r, ctx.now, node_ready)
 
     dep = rollout.advance(dep, ctx.now, node_ready)  # a rolling update's next moves
+    dep = drain.step(dep, ctx.drains, ctx.now, node_ready)  # moves off draining nodes
     current = {r.index: r for r in dep.replica_set if not r.superseded}
     kept: list[Replica] = []
     for old in (r for r in dep.replica_set if r.superseded):

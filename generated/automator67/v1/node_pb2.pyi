@@ -292,7 +292,9 @@ class NodeDrain(_message.Message):
     replicas_remaining: _builtins.int
     """Output only. Replicas still placed on the node."""
     replicas_moved: _builtins.int
-    """Output only. Replicas whose replacement was started elsewhere by the drain."""
+    """Output only. Replicas stopped on the node as they moved: their replacement ran elsewhere
+    (or, within the deployment's max_unavailable, they stopped first).
+    """
     replicas_stopped: _builtins.int
     """Output only. Replicas stopped by the deadline before their replacement ran."""
     message: _builtins.str

@@ -274,7 +274,8 @@ export type NodeDrain = Message<"automator67.v1.NodeDrain"> & {
   replicasRemaining: number;
 
   /**
-   * Output only. Replicas whose replacement was started elsewhere by the drain.
+   * Output only. Replicas stopped on the node as they moved: their replacement ran elsewhere
+   * (or, within the deployment's max_unavailable, they stopped first).
    *
    * @generated from field: int32 replicas_moved = 7;
    */
