@@ -7,6 +7,7 @@ the command runs."""
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 from typing import Any
 
@@ -37,8 +38,10 @@ def replica_count(text: str) -> int:
     return value
 
 
+@functools.cache
 def _parents() -> list[argparse.ArgumentParser]:
-    """Flags every operator command takes: the connection, and the output format."""
+    """Flags every operator command takes: the connection, and the output format (built once;
+    argparse copies a parent's flags into each command)."""
     connection = argparse.ArgumentParser(add_help=False)
     ConnectionSettings.add_arguments(connection)
     output = argparse.ArgumentParser(add_help=False)

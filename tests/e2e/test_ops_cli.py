@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from automator67 import Client, NotFoundError
@@ -22,6 +23,7 @@ from .conftest import StartController, open_channel
 from .controller_process import ROOT, ControllerProcess, controller_env
 from .heartbeat_helpers import STEADY, Agent
 from .seed import seed_node, web_deployment
+from .test_tls import Pki, tls_args
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -244,3 +246,22 @@ def test_listing_nodes_imports_neither_the_server_nor_its_dependencies(
     code, modules = loaded("nodes", "list")
     assert code == "0"
     assert modules == {"grpc"}, modules
+
+
+def test_mutual_tls_from_the_environment(start_controller: StartController, tmp_path: Path) -> None:
+    pki = Pki.make()
+    controller = start_controller(extra_args=tls_args(pki, tmp_path / "server", mutual=True))
+    ca, _ = pki.ca.write(tmp_path / "client", "ca")
+    cert, key = pki.client.write(tmp_path / "client", "client")
+
+    trusted = run(controller, "stats", A67_CACERT=ca, A67_CLIENT_CERT=cert, A67_CLIENT_KEY=key)
+    assert trusted.code == 0 and "Nodes:" in trusted.out, trusted
+
+    no_client_cert = run(controller, "stats", A67_CACERT=ca)
+    assert_one_line_error(no_client_cert, 5, "UNAVAILABLE")
+    plaintext = run(controller, "stats")
+    assert_one_line_error(plaintext, 5, "UNAVAILABLE")
+    half = run(controller, "stats", A67_CACERT=ca, A67_CLIENT_CERT=cert)
+    assert_one_line_error(half, 2, "--client-cert and --client-key go together")
+    missing = run(controller, "stats", "--cacert", str(tmp_path / "nope.pem"))
+    assert_one_line_error(missing, 2, "cannot read", "nope.pem")
