@@ -3,8 +3,9 @@ protoc-gen-es (v2), run locally, no remote plugin.
 
 Besides our own files it generates the googleapis files the SDK needs at run time: `google/api`
 annotations, http, field_behavior and resource (our files import them, so their generated code
-imports theirs) and `google/rpc` status and error_details (the typed errors decode them from the status trailer).
-All come from the installed googleapis-common-protos package, as in generate_protos.py.
+imports theirs) and `google/rpc` status and error_details (the typed errors decode them from the
+status trailer). All come from the installed googleapis-common-protos package, as in
+generate_protos.py.
 
     (cd sdk/typescript && npm ci)            # installs protoc-gen-es, pinned by package-lock.json
     python scripts/generate_ts_sdk.py        # rewrite sdk/typescript/gen/
