@@ -27,7 +27,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -355,19 +355,30 @@ def test_a_registered_node_survives_a_new_container_on_the_same_volume(
     assert found.has_credentials
 
 
-def _wait_for_ready(controller: ControllerContainer, token: str, endpoint: str) -> str:
-    """The id of the node with this endpoint once it is READY (watched, not polled)."""
+def _wait_for_node(
+    controller: ControllerContainer, token: str, matches: Callable[[node_pb2.Node], bool]
+) -> node_pb2.Node:
+    """The first node `matches` accepts, in the controller's current state or as it changes
+    (watched, not polled)."""
     with channel_to(controller) as channel:
         events = node_service_pb2_grpc.NodeServiceStub(channel).WatchNodes(
             node_service_pb2.WatchNodesRequest(), timeout=WAIT_S, metadata=bearer(token)
         )
         try:
             for event in events:
-                if event.node.endpoint == endpoint and event.node.status == READY:
-                    return event.node.id  # closing the channel ends the watch
+                if event.HasField("node") and matches(event.node):
+                    return event.node  # closing the channel ends the watch
         except grpc.RpcError as error:
-            pytest.fail(f"no READY node {endpoint!r} within {WAIT_S} s: {error.code()}")
+            pytest.fail(f"no such node on {controller.address} within {WAIT_S} s: {error}")
     pytest.fail("the watch ended")
+
+
+def _wait_for_ready(controller: ControllerContainer, token: str, endpoint: str) -> str:
+    """The id of the node with this endpoint once it is READY."""
+    node = _wait_for_node(
+        controller, token, lambda node: node.endpoint == endpoint and node.status == READY
+    )
+    return node.id
 
 
 def _daemonset_pod() -> dict[str, Any]:
@@ -494,16 +505,8 @@ def test_three_replicas_configured_as_the_deployment_share_postgresql(
                 timeout=10,
                 metadata=bearer(token),
             )
-        with channel_to(replicas[2]) as channel:
-            found = (
-                node_service_pb2_grpc.NodeServiceStub(channel)
-                .GetNode(
-                    node_service_pb2.GetNodeRequest(node_id=registered.node.id),
-                    timeout=10,
-                    metadata=bearer(token),
-                )
-                .node
-            )
+        # Another replica learns of it through the store's change feed (NOTIFY), soon after.
+        found = _wait_for_node(replicas[2], token, lambda node: node.id == registered.node.id)
         # Each replica reads the leader lease on its own schedule: wait until all have.
         deadline = time.monotonic() + WAIT_S
         leaders = {""}
