@@ -1,9 +1,16 @@
 /** NodeService through the SDK against a real controller: register, get, list over pages with
- * filters, delete, and the error paths with their typed details. */
+ * filters, update (labels, cordon, drain), delete, and the error paths with their typed details. */
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { Automator67Client, Automator67Error, Code, NodeStatus, type Node } from "../src/index.js";
+import {
+  Automator67Client,
+  Automator67Error,
+  Code,
+  DrainState,
+  NodeStatus,
+  type Node,
+} from "../src/index.js";
 import { Controller, seedNode } from "./support/controller.js";
 
 let controller: Controller;
@@ -49,6 +56,53 @@ test("a node is registered, read back and deleted", async () => {
   await a67.nodes.deleteNode({ nodeId: node.id, etag: got?.etag ?? "" });
   const gone = await rejection(a67.nodes.getNode({ nodeId: node.id }));
   assert.equal(gone.code, Code.NotFound);
+});
+
+test("updateNode changes labels, cordons, drains and checks the etag", async () => {
+  const { node } = await a67.nodes.registerNode({ node: seedNode({ labels: { tier: "cpu" } }) });
+  assert.ok(node !== undefined);
+
+  const cordoned = (
+    await a67.nodes.updateNode({
+      node: { id: node.id, etag: node.etag, labels: { tier: "gpu" }, unschedulable: true },
+      updateMask: { paths: ["labels", "unschedulable"] },
+    })
+  ).node;
+  assert.deepEqual(cordoned?.labels, { tier: "gpu" });
+  assert.equal(cordoned?.unschedulable, true);
+
+  const stale = await rejection(
+    a67.nodes.updateNode({
+      node: { id: node.id, etag: node.etag },
+      updateMask: { paths: ["unschedulable"] },
+    }),
+  );
+  assert.ok(Automator67Error.is(stale, Code.Aborted, "ETAG_MISMATCH"));
+
+  const draining = (
+    await a67.nodes.updateNode({
+      node: { id: node.id, drain: { timeout: { seconds: 600n } } },
+      updateMask: { paths: ["drain"] },
+    })
+  ).node;
+  assert.ok(draining?.drain !== undefined);
+  assert.ok([DrainState.DRAINING, DrainState.COMPLETE].includes(draining.drain.state));
+  const uncordoned = (
+    await a67.nodes.updateNode({
+      node: { id: node.id, unschedulable: false },
+      updateMask: { paths: ["drain", "unschedulable"] },
+    })
+  ).node;
+  assert.equal(uncordoned?.unschedulable, false);
+  assert.equal(uncordoned?.drain, undefined);
+
+  const bad = await rejection(
+    a67.nodes.updateNode({ node: { id: node.id }, updateMask: { paths: ["provider"] } }),
+  );
+  assert.deepEqual(
+    bad.fieldViolations.map((v) => v.field),
+    ["update_mask"],
+  );
 });
 
 test("listNodes iterates every page; filters by region and label", async () => {
