@@ -177,11 +177,19 @@ def wait_serving(server: Server, timeout_s: float, service: str = "") -> float:
 
 
 def controller_command(
-    port: int, data_dir: Path, args: Sequence[str] = (), *, gc_stats: bool = False
+    port: int,
+    data_dir: Path,
+    args: Sequence[str] = (),
+    *,
+    gc_stats: bool = False,
+    entry_script: Path | None = None,
 ) -> list[str]:
     """`python -m controller serve ...`; with `gc_stats`, through gcstats.py (same controller, its
-    long garbage collections logged)."""
+    long garbage collections logged); with `entry_script`, through that script (a variant run
+    as `python -m controller` is, such as otel_library.py)."""
     entry = [str(BENCH_DIR / "gcstats.py")] if gc_stats else ["-m", "controller"]
+    if entry_script is not None:
+        entry = [str(entry_script)]
     return [
         sys.executable,
         *entry,
@@ -217,6 +225,7 @@ def controller(
     log_level: str = "info",
     timeout_s: float = 120.0,
     gc_stats: bool = False,
+    entry_script: Path | None = None,
 ) -> Iterator[Server]:
     """A controller on a free port of 127.0.0.1 with its store in `workdir/data`, SERVING when
     yielded; stopped (SIGTERM, then SIGKILL) on exit. Its log goes to `workdir/controller.log`."""
@@ -224,7 +233,9 @@ def controller(
     log_path = workdir / "controller.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            controller_command(port, workdir / "data", args, gc_stats=gc_stats),
+            controller_command(
+                port, workdir / "data", args, gc_stats=gc_stats, entry_script=entry_script
+            ),
             cwd=ROOT,
             env=controller_env(log_level),
             stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from automator67.aio import AsyncClient
-from automator67.errors import NotFoundError
+from automator67.errors import NotFoundError, UnauthenticatedError
 from automator67.v1 import agent_service_pb2_grpc, node_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
@@ -47,17 +47,23 @@ def receiver() -> Iterator[Receiver]:
         receiver.stop()
 
 
+def export_to(receiver: Receiver, monkeypatch: pytest.MonkeyPatch, delay_ms: int) -> None:
+    """The standard environment variables, for the controllers started next: spans go to
+    `receiver` in batches every `delay_ms`."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", str(delay_ms))
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "a67-e2e")
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "TRACEPARENT", "TRACESTATE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def traced(
     receiver: Receiver, start_controller: StartController, monkeypatch: pytest.MonkeyPatch
 ) -> ControllerProcess:
-    """A controller exporting its spans to `receiver` (the standard environment variables)."""
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # ms: spans leave at once
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "a67-e2e")
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    """A controller exporting its spans to `receiver` as they end (50 ms batches)."""
+    export_to(receiver, monkeypatch, delay_ms=50)
     return start_controller()
 
 
@@ -132,6 +138,51 @@ async def test_a_caller_error_is_on_the_span_as_its_status_code(
     # The semantic conventions: a caller's mistake is not the server's error.
     assert server.span.status.code == UNSET
     assert "error.type" not in server.attributes
+
+
+async def test_a_refused_call_has_its_span_too(
+    traced: ControllerProcess, receiver: Receiver
+) -> None:
+    metadata = (("x-request-id", "trace-e2e-no-token"),)
+    async with AsyncClient(traced.address, metadata=metadata) as client:
+        with pytest.raises(UnauthenticatedError):
+            await client.get_node_stats()
+    server = await receiver.wait_for(
+        lambda s: s.attributes.get("automator67.request_id") == "trace-e2e-no-token",
+        "of the refused call",
+    )
+    assert server.name == "automator67.v1.NodeService/GetNodeStats"
+    assert server.attributes["rpc.grpc.status_code"] == 16  # UNAUTHENTICATED
+    assert server.span.status.code == UNSET
+
+
+async def test_a_traceparent_in_the_environment_is_continued(
+    traced: ControllerProcess, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a script's `automator67 ...` command joins the script's trace (no span current)."""
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-{parent_id}-01")
+    async with AsyncClient(traced.address, token=traced.admin_token) as client:
+        await client.get_node_stats()
+    server = await receiver.wait_for(lambda s: s.trace_id == trace_id, "in the script's trace")
+    assert server.parent_span_id == parent_id
+
+
+async def test_spans_still_queued_are_exported_at_shutdown(
+    receiver: Receiver, start_controller: StartController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export_to(receiver, monkeypatch, delay_ms=600_000)  # no batch leaves on its own in a test
+    controller = start_controller()
+    metadata = (("x-request-id", "trace-e2e-last-words"),)
+    token = controller.admin_token
+    async with AsyncClient(controller.address, token=token, metadata=metadata) as client:
+        await client.get_node_stats()
+    assert controller.terminate() == 0  # SIGTERM: the ordered shutdown flushes the spans
+    server = await receiver.wait_for(
+        lambda s: s.attributes.get("automator67.request_id") == "trace-e2e-last-words",
+        "of the call made before the shutdown",
+    )
+    assert server.name == "automator67.v1.NodeService/GetNodeStats"
 
 
 async def test_a_call_without_a_client_span_starts_its_own_trace(

@@ -236,3 +236,22 @@ def test_the_sdk_sends_the_current_span_s_context_and_nothing_without_one() -> N
     assert sent["authorization"] == "Bearer t0k3n"
     assert sent["x-request-id"] == "r1"
     assert "traceparent" not in dict(call_metadata("t0k3n"))
+
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_without_a_span_the_sdk_sends_the_traceparent_of_its_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACEPARENT", PARENT)
+    monkeypatch.setenv("TRACESTATE", "vendor=1")
+    assert trace_context() == (("traceparent", PARENT), ("tracestate", "vendor=1"))
+    provider = TracerProvider()
+    with provider.get_tracer("test").start_as_current_span("caller") as span:
+        sent = dict(trace_context())  # a current span wins over the environment
+    assert sent["traceparent"].startswith(f"00-{span.get_span_context().trace_id:032x}-")
+
+    for bad in ("garbage", "00-xyz-b7ad6b7169203331-01", ""):
+        monkeypatch.setenv("TRACEPARENT", bad)
+        assert trace_context() == ()

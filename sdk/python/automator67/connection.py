@@ -5,6 +5,8 @@ Shared by the sync client, the asyncio client and the agent helper; builds no ch
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,19 +96,29 @@ def call_metadata(token: Token | None, metadata: Metadata = ()) -> tuple[tuple[s
     return (*metadata, *auth, *trace_context())
 
 
-def trace_context() -> tuple[tuple[str, str], ...]:
-    """The current OpenTelemetry span's context as metadata (W3C `traceparent`, `tracestate`,
-    `baggage`: whatever propagators the application configured), so that the controller's span
-    of the call joins the caller's trace. Empty when no span is current, and at no cost when
-    the application does not use OpenTelemetry: the SDK never imports it itself (a span can be
-    current only if the application imported it)."""
-    if "opentelemetry.trace" not in sys.modules:
-        return ()
-    from opentelemetry import propagate
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return tuple(carrier.items())
+
+def trace_context() -> tuple[tuple[str, str], ...]:
+    """The caller's trace context as metadata, so that the controller's span of the call joins
+    the caller's trace: the current OpenTelemetry span's (W3C `traceparent`, `tracestate`,
+    `baggage`: whatever propagators the application configured) or, with no span current, the
+    `TRACEPARENT` and `TRACESTATE` environment variables (OpenTelemetry's carrier for processes,
+    which a shell script sets for the commands it runs, as otel-cli does). The SDK never
+    imports OpenTelemetry itself: a span can be current only if the application imported it,
+    so an application without it pays one dictionary lookup per call."""
+    if "opentelemetry.trace" in sys.modules:
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if carrier:
+            return tuple(carrier.items())
+    parent = os.environ.get("TRACEPARENT", "").strip().lower()
+    if not _TRACEPARENT.fullmatch(parent):
+        return ()
+    state = os.environ.get("TRACESTATE", "").strip()
+    return (("traceparent", parent), *((("tracestate", state),) if state else ()))
 
 
 def split_targets(targets: str) -> list[str]:
