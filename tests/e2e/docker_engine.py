@@ -41,6 +41,7 @@ BASE_IMAGE = "a67-local-base:bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+PACKAGES = ("docker.io", "debootstrap")  # Debian's: dockerd with its own CLI, and debootstrap
 LEFTOVER_PREFIX = "a67-e2e-"  # what the tests name their containers and volumes
 
 START_TIMEOUT_S = 60.0
@@ -76,7 +77,8 @@ def ensure_installed(log_dir: Path) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (
         ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io", "debootstrap"],
+        # Waits for another apt run's lock instead of failing at once.
+        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES],
     ):
         with log.open("a") as out:
             done = subprocess.run(
