@@ -12,7 +12,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from controller.clock import FakeClock
-from controller.errors import ConflictError, FailedPreconditionError, InvalidArgumentError
+from controller.errors import (
+    ConflictError,
+    FailedPreconditionError,
+    FencedError,
+    InvalidArgumentError,
+)
 from controller.models import (
     Capabilities,
     Drain,
@@ -33,7 +38,7 @@ from controller.registry.node_updates import (
 )
 from controller.registry.nodes import NodeRegistry
 from controller.scheduler.placement import Ask, NodeView, NoFit, Snapshot, place
-from controller.store.base import Store
+from controller.store.base import Fence, Store
 
 T0 = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 LATER = T0 + timedelta(minutes=5)
@@ -233,3 +238,25 @@ def test_placement_never_chooses_a_cordoned_node() -> None:
     only_cordoned = Snapshot([_view("a", False), _view("b", False)], {})
     none = place(ask, only_cordoned, Counter(), random.Random(1))
     assert isinstance(none, NoFit) and "2 are cordoned" in none.reason
+
+
+async def test_a_drain_report_is_fenced_by_the_leaders_epoch(
+    store: Store, clock: FakeClock
+) -> None:
+    registry = NodeRegistry(store, clock)
+    await registry.load()
+    node = await registry.register(NodeSpec("render", "https://x", "eu", Capabilities(4, 8)))
+    draining = await registry.update(node.id, NodeChanges(drain=DrainRequest(60)), ["drain"])
+    assert draining.drain is not None
+    lease = await store.campaign("leader", "r1", 30.0)
+
+    def report(current: Node) -> Node:
+        assert current.drain is not None
+        return replace(current, drain=replace(current.drain, remaining=3, message="moving"))
+
+    with pytest.raises(FencedError):  # a deposed leader's epoch
+        await registry.record_drain(node.id, report, Fence("leader", "r1", lease.epoch - 1))
+    assert registry.get(node.id) == draining
+    await registry.record_drain(node.id, report, Fence("leader", "r1", lease.epoch))
+    recorded = registry.get(node.id).drain
+    assert recorded is not None and (recorded.remaining, recorded.message) == (3, "moving")
