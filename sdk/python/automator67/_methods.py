@@ -44,6 +44,29 @@ def update_request(
     return request
 
 
+def rollback_request(
+    deployment_id: str, template_generation: int, etag: str
+) -> ds.UpdateDeploymentRequest:
+    return ds.UpdateDeploymentRequest(
+        deployment=deployment_pb2.Deployment(id=deployment_id, etag=etag),
+        rollback=ds.Rollback(template_generation=template_generation),
+    )
+
+
+def pause_request(deployment_id: str, paused: bool) -> ds.UpdateDeploymentRequest:
+    return update_request(deployment_pb2.Deployment(id=deployment_id, paused=paused), ["paused"])
+
+
+def rollout_settled(dep: deployment_pb2.Deployment) -> bool:
+    """The scheduler has seen the latest spec and its rollout ended (or is paused), like
+    `kubectl rollout status`."""
+    if dep.observed_generation < dep.generation:
+        return False
+    if dep.paused or not dep.rollout_history:
+        return True
+    return dep.rollout_history[-1].outcome != deployment_pb2.ROLLOUT_OUTCOME_PROGRESSING
+
+
 def node_update_request(node: node_pb2.Node, update_mask: Sequence[str]) -> ns.UpdateNodeRequest:
     request = ns.UpdateNodeRequest(node=node)
     request.update_mask.paths.extend(update_mask)

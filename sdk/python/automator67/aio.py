@@ -222,6 +222,54 @@ class AsyncClient:
         method = self._deployments.UpdateDeployment
         return (await self._call(method, request, False, timeout_s)).deployment
 
+    async def rollback_deployment(
+        self,
+        deployment_id: str,
+        template_generation: int = 0,
+        *,
+        etag: str = "",
+        timeout_s: float | None = None,
+    ) -> deployment_pb2.Deployment:
+        """See `Client.rollback_deployment`."""
+        request = _methods.rollback_request(deployment_id, template_generation, etag)
+        method = self._deployments.UpdateDeployment
+        return (await self._call(method, request, False, timeout_s)).deployment
+
+    async def pause_deployment(
+        self, deployment_id: str, *, timeout_s: float | None = None
+    ) -> deployment_pb2.Deployment:
+        """See `Client.pause_deployment`."""
+        request = _methods.pause_request(deployment_id, True)
+        return (
+            await self._call(self._deployments.UpdateDeployment, request, True, timeout_s)
+        ).deployment
+
+    async def resume_deployment(
+        self, deployment_id: str, *, timeout_s: float | None = None
+    ) -> deployment_pb2.Deployment:
+        """See `Client.resume_deployment`."""
+        request = _methods.pause_request(deployment_id, False)
+        return (
+            await self._call(self._deployments.UpdateDeployment, request, True, timeout_s)
+        ).deployment
+
+    async def wait_for_rollout(
+        self, deployment_id: str, *, timeout_s: float = 600.0
+    ) -> deployment_pb2.Deployment:
+        """Follows the deployment (a watch, no polling) until the scheduler has seen its latest
+        spec and its rollout ended: COMPLETE, or rolled back and the rollback ended (its
+        `rollout_history` says which), or it is paused. TimeoutError after `timeout_s`."""
+        watch = self.watch_deployments()
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for event in watch:
+                    dep = event.deployment
+                    if dep.id == deployment_id and _methods.rollout_settled(dep):
+                        return dep
+        finally:
+            watch.cancel()
+        raise LookupError(f"the watch of deployment {deployment_id!r} ended")
+
     async def delete_deployment(
         self, deployment_id: str, *, etag: str = "", timeout_s: float | None = None
     ) -> deployment_pb2.Deployment:

@@ -234,6 +234,35 @@ class Client:
         response = self._call(self._deployments.UpdateDeployment, request, False, timeout_s)
         return response.deployment
 
+    def rollback_deployment(
+        self,
+        deployment_id: str,
+        template_generation: int = 0,
+        *,
+        etag: str = "",
+        timeout_s: float | None = None,
+    ) -> deployment_pb2.Deployment:
+        """Rolls the template back to `template_generation` (0: the last one that completed
+        before the current): a new generation, rolled out like any change. INVALID_ARGUMENT if
+        the history no longer holds it; FAILED_PRECONDITION while paused."""
+        request = _methods.rollback_request(deployment_id, template_generation, etag)
+        response = self._call(self._deployments.UpdateDeployment, request, False, timeout_s)
+        return response.deployment
+
+    def pause_deployment(
+        self, deployment_id: str, *, timeout_s: float | None = None
+    ) -> deployment_pb2.Deployment:
+        """Stops its rollout where it is: replicas that are moving finish, no others start."""
+        request = _methods.pause_request(deployment_id, True)
+        return self._call(self._deployments.UpdateDeployment, request, True, timeout_s).deployment
+
+    def resume_deployment(
+        self, deployment_id: str, *, timeout_s: float | None = None
+    ) -> deployment_pb2.Deployment:
+        """Resumes a paused rollout (its progress deadline counts from now)."""
+        request = _methods.pause_request(deployment_id, False)
+        return self._call(self._deployments.UpdateDeployment, request, True, timeout_s).deployment
+
     def delete_deployment(
         self, deployment_id: str, *, etag: str = "", timeout_s: float | None = None
     ) -> deployment_pb2.Deployment:
