@@ -115,9 +115,14 @@ class DockerEngine:
         self.workdir = Path(tempfile.mkdtemp(prefix="a67d-", dir="/tmp"))
         self.socket = self.workdir / "docker.sock"
         self.log_path = self.workdir / "dockerd.log"
-        self.cli = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
         self._process: subprocess.Popen[bytes] | None = None
         self._lock: int | None = None
+
+    @property
+    def cli(self) -> str:
+        """Debian's docker.io CLI (the engine's version, BuildKit built in) once installed; a
+        newer CLI (Docker 23+) builds with BuildKit only through the buildx plugin."""
+        return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
     @property
     def env(self) -> dict[str, str]:
