@@ -20,11 +20,13 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import psutil
 
 from controller.agent.drivers.base import FAILED, RUNNING, STOPPED, Progress, State, Status
 from controller.agent.state import WorkloadRecord
+from controller.agent.stderr_file import StderrFile
 
 log = logging.getLogger("controller.agent.adoption")
 START_TIME_TOLERANCE_S = 0.05  # psutil's start times have clock-tick (10 ms) resolution
@@ -48,16 +50,21 @@ def same_process(record: WorkloadRecord) -> bool:
 
 
 def adopt(
-    record: WorkloadRecord, stop_grace_s: float, on_end: Callable[[], None] | None = None
+    record: WorkloadRecord,
+    stop_grace_s: float,
+    on_end: Callable[[], None] | None = None,
+    stderr_path: Path | None = None,
 ) -> AdoptedWorkload | None:
     """The recorded process as a workload, if it still runs; None otherwise. `on_end` is
-    called once it has ended."""
+    called once it has ended; its stderr file (agent/stderr_file.py), if any, is kept small
+    and removed at the end."""
     pidfd = _open_pidfd(record.pid)  # first: it pins the process we then check
     if not same_process(record):
         if pidfd is not None:
             os.close(pidfd)
         return None
-    return AdoptedWorkload(record, stop_grace_s, pidfd, on_end)
+    stderr = StderrFile.reopen(stderr_path) if stderr_path is not None else None
+    return AdoptedWorkload(record, stop_grace_s, pidfd, on_end, stderr)
 
 
 class AdoptedWorkload:
@@ -71,8 +78,10 @@ class AdoptedWorkload:
         stop_grace_s: float,
         pidfd: int | None,
         on_end: Callable[[], None] | None = None,
+        stderr: StderrFile | None = None,
     ) -> None:
         self._on_end = on_end
+        self._stderr = stderr
         self.pid: int | None = record.pid
         self.create_time = record.create_time
         self._grace_s = stop_grace_s
@@ -88,6 +97,8 @@ class AdoptedWorkload:
 
     @property
     def status(self) -> Status:
+        if self._stderr is not None:
+            self._stderr.trim()
         return self._progress.status
 
     def stop(self) -> None:
@@ -119,6 +130,9 @@ class AdoptedWorkload:
                 asyncio.get_running_loop().remove_reader(self._pidfd)
                 os.close(self._pidfd)
                 self._pidfd = None
+            if self._stderr is not None:
+                self._stderr.remove()
+                self._stderr = None
             if self._on_end is not None:
                 self._on_end()
 

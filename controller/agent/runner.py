@@ -121,9 +121,13 @@ class Agent:
         self._client: Callable[[str], ControllerApi] = client or self._new_client
         self._targets = split_targets(settings.controller)
         self._next_target = int(rand() * len(self._targets)) % len(self._targets)
-        self.workloads = workloads or Workloads(
-            make_driver(settings.driver), partial(save_workloads, settings.state_file)
-        )
+        if workloads is None:
+            driver = make_driver(settings.driver)
+            if hasattr(driver, "stderr_dir"):  # exec: files beside the state file
+                state = settings.state_file
+                driver.stderr_dir = state.with_name(f"{state.name}.stderr")
+            workloads = Workloads(driver, partial(save_workloads, settings.state_file))
+        self.workloads = workloads
         self._stopping = asyncio.Event()
         self._saved: AgentState | None = None
         self._request_id = _new_request_id()

@@ -1,10 +1,10 @@
 """A SIGKILLed exec agent's workloads are adopted by its restart (agent/adoption.py): a real
 controller and a real `python -m controller agent --driver exec`; a deployment of 3 replicas
-runs a long-lived command carrying a marker in its argv; kill -9 the agent (its processes live
-on, each in its own session); while it is down the deployment is scaled to 2; restarted with the
-same state file, the agent adopts the processes: exactly one process per replica, the very
-same ones (same pids, so nothing was started again), and the one whose assignment was removed
-while the agent was away is stopped."""
+runs a long-lived command that writes to stderr all the time and carries a marker in its argv;
+kill -9 the agent (its processes live on, each in its own session, writing to a file); while
+it is down the deployment is scaled to 2; restarted with the same state file, the agent adopts
+the processes: exactly one process per replica, the very same ones (same pids, so nothing was
+started again), and the one whose assignment was removed while the agent was away is stopped."""
 
 from __future__ import annotations
 
@@ -84,7 +84,15 @@ async def test_a_restarted_exec_agent_adopts_its_workloads_and_stops_the_unassig
     client, cluster, address = patient_cluster
     agent = start_agent(address, "exec-0", driver="exec")
     node_id = await agent.node_id()
-    command = [sys.executable, "-c", "import time; time.sleep(600)", marker]
+    # It writes to stderr all along: with stderr a pipe to the agent, the first write after
+    # the kill would end it (BrokenPipeError; SIGPIPE for most programs).
+    chatty = (
+        "import sys, time\n"
+        "while True:\n"
+        "    print('tick', file=sys.stderr, flush=True)\n"
+        "    time.sleep(0.1)"
+    )
+    command = [sys.executable, "-c", chatty, marker]
     dep = await client.create_deployment(
         dpb.Deployment(
             name="sleepers", command=command, replicas=3, resources=dpb.Resources(cpu_cores=0.1)

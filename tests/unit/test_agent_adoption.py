@@ -2,14 +2,18 @@
 driver starts is recorded with its pid and start time; a recorded process that still runs is
 adopted (RUNNING, no second copy), kept by an assignment at the same spec version and stopped
 (its whole group) when no assignment names it; a recycled pid (another start time) or a dead
-one is never adopted; an adopted process that ends on its own is FAILED."""
+one is never adopted; an adopted process that ends on its own is FAILED. A workload's stderr
+goes to a file (a pipe would break with its agent) that gives the failure's last line and stays
+bounded."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -20,6 +24,7 @@ from controller.agent.adoption import adopt
 from controller.agent.drivers.base import FAILED, RUNNING, STOPPED
 from controller.agent.drivers.exec import ExecDriver
 from controller.agent.state import WorkloadRecord
+from controller.agent.stderr_file import MAX_BYTES, StderrFile
 from controller.agent.workloads import Workloads
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -138,3 +143,37 @@ async def test_an_adopted_process_that_ends_on_its_own_is_failed(
     status = await asyncio.wait_for(workload.wait_for([STOPPED]), WAIT_S)
 
     assert status.state == FAILED and "adopted" in status.message
+
+
+async def test_stderr_goes_to_a_file_that_gives_the_last_line_and_is_removed(
+    tmp_path: Path,
+) -> None:
+    driver = ExecDriver(stop_grace_s=5)
+    driver.stderr_dir = tmp_path
+    script = (
+        "import sys; print('first', file=sys.stderr); print('boom', file=sys.stderr); sys.exit(3)"
+    )
+    spec = deployment_pb2.Deployment(id=DEP, name="app", command=[sys.executable, "-c", script])
+
+    status = await asyncio.wait_for(driver.start(spec, 0, "p0").wait_for([]), WAIT_S)
+
+    assert (status.state, status.message) == (FAILED, "exit code 3: boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_stderr_file_is_emptied_past_its_limit_and_appended_to_after(tmp_path: Path) -> None:
+    log = StderrFile.create(tmp_path / "w.stderr")
+    writer = os.open(tmp_path / "w.stderr", os.O_WRONLY | os.O_APPEND)  # the process's side
+    try:
+        os.write(writer, b"x" * (MAX_BYTES // 2) + b"\nhalf\n")
+        log.trim()
+        assert log.last_line() == "half"  # under the limit: kept
+        os.write(writer, b"y" * MAX_BYTES + b"\n")
+        log.trim()
+        assert os.fstat(log.fd).st_size == 0
+        os.write(writer, b"after\n")
+        assert log.last_line() == "after" and os.fstat(log.fd).st_size == 6
+    finally:
+        os.close(writer)
+        log.remove()
+    assert not (tmp_path / "w.stderr").exists()

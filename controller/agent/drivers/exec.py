@@ -11,7 +11,9 @@
             runs (and once more after it exits, for children that outlived it) -> STOPPED
 
 The process group is the unit: what a shell command starts goes with it. stdout is discarded and
-only the last line of stderr is kept, for the failure message (keeping logs is later work).
+only the last line of stderr is kept, for the failure message (keeping logs is later work);
+the agent sends stderr to a file (agent/stderr_file.py), so a process outlives a SIGKILLed agent
+and is adopted by its restart (agent/adoption.py).
 `image` is not run: a deployment without a command fails with a reason saying so."""
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 from automator67.v1 import deployment_pb2
 
@@ -38,6 +41,7 @@ from controller.agent.drivers.base import (
     Workload,
 )
 from controller.agent.state import WorkloadRecord
+from controller.agent.stderr_file import StderrFile, file_name
 
 log = logging.getLogger("controller.agent.exec")
 DEFAULT_STOP_GRACE_S = 10.0
@@ -57,10 +61,19 @@ class ExecDriver:
         # Called when a process was spawned or ended, so the agent records it at once
         # (agent/adoption.py): a SIGKILLed agent's restart then adopts it instead of a copy.
         self.on_change: Callable[[], None] | None = None
+        # Where workloads' stderr goes (agent/stderr_file.py); None: a pipe to the agent, which a
+        # process outliving its agent could no longer write to.
+        self.stderr_dir: Path | None = None
 
     def adopt(self, record: WorkloadRecord) -> Workload | None:
         """The recorded process, if it still runs (agent/adoption.py); None otherwise."""
-        return adopt(record, self.stop_grace_s, self.on_change)
+        key = (record.deployment_id, record.replica_index, record.placement_id)
+        return adopt(record, self.stop_grace_s, self.on_change, self._stderr_path(*key))
+
+    def _stderr_path(self, deployment_id: str, index: int, placement_id: str) -> Path | None:
+        if self.stderr_dir is None:
+            return None
+        return self.stderr_dir / file_name(deployment_id, index, placement_id)
 
     def start(
         self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
@@ -69,7 +82,8 @@ class ExecDriver:
             return Failed("the exec driver runs a command, and this deployment has none")
         env = self.environment(deployment, replica_index, placement_id)
         argv = [*deployment.command, *deployment.args]
-        return ExecWorkload(argv, env, self.stop_grace_s, self.on_change)
+        stderr = self._stderr_path(deployment.id, replica_index, placement_id)
+        return ExecWorkload(argv, env, self.stop_grace_s, self.on_change, stderr)
 
     def environment(
         self, deployment: deployment_pb2.Deployment, replica_index: int, placement_id: str = ""
@@ -96,8 +110,11 @@ class ExecWorkload:
         env: dict[str, str],
         stop_grace_s: float,
         on_change: Callable[[], None] | None = None,
+        stderr_path: Path | None = None,
     ) -> None:
         self.argv = argv
+        self._stderr_path = stderr_path
+        self._stderr: StderrFile | None = None
         self.pid: int | None = None
         self.create_time: float | None = None  # the process's start time, with `pid`
         self._on_change = on_change
@@ -108,6 +125,8 @@ class ExecWorkload:
 
     @property
     def status(self) -> Status:
+        if self._stderr is not None:
+            self._stderr.trim()
         return self._progress.status
 
     def stop(self) -> None:
@@ -131,23 +150,31 @@ class ExecWorkload:
             self._progress.move(STOPPED)
             return
         try:
+            if self._stderr_path is not None:
+                self._stderr = StderrFile.create(self._stderr_path)
             process = await asyncio.create_subprocess_exec(
                 *self.argv,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE if self._stderr is None else self._stderr.fd,
                 start_new_session=True,
             )
         except OSError as error:
+            if self._stderr is not None:
+                self._stderr.remove()
+                self._stderr = None
             self._progress.move(FAILED, f"cannot start {self.argv[0]!r}: {error.strerror or error}")
             return
         self.pid = process.pid
         self.create_time = start_time_of(process.pid)
         if self._on_change is not None:
             self._on_change()
-        assert process.stderr is not None
-        tail = asyncio.ensure_future(_last_line(process.stderr))
+        stderr = self._stderr
+        tail: asyncio.Future[str] | None = None
+        if stderr is None:
+            assert process.stderr is not None
+            tail = asyncio.ensure_future(_last_line(process.stderr))
         exited = asyncio.ensure_future(process.wait())
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
@@ -158,14 +185,20 @@ class ExecWorkload:
                 await self._terminate(process.pid, exited)
                 self._progress.move(STOPPED)
                 return
-            done, _ = await asyncio.wait((tail,), timeout=TAIL_WAIT_S)
-            last_line = tail.result() if done else ""
+            last_line = stderr.last_line() if stderr is not None else ""
+            if tail is not None:
+                done, _ = await asyncio.wait((tail,), timeout=TAIL_WAIT_S)
+                last_line = tail.result() if done else ""
             self._progress.move(*_outcome(exited.result(), last_line))
         finally:
             if process.returncode is None:  # cancelled: never leave the process behind
                 _signal_group(process.pid, signal.SIGKILL)
             for future in (tail, exited, stopping):
-                future.cancel()
+                if future is not None:
+                    future.cancel()
+            if stderr is not None:
+                stderr.remove()
+                self._stderr = None
 
     async def _terminate(self, pid: int, exited: asyncio.Future[int]) -> None:
         _signal_group(pid, signal.SIGTERM)
