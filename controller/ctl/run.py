@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from controller.ctl.connection import ConnectionSettings
 from controller.ctl.failures import CommandError, ExitCode, describe, exit_code_of
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as error:
         return _fail(error.message, error.code)
     console = Console(sys.stdout, sys.stderr)
+    log_sdk_warnings(sys.stderr)
     try:
         with settings.client() as client:
             return int(handler(client, args, console) or ExitCode.OK)
@@ -48,6 +50,26 @@ def run(args: argparse.Namespace) -> int:
         return int(ExitCode.OK)
     except Exception as error:  # a bug of ours: still one line, no traceback
         return _fail(f"unexpected error: {type(error).__name__}: {error}", ExitCode.ERROR)
+
+
+class OneLine(logging.Formatter):
+    """The SDK's log records (a watch that resumes after a broken stream) as one line, like the
+    command's own errors: `automator67: watch broken; resuming (revision=12, delay_s=0.4, ...)`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None) or {}
+        extra = ", ".join(f"{key}={value}" for key, value in fields.items())
+        line = f"{PROG}: {record.getMessage()}" + (f" ({extra})" if extra else "")
+        return " ".join(line.split())
+
+
+def log_sdk_warnings(stream: TextIO) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLine())
+    logger = logging.getLogger("automator67")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _handler(name: str) -> Handler:

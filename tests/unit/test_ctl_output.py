@@ -4,6 +4,7 @@ that fit a width, watch lines that stay under their header, proto3 JSON."""
 from __future__ import annotations
 
 import io
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from controller.ctl.output import (
     timestamp,
     to_json,
 )
+from controller.ctl.run import log_sdk_warnings
 
 NOW = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
 
@@ -144,3 +146,19 @@ def test_json_is_proto3_json_that_parses_back() -> None:
     one_line = to_json(node, one_line=True)
     assert "\n" not in one_line
     assert json_format.Parse(one_line, node_pb2.Node()) == node
+
+
+def test_a_resuming_watch_is_reported_on_one_line() -> None:
+    logger = logging.getLogger("automator67")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    stream = io.StringIO()
+    try:
+        log_sdk_warnings(stream)
+        fields = {"revision": 12, "delay_s": 0.4, "why": "UNAVAILABLE: the watch\nstream ended"}
+        logger.warning("watch broken; resuming", extra={"fields": fields})
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert stream.getvalue() == (
+        "automator67: watch broken; resuming (revision=12, delay_s=0.4, "
+        "why=UNAVAILABLE: the watch stream ended)\n"
+    )
