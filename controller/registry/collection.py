@@ -40,7 +40,7 @@ from controller.registry.events import Event, EventHub, EventType
 from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import Normalizer, parse_filter
 from controller.registry.index import Index, T, Term
-from controller.store.base import Change, Fence, RequestKey, Table
+from controller.store.base import Change, Fence, RequestKey, RequestRecord, Table
 
 R = TypeVar("R")
 
@@ -110,6 +110,14 @@ class Collection(Generic[T]):
     async def write(self, section: Callable[[], Awaitable[R]], *, exclusive: bool = True) -> R:
         """Runs `section` whole, under the lock unless not `exclusive`, however the caller ends
         (see the module docstring). Raises what `section` raises."""
+        # If the caller is cancelled, shield marks the task's outcome as retrieved.
+        return await asyncio.shield(self.start_write(section, exclusive=exclusive))
+
+    def start_write(
+        self, section: Callable[[], Awaitable[R]], *, exclusive: bool = True
+    ) -> asyncio.Task[R]:
+        """`write` without a caller: the task runs `section` whole (`settle` waits for it);
+        whoever awaits it must shield it, and a section nobody awaits must not raise."""
 
         async def run() -> R:
             if not exclusive:
@@ -120,8 +128,7 @@ class Collection(Generic[T]):
         task = asyncio.create_task(run())
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        # If the caller is cancelled, shield marks the task's outcome as retrieved.
-        return await asyncio.shield(task)
+        return task
 
     async def settle(self) -> None:
         """Returns once every write begun so far has finished, whether or not its caller waits."""
@@ -148,7 +155,7 @@ class Collection(Generic[T]):
             earlier = await self.table.find_request(request.request_id)
             if earlier is not None:
                 await self.feed.caught_up()  # it may come from another replica, moments ago
-                return self._replay(earlier.fingerprint, earlier.resource_id, request)
+                return self.replay(earlier, request)
         await check()
         created = await self.table.create(build(), request)
         await self.feed.caught_up(created.revision)
@@ -282,7 +289,10 @@ class Collection(Generic[T]):
         for listener in self.on_applied:
             listener(event)
 
-    def _replay(self, fingerprint: str, resource_id: str, request: RequestKey) -> T:
+    def replay(self, earlier: RequestRecord, request: RequestKey) -> T:
+        """What `earlier` created, for a request that reuses its request id (the feed must have
+        caught up with the store first); refuses a reuse for a different request."""
+        fingerprint, resource_id = earlier.fingerprint, earlier.resource_id
         if fingerprint != request.fingerprint:
             raise InvalidArgumentError(
                 [

@@ -26,6 +26,7 @@ from controller.registry.collection import Collection, check_id, etag_of, parse_
 from controller.registry.events import Event, EventType
 from controller.registry.feed import ChangeFeed
 from controller.registry.filtering import enum_normalizer
+from controller.registry.group_commit import GroupCommit
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.registry.liveness import Liveness, LivenessSettings, Transition
@@ -101,6 +102,8 @@ class NodeRegistry:
             self._tally.changed,
         )
         self._nodes.on_applied.append(self._applied)
+        # Registrations share transactions (a fleet joining at once: registry/group_commit.py).
+        self._creates = GroupCommit(self._nodes)
         self.liveness = Liveness(liveness or LivenessSettings(), clock)
         self.events = self._nodes.events
         # Set when transitions wait to be persisted, to wake the health monitor.
@@ -202,7 +205,7 @@ class NodeRegistry:
 
         key = request_key(request_id, spec)
 
-        return await self._nodes.write(lambda: self._nodes.create_locked(build, key, _no_check))
+        return await self._creates.create(build, key)
 
     def get(self, node_id: str) -> Node:
         return self._live(self._nodes.get(node_id, "node_id"))
@@ -370,7 +373,3 @@ class NodeRegistry:
         """Counts and capacities of every node (with its staged status), kept as the index
         changes: no walk over the fleet."""
         return self._tally.stats(self.liveness.self_suspected)
-
-
-async def _no_check() -> None:
-    return None

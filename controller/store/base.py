@@ -104,6 +104,17 @@ class Table(Protocol, Generic[T]):
         the request id is taken."""
         ...
 
+    async def create_many(
+        self, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        """Stores new resources in one transaction (a group commit), each with its own
+        revision, in order, with its request id when it has one; returns, in order, each stored
+        resource with its revision or, for an item whose request id was already used (before,
+        or by an earlier item of `items`), that request's record, writing nothing for it.
+        Raises AlreadyExistsError if an id or a unique key is taken: then nothing at all is
+        written (the transaction is whole or absent)."""
+        ...
+
     async def update(self, resource: T, expect_revision: int) -> T:
         """Replaces the stored resource if its revision still equals `expect_revision` and
         returns it with its new revision. Raises NotFoundError if it does not exist,

@@ -299,25 +299,49 @@ class PostgresTable(Generic[T]):
         async def write(conn: Connection) -> int:
             if request and await self._find_request(conn, request.request_id):
                 raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
-            columns: dict[str, object] = {"id": resource.id, **layout.columns(resource)}
-            names = ", ".join(["revision", *columns, "data"])
-            marks = ", ".join(["c.revision", *("%s" for _ in columns), "c.data"])
-            cursor = await conn.execute(
-                f"WITH c AS ({_LOG_PUT}) INSERT INTO {layout.table} ({names})"
-                f" SELECT {marks} FROM c RETURNING revision",
-                (layout.kind, resource.id, layout.encode(resource), *columns.values()),
-            )
-            revision = await _returned(cursor)
-            if request:
-                await conn.execute(
-                    "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (layout.table, request.request_id, request.fingerprint, resource.id),
-                )
-            return revision
+            return await self._insert(conn, resource, request)
 
         revision = await self._store.transaction(write, layout.kind)
         return replace(resource, revision=revision)
+
+    async def create_many(
+        self, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        if not items:
+            return []
+
+        async def write(conn: Connection) -> list[T | RequestRecord]:
+            results: list[T | RequestRecord] = []
+            for resource, request in items:
+                earlier = await self._find_request(conn, request.request_id) if request else None
+                if earlier is not None:
+                    results.append(earlier)
+                else:
+                    revision = await self._insert(conn, resource, request)
+                    results.append(replace(resource, revision=revision))
+            return results
+
+        return await self._store.transaction(write, self._layout.kind)
+
+    async def _insert(self, conn: Connection, resource: T, request: RequestKey | None) -> int:
+        """Logs and inserts a new resource (and its request id); returns its revision."""
+        layout = self._layout
+        columns: dict[str, object] = {"id": resource.id, **layout.columns(resource)}
+        names = ", ".join(["revision", *columns, "data"])
+        marks = ", ".join(["c.revision", *("%s" for _ in columns), "c.data"])
+        cursor = await conn.execute(
+            f"WITH c AS ({_LOG_PUT}) INSERT INTO {layout.table} ({names})"
+            f" SELECT {marks} FROM c RETURNING revision",
+            (layout.kind, resource.id, layout.encode(resource), *columns.values()),
+        )
+        revision = await _returned(cursor)
+        if request:
+            await conn.execute(
+                "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                " VALUES (%s, %s, %s, %s)",
+                (layout.table, request.request_id, request.fingerprint, resource.id),
+            )
+        return revision
 
     async def update(self, resource: T, expect_revision: int) -> T:
         async def write(conn: Connection) -> int:

@@ -252,29 +252,52 @@ class SQLiteTable(Generic[T]):
         def write(conn: sqlite3.Connection) -> int:
             if request and self._find_request(conn, request.request_id):
                 raise AlreadyExistsError(f"request id {request.request_id!r} was already used")
-            document = layout.encode(resource)
-            revision = _log_change(conn, layout.kind, resource.id, document)
-            columns: dict[str, object] = {
-                "id": resource.id,
-                "revision": revision,
-                **layout.columns(resource),
-            }
-            columns["data"] = document
-            names = ", ".join(columns)
-            marks = ", ".join("?" for _ in columns)
-            conn.execute(
-                f"INSERT INTO {layout.table} ({names}) VALUES ({marks})", tuple(columns.values())
-            )
-            if request:
-                conn.execute(
-                    "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
-                    " VALUES (?, ?, ?, ?)",
-                    (layout.table, request.request_id, request.fingerprint, resource.id),
-                )
-            return revision
+            return self._insert(conn, resource, request)
 
         revision = await self._store.run(lambda conn: _transaction(conn, write, layout.kind))
         return _with_revision(resource, revision)
+
+    async def create_many(
+        self, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        if not items:
+            return []
+
+        def write(conn: sqlite3.Connection) -> list[T | RequestRecord]:
+            results: list[T | RequestRecord] = []
+            for resource, request in items:
+                earlier = self._find_request(conn, request.request_id) if request else None
+                if earlier is not None:
+                    results.append(earlier)
+                else:
+                    results.append(_with_revision(resource, self._insert(conn, resource, request)))
+            return results
+
+        return await self._store.run(lambda conn: _transaction(conn, write, self._layout.kind))
+
+    def _insert(self, conn: sqlite3.Connection, resource: T, request: RequestKey | None) -> int:
+        """Logs and inserts a new resource (and its request id); returns its revision."""
+        layout = self._layout
+        document = layout.encode(resource)
+        revision = _log_change(conn, layout.kind, resource.id, document)
+        columns: dict[str, object] = {
+            "id": resource.id,
+            "revision": revision,
+            **layout.columns(resource),
+        }
+        columns["data"] = document
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        conn.execute(
+            f"INSERT INTO {layout.table} ({names}) VALUES ({marks})", tuple(columns.values())
+        )
+        if request:
+            conn.execute(
+                "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                " VALUES (?, ?, ?, ?)",
+                (layout.table, request.request_id, request.fingerprint, resource.id),
+            )
+        return revision
 
     async def update(self, resource: T, expect_revision: int) -> T:
         def write(conn: sqlite3.Connection) -> int:

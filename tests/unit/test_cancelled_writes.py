@@ -85,6 +85,11 @@ class GatedTable(Generic[T]):
     async def create(self, resource: T, request: RequestKey | None = None) -> T:
         return await self._write(lambda: self._inner.create(resource, request))
 
+    async def create_many(
+        self, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        return await self._write(lambda: self._inner.create_many(items))
+
     async def update(self, resource: T, expect_revision: int) -> T:
         return await self._write(lambda: self._inner.update(resource, expect_revision))
 

@@ -1,0 +1,124 @@
+"""Group commit: creates that arrive while the store is busy share one durable transaction.
+
+A create queues what it would store, and the first to find no write queued starts one
+(`Collection.start_write`: it runs under the collection's lock, whole, whatever its callers
+do, and `settle()` waits for it). When that write holds the lock it takes everything queued so
+far (at most `max_batch`), stores it with `Table.create_many` in one transaction, catches the
+change feed up to the last revision and only then answers each create: a create is
+acknowledged once durable and applied to the index, exactly as one written alone. Creates that
+arrive meanwhile queue for the next write. So under load transactions grow (one fsync for
+hundreds of registrations) and at rest each create is a transaction of one, with no added wait.
+
+A transaction that fails fails every create in it, with UnavailableError (retryable): the
+store wrote none of it. (Should the transaction commit and only catching the feed up fail, the
+creates are durable but unanswered, as for a create written alone: a retry with the same
+request id replays.) An item whose request id was used before is answered alone, as
+`Collection.create_locked` answers it: what that request created, or a refusal.
+
+For creates with no check against the current state (nodes): a check (a deployment's unique
+name) would have to hold for the whole batch at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic
+
+from controller.errors import ControllerError, UnavailableError
+from controller.registry.collection import Collection
+from controller.registry.index import T
+from controller.store.base import RequestKey, RequestRecord
+
+log = logging.getLogger("controller.group_commit")
+
+MAX_BATCH = 200
+
+
+@dataclass(frozen=True)
+class _Queued(Generic[T]):
+    build: Callable[[], T]
+    request: RequestKey | None
+    answer: asyncio.Future[T]
+
+
+class GroupCommit(Generic[T]):
+    def __init__(self, collection: Collection[T], max_batch: int = MAX_BATCH) -> None:
+        self._collection: Collection[T] = collection
+        self._max_batch = max_batch
+        self._queue: list[_Queued[T]] = []
+        self._write_queued = False
+        self.sizes: list[int] = []  # of the last transactions, newest last (a few hundred)
+
+    async def create(self, build: Callable[[], T], request: RequestKey | None) -> T:
+        """Stores `build()` (recording `request`), in the next shared transaction; returns it
+        once durable and in the index, or what `request` created before."""
+        answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(_retrieved)
+        self._queue.append(_Queued(build, request, answer))
+        self._queue_write()
+        # A caller that leaves does not take its create out of the batch (shield).
+        return await asyncio.shield(answer)
+
+    def _queue_write(self) -> None:
+        if not self._write_queued:
+            self._write_queued = True
+            self._collection.start_write(self._commit_locked)
+
+    async def _commit_locked(self) -> None:
+        self._write_queued = False  # what queues from now on goes in the next transaction
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        if self._queue:
+            self._queue_write()
+        if batch:
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Queued[T]]) -> None:
+        collection = self._collection
+        try:
+            results = await collection.table.create_many([(q.build(), q.request) for q in batch])
+            created = [r for r in results if not isinstance(r, RequestRecord)]
+            await collection.feed.caught_up(max((r.revision for r in created), default=0))
+            if len(created) < len(results):
+                await collection.feed.caught_up()  # an earlier request may be another replica's
+        except asyncio.CancelledError:
+            _fail(batch, UnavailableError("the controller is stopping; retry"))
+            raise
+        except Exception as exc:
+            log.warning(
+                "a shared write failed; every create in it fails",
+                extra={"fields": {"kind": collection.kind, "creates": len(batch)}},
+                exc_info=True,
+            )
+            _fail(
+                batch,
+                UnavailableError(
+                    f"the store did not write this {collection.kind} (a shared write of"
+                    f" {len(batch)} failed: {type(exc).__name__}); retry"
+                ),
+            )
+            return
+        self.sizes = [*self.sizes[-199:], len(batch)]
+        for queued, result in zip(batch, results, strict=True):
+            if isinstance(result, RequestRecord):
+                assert queued.request is not None  # only a request id is replayed
+                try:
+                    queued.answer.set_result(collection.replay(result, queued.request))
+                except ControllerError as error:
+                    queued.answer.set_exception(error)
+            else:
+                queued.answer.set_result(collection.index.get(result.id) or result)
+
+
+def _fail(batch: list[_Queued[T]], error: ControllerError) -> None:
+    for queued in batch:
+        if not queued.answer.done():
+            queued.answer.set_exception(error)
+
+
+def _retrieved(answer: asyncio.Future[T]) -> None:
+    """Marks an answer's exception as seen: its caller may have left (it is shielded)."""
+    if not answer.cancelled():
+        answer.exception()
