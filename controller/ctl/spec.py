@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from automator67.v1 import deployment_pb2
 from google.protobuf import json_format
 
@@ -40,6 +39,8 @@ def read_file(path: str) -> dict[str, Any]:
     """The mapping in a JSON or YAML file (YAML is read with `safe_load`; JSON is YAML too, but
     a `.json` file is read as JSON for its clearer errors). `{"deployment": {...}}`, the
     request body of CreateDeployment, is unwrapped."""
+    import yaml  # only when a file is read: `deployments list` need not load it
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as error:

@@ -200,8 +200,9 @@ async def test_the_status_screen_and_stats(controller: ControllerProcess, client
 def test_listing_nodes_imports_neither_the_server_nor_its_dependencies(
     controller: ControllerProcess,
 ) -> None:
-    """Start-up cost (issue 12): `automator67 --help` loads no grpc at all, and `nodes list`
-    loads the SDK but nothing of the server."""
+    """Start-up cost (issue 12): `automator67 --help` loads no grpc at all; `nodes list`,
+    `deployments list` and `status` load the SDK but nothing of the server (nor PyYAML, which
+    only `-f FILE` needs)."""
     heavy = [
         "controller.server",
         "controller.registry",
@@ -243,9 +244,9 @@ def test_listing_nodes_imports_neither_the_server_nor_its_dependencies(
         return code, set(modules.split())
 
     assert loaded("--help") == ("0", set())
-    code, modules = loaded("nodes", "list")
-    assert code == "0"
-    assert modules == {"grpc"}, modules
+    for command in (["nodes", "list"], ["deployments", "list"], ["status"]):
+        code, modules = loaded(*command)
+        assert (code, modules) == ("0", {"grpc"}), command
 
 
 def test_mutual_tls_from_the_environment(start_controller: StartController, tmp_path: Path) -> None:
