@@ -145,6 +145,50 @@ def _add_nodes(commands: Any) -> None:
         "Ctrl-C ends it.",
     )
     watch.add_argument("node", metavar="ID", nargs="?", help="only this node (id or prefix)")
+    _add_node_drains(verbs)
+
+
+def _add_node_drains(verbs: Any) -> None:
+    """`nodes cordon|uncordon|drain` (controller/ctl/node_drain.py)."""
+    for verb, what in (
+        ("cordon", "mark nodes unschedulable: nothing new goes there, what runs stays"),
+        ("uncordon", "make nodes schedulable again (cancels a drain that still runs)"),
+    ):
+        command = _command(verbs, verb, f"controller.ctl.node_drain:{verb}_nodes", what)
+        command.add_argument("nodes", metavar="ID", nargs="+", help="ids or unique prefixes")
+    drain = _command(
+        verbs,
+        "drain",
+        "controller.ctl.node_drain:drain_node",
+        "cordon a node and move its replicas elsewhere",
+        "Cordon a node and move its replicas elsewhere, each replacement running before the "
+        "replica it replaces stops (the deployment's max_surge at a time); at the deadline the "
+        "replicas still there are stopped. The node stays cordoned: `nodes uncordon` ends that.",
+    )
+    drain.add_argument("node", metavar="ID", help="the node's id, or a unique prefix of it")
+    drain.add_argument(
+        "--deadline",
+        type=duration_s,
+        default=None,
+        metavar="DURATION",
+        help="stop what is still on the node after this long: 30s, 10m, 1h (default: the "
+        "controller's, 1h; 0 stops everything now); again while it drains: a new deadline",
+    )
+    drain.add_argument(
+        "--cancel", action="store_true", help="stop draining (the node stays cordoned)"
+    )
+    drain.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the drain completes, following the node on WatchNodes",
+    )
+    drain.add_argument(
+        "--timeout",
+        type=duration_s,
+        default=300.0,
+        metavar="DURATION",
+        help="how long --wait waits: 30s, 5m, 1h (default 5m)",
+    )
 
 
 def _add_deployments(commands: Any) -> None:

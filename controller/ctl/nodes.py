@@ -1,4 +1,4 @@
-"""`automator67 nodes list|get|delete|watch`.
+"""`automator67 nodes list|get|delete|watch` (cordon, uncordon and drain: node_drain.py).
 
 The table shows ids cut to 8 characters, as nomad does (any unique prefix names a node);
 `-o wide` shows them whole, with the endpoint, disk, labels and etag."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from datetime import datetime
 
 from automator67.client import Client
 from automator67.v1 import node_pb2
@@ -19,6 +20,7 @@ from controller.ctl.output import (
     Format,
     Table,
     WatchPrinter,
+    age,
     ago,
     render_fields,
     render_table,
@@ -51,6 +53,14 @@ def status_name(status: node_pb2.NodeStatus.ValueType) -> str:
     return short(node_pb2.NodeStatus.Name(status), "NODE_STATUS_")
 
 
+def scheduling(node: node_pb2.Node) -> str:
+    """The node's status, with `,cordoned` or `,draining` as kubectl adds SchedulingDisabled."""
+    status = status_name(node.status)
+    if node.HasField("drain") and node.drain.state == node_pb2.DRAIN_STATE_DRAINING:
+        return f"{status},draining"
+    return f"{status},cordoned" if node.unschedulable else status
+
+
 def labels(node: node_pb2.Node) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-"
 
@@ -60,7 +70,7 @@ def row(node: node_pb2.Node, wide: bool, console: Console) -> list[str]:
     caps = node.capabilities
     cells = [
         node.id if wide else node.id[:SHORT_ID],
-        status_name(node.status),
+        scheduling(node),
         node.provider,
         node.region or "-",
         f"{caps.cpu_cores:g}",
@@ -96,6 +106,8 @@ def detail(node: node_pb2.Node, console: Console) -> str:
             + (f", {caps.network_bandwidth}" if caps.network_bandwidth else ""),
         ),
         ("Labels", labels(node)),
+        ("Schedulable", "no (cordoned)" if node.unschedulable else "yes"),
+        *([("Drain", drain_line(node.drain, now))] if node.HasField("drain") else []),
         ("Credentials", "stored" if node.has_credentials else "none"),
         ("Last heartbeat", ago(timestamp(node.last_heartbeat_time), now)),
         ("Created", ago(timestamp(node.create_time), now, never="-")),
@@ -103,6 +115,15 @@ def detail(node: node_pb2.Node, console: Console) -> str:
         ("Etag", node.etag),
     ]
     return render_fields(pairs)
+
+
+def drain_line(drain: node_pb2.NodeDrain, now: datetime) -> str:
+    state = short(node_pb2.DrainState.Name(drain.state), "DRAIN_STATE_")
+    deadline = timestamp(drain.deadline)
+    left = ""
+    if drain.state == node_pb2.DRAIN_STATE_DRAINING and deadline is not None:
+        left = f", deadline in {age(max(0.0, (deadline - now).total_seconds()))}"
+    return f"{state}: {drain.message}{left}"
 
 
 def list_nodes(client: Client, args: argparse.Namespace, console: Console) -> None:
