@@ -24,6 +24,11 @@ CASES = {
         None,
         "d-1",
     ),
+    "a node update (cordon, drain): the node's id, from the response first": (
+        ns.UpdateNodeRequest(node=node_pb2.Node(id="n-3", unschedulable=True)),
+        ns.UpdateNodeResponse(node=node_pb2.Node(id="n-3", unschedulable=True)),
+        "n-3",
+    ),
     "a failed create: nothing to name": (
         ds.CreateDeploymentRequest(deployment=deployment_pb2.Deployment(name="web")),
         None,
