@@ -5,6 +5,7 @@ name taken, invalid input with its field, unknown names, and delete."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from automator67.v1 import deployment_pb2 as dpb
 from automator67.v1 import deployment_service_pb2 as ds
 from google.protobuf import json_format
 
-from .cli_helpers import assert_one_line_error, run
+from .cli_helpers import Follow, assert_one_line_error, run
 from .conftest import StartController
 from .controller_process import ControllerProcess
 
@@ -180,3 +181,53 @@ def test_unknown_deployments_are_not_found_and_delete_stops_them(
     # No agent runs it: with no replica to stop it is removed at once, or it is STOPPING.
     remaining = [d for d in client.list_deployments() if d.id == web.id]
     assert all(d.status == dpb.DEPLOYMENT_STATUS_STOPPING for d in remaining), remaining
+
+
+def test_get_json_can_be_edited_and_sent_back_with_update(
+    controller: ControllerProcess, client: Client, tmp_path: Path
+) -> None:
+    web = client.create_deployment(dpb.Deployment(name="web", image="nginx:1.26", replicas=1))
+    got = run(controller, "deployments", "get", "web", "-o", "json")
+    assert got.code == 0, got
+    edited = json.loads(got.out)
+    edited["image"], edited["replicas"] = "nginx:1.27", 2
+    path = tmp_path / "web.json"
+    path.write_text(json.dumps(edited))
+
+    updated = run(controller, "deployments", "update", "web", "-f", str(path))
+    assert (updated.code, updated.out) == (0, "deployment/web updated\n"), updated
+    assert updated.err.startswith("ignored (not updatable): "), updated  # id, name, status...
+    now = client.get_deployment(web.id)
+    assert (now.image, now.replicas) == ("nginx:1.27", 2)
+
+
+def test_watch_one_deployment_as_a_table_until_interrupted(
+    controller: ControllerProcess, client: Client
+) -> None:
+    client.create_deployment(dpb.Deployment(name="web", image="nginx"))
+    watch = Follow(controller, "deployments", "watch", "web")
+    try:
+        header, opening = watch.line(), watch.line()
+        assert header.split()[:5] == ["EVENT", "NAME", "ID", "STATUS", "READY"], header
+        assert opening.split()[:2] == ["ADDED", "web"], opening
+
+        client.create_deployment(dpb.Deployment(name="other", image="nginx"))  # not shown
+        scaled = run(controller, "deployments", "scale", "web", "--replicas", "2")
+        assert scaled.code == 0, scaled
+        # The scheduler writes web too (its status); every line is web's, in the header's
+        # columns (READY starts where its title does), until one shows the new count.
+        ready_at = header.index("READY")
+        for _ in range(20):
+            changed = watch.line()
+            assert changed.split()[:2] == ["CHANGED", "web"], changed
+            if changed[ready_at:].split()[0].endswith("/2"):
+                break
+        else:
+            raise AssertionError("no line of web with 2 replicas")
+
+        ended = watch.interrupt()
+        assert ended.code == 130, ended
+        assert "other" not in ended.out and "Traceback" not in ended.err, ended
+        assert "-- SYNCED at revision" in ended.err, ended
+    finally:
+        watch.stop()
