@@ -30,6 +30,7 @@ from typing import Any
 import common
 import etcd
 import fleet
+import join
 import placement
 import report
 import saturated
@@ -61,6 +62,8 @@ class Plan:
     unary_duration_s: float
     unary_auth: list[str]
     startup_runs: int
+    join_agents: int = 10_000
+    join_timeout_s: float = 300.0
     placement: tuple[int, int, int, int] = (10_000, 1_000, 3, 5)
     workers: int = 3
     grace_s: float = 2.0
@@ -102,6 +105,8 @@ SMOKE = Plan(
     unary_duration_s=1.0,
     unary_auth=["jwt"],
     startup_runs=2,
+    join_agents=30,
+    join_timeout_s=60.0,
     placement=(200, 20, 2, 1),
     workers=2,
     grace_s=0.5,
@@ -153,9 +158,23 @@ def run(plan: Plan, *, anchor: bool, only: set[str], gc_stats: bool = False) -> 
             for auth in plan.unary_auth
         ]
 
+    def joins() -> list[dict[str, Any]]:
+        return [
+            join.join(
+                plan.join_agents,
+                1,
+                workers=plan.workers,
+                interval_s=plan.interval_s,
+                timeout_s=plan.join_timeout_s,
+                streams_too=streams_too,
+            )
+            for streams_too in (False, True)
+        ]
+
     scenario("startup", lambda: startup.startup(plan.startup_runs))
     scenario("placement", lambda: placement.placement(*plan.placement))
     scenario("unary", calls)
+    scenario("join", joins)
     scenario("saturated", closed)
     scenario("paced", paced)
     if errors:
@@ -221,6 +240,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         if result.get("authenticated") is False:
             continue
         rows += unary_targets(result)
+    for result in results.get("join", []):
+        rows += join_targets(result)
     if "startup" in results:
         s = results["startup"]
         ms, mb = common.med(s["exec_to_serving_ms"]), common.med(s["idle_rss_mb"])
@@ -274,6 +295,30 @@ def unary_targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | No
     return rows
 
 
+def join_targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """Issue 12: a fleet joining at once; RegisterNode throughput (register only)."""
+    n = common.med(result["agents"])
+    if not result.get("streams", True):
+        rate = common.med(result["registrations_per_s"])
+        return [(f"RegisterNode, {n:,.0f} at once", ">= 2,000/s", f"{rate:,.0f}/s", rate >= 2000)]
+    ready, p99 = common.med(result["all_ready_s"]), common.med(result["stats_p99_ms"])
+    errors = common.med(result["errors"])
+    return [
+        (
+            f"{n:,.0f} agents join at once: all READY",
+            "< 60 s, no error",
+            f"{ready:,.1f} s, {errors:.0f} errors" if ready == ready else "not all READY",
+            ready < 60 and errors == 0 if ready == ready else False,
+        ),
+        (
+            "GetNodeStats p99 during the join",
+            "< 100 ms",
+            f"{p99:,.1f} ms",
+            p99 < 100 if p99 == p99 else None,
+        ),
+    ]
+
+
 def _fleet_note(result: dict[str, Any], open_timeout_s: float) -> str:
     n = result["agents"]
     note = f"- N={n:,}: {result.get('fleet', 'fresh')} fleet."
@@ -319,6 +364,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     for result in results.get("unary", []):
         auth = "auth jwt (admin token)" if result.get("authenticated") else "auth off"
         parts.append(report.unary_table(result).replace("registered\n", f"registered, {auth}\n"))
+    for result in results.get("join", []):
+        parts.append(join.join_table(result))
     if "startup" in results:
         parts.append(report.startup_table(results["startup"]))
     if "placement" in results:
@@ -356,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only",
         nargs="+",
         default=[],
-        choices=("startup", "placement", "unary", "saturated", "paced"),
+        choices=("startup", "placement", "unary", "join", "saturated", "paced"),
     )
     parser.add_argument(
         "--max-agents", type=int, default=50_000, help="skip paced N above this (time budget)"

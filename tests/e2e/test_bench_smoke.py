@@ -66,6 +66,12 @@ def test_every_scenario_runs_in_smoke_mode(tmp_path: Path) -> None:
             assert unary["baseline"][name][load]["requests_per_s"]["median"] > 0
             assert set(unary["ratios"][name][load]) >= {"cpu_per_call", "p50", "p99"}
     assert set(unary["list_vs_get"]) == {"paced_25", "paced_50", "saturated"}
+    register_only, joined = results["join"]
+    assert register_only["registered"]["median"] == register_only["agents"]["median"]
+    assert register_only["registrations_per_s"]["median"] > 0
+    assert joined["streams_opened"]["median"] == joined["agents"]["median"]
+    assert joined["all_ready_s"]["median"] > 0  # NaN (never all READY) fails too
+    assert joined["errors"]["median"] == 0
     assert results["startup"]["exec_to_serving_ms"]["median"] > 0
     assert results["placement"]["placements_per_s"]["median"] > 0
     assert not _processes_under(work), "the harness left processes running"
