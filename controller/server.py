@@ -81,9 +81,9 @@ class Controller:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        self.tracing = start_tracing(config)  # first: a bad OTEL_* setting stops before keys
         self.security = Security.load(config)  # keys: loaded, or generated on first start
         self.store = open_store(config.store_url, self.security.sealer, serving=True)
-        self.tracing = start_tracing(config)
         # What the registries use: the store, whose transactions are spans when tracing.
         store = self._store = self.store
         if self.tracing is not None:
@@ -249,7 +249,10 @@ def start_tracing(config: Config) -> Tracing | None:
         return None
     from controller.tracing.otel import Tracing
 
-    return Tracing.from_environment(leadership_settings(config).replica_id)
+    try:
+        return Tracing.from_environment(leadership_settings(config).replica_id)
+    except ValueError as exc:  # an OTEL_* setting the controller cannot honour
+        raise ConfigError(str(exc)) from None
 
 
 def leadership_settings(config: Config) -> LeadershipSettings:

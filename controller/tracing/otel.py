@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -32,15 +33,22 @@ log = logging.getLogger("controller.tracing")
 
 SERVICE_NAME = "automator67-controller"
 SCOPE = "controller"  # the instrumentation scope of every span the controller makes
+# How long the shutdown waits for the last spans to leave: a collector that is down (the
+# exporter retries for OTEL_EXPORTER_OTLP_TIMEOUT, 10 s, per batch) must not hold it.
+FLUSH_TIMEOUT_S = 5.0
 
 
 class Tracing:
     """The process's traces, from start to the last flush."""
 
-    def __init__(self, exporter: SpanExporter, resource: Resource) -> None:
-        self.provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+    def __init__(
+        self, exporter: SpanExporter, resource: Resource, flush_timeout_s: float = FLUSH_TIMEOUT_S
+    ) -> None:
+        # Sampler from OTEL_TRACES_SAMPLER. Not flushed at exit: `shutdown()` does it, bounded.
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer(SCOPE)
+        self._flush_timeout_s = flush_timeout_s
 
     @classmethod
     def from_environment(cls, instance_id: str, environ: Mapping[str, str] = os.environ) -> Tracing:
@@ -67,8 +75,15 @@ class Tracing:
             yield span
 
     async def shutdown(self) -> None:
-        """Exports the spans still queued (within `OTEL_BSP_EXPORT_TIMEOUT`) and stops."""
-        await asyncio.to_thread(self.provider.shutdown)
+        """Exports the spans still queued and stops, waiting `flush_timeout_s` at most: then
+        the spans left are lost (a warning says so) and the process may exit (the flush runs on
+        a daemon thread)."""
+        flush = threading.Thread(target=self.provider.shutdown, name="a67-trace-flush", daemon=True)
+        flush.start()
+        await asyncio.to_thread(flush.join, self._flush_timeout_s)
+        if flush.is_alive():
+            fields = {"waited_s": self._flush_timeout_s}
+            log.warning("the last spans were not exported in time", extra={"fields": fields})
 
 
 def resource(instance_id: str) -> Resource:

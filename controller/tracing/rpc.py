@@ -85,6 +85,8 @@ class ServerSpans(ServerInterceptor):
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
         self._methods: dict[str, tuple[str, dict[str, Any]]] = {}
+        # The metadata keys the configured propagators read (traceparent, tracestate, baggage).
+        self._fields = frozenset(propagate.get_global_textmap().fields)
 
     async def intercept_service(
         self,
@@ -112,10 +114,10 @@ class ServerSpans(ServerInterceptor):
         response_streaming: bool,
     ) -> Behavior:
         name, fixed = described
-        tracer = self._tracer
+        tracer, fields = self._tracer, self._fields
 
         async def traced(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            carrier = {k: v for k, v in metadata or () if isinstance(v, str)}
+            carrier = {k: v for k, v in metadata or () if k in fields and isinstance(v, str)}
             parent = propagate.extract(carrier) if carrier else otel_context.Context()
             attributes = {**fixed, **peer_attributes(context.peer())}
             attributes[REQUEST_ID_ATTRIBUTE] = request_id_var.get()

@@ -1,17 +1,18 @@
-"""What tracing costs per call: GetNode paced at a fixed rate against three controllers started
+"""What tracing costs per call: GetNode paced at a fixed rate against four controllers started
 side by side in one run, each with the same nodes registered:
 
 - `off`: no OTEL_* variable (the default: no interceptor, nothing of OpenTelemetry imported);
 - `ours`: OTEL_EXPORTER_OTLP_ENDPOINT set, with the controller's own server interceptor
   (controller/tracing/rpc.py);
 - `library`: the same, with opentelemetry-instrumentation-grpc's aio server interceptor in its
-  place (otel_library.py; unary calls only, see there).
+  place (otel_library.py; unary calls only, see there);
+- `sampled`: ours, keeping 1% of the traces (OTEL_TRACES_SAMPLER=parentbased_traceidratio).
 
-Both traced controllers sample every call (the default sampler) and export every span over
-OTLP/gRPC to a receiver in this process, which counts them (its CPU is not the server's). The
-windows take turns (off, ours, library, off, ...), so the machine's load weighs on the three
-alike; each figure is also given as a ratio to `off`: the median over runs of the ratio of each
-window to the `off` window just before it.
+The traced controllers export their spans over OTLP/gRPC to a receiver in this process, which
+counts them (its CPU is not the server's); `ours` and `library` keep every call (the default
+sampler). The windows take turns (off, ours, library, sampled, off, ...), so the machine's load
+weighs on the four alike; each figure is also given as a ratio to `off`: the median over runs
+of the ratio of each window to the `off` window just before it.
 
     python scripts/bench/tracing.py --nodes 1000 --rate 500 --duration-s 10 --runs 3"""
 
@@ -36,7 +37,9 @@ import grpc
 import unary
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-MODES = ("off", "ours", "library")
+MODES = ("off", "ours", "library", "sampled")
+# OTEL_TRACES_SAMPLER(_ARG) of `sampled`: ours, keeping 1% of the traces callers start.
+SAMPLED = ("parentbased_traceidratio", "0.01")
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -94,6 +97,8 @@ def mode_environment(mode: str, sink: SpanSink) -> dict[str, str | None]:
         changes["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink.port}"
         changes["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
         changes["OTEL_SERVICE_NAME"] = f"bench-{mode}"
+    if mode == "sampled":
+        changes["OTEL_TRACES_SAMPLER"], changes["OTEL_TRACES_SAMPLER_ARG"] = SAMPLED
     return changes
 
 
@@ -146,7 +151,7 @@ def tracing_cost(
         summary["per_run"] = windows[mode]
         summary["spans_received"] = spans.get(f"bench-{mode}", 0)
         result["modes"][mode] = summary
-    for mode in ("ours", "library"):
+    for mode in MODES[1:]:
         result["modes"][mode]["ratio_to_off"] = {
             key: paired_ratio(windows[mode], windows["off"], key)
             for key in ("server_cpu_us_per_call", "p50_ms", "p99_ms")

@@ -8,6 +8,7 @@ the controller imports no OpenTelemetry at all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -269,3 +270,37 @@ def test_without_the_environment_variable_nothing_of_opentelemetry_loads(tmp_pat
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["loaded"] == [] and seen["tracing"] == [], seen
     assert seen["traced"] is False
+
+
+def test_an_exporter_protocol_it_does_not_ship_stops_the_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    env = controller_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318",
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+    )
+    command = [sys.executable, "-m", "controller", "serve", "--port", "0"]
+    command += ["--host", "127.0.0.1", "--data-dir", str(tmp_path)]
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()  # before anything else: no key was generated
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL" in line and "grpc" in line, line
+
+
+async def test_an_automator67_command_joins_the_trace_of_the_script_that_runs_it(
+    traced: ControllerProcess, receiver: Receiver
+) -> None:
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    env = controller_env(
+        A67_ADDR=traced.address,
+        A67_TOKEN=traced.admin_token,
+        TRACEPARENT=f"00-{trace_id}-{parent_id}-01",
+    )
+    command = [sys.executable, "-m", "controller", "stats", "-o", "json"]
+    out = await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    server = await receiver.wait_for(lambda s: s.trace_id == trace_id, "of the command's call")
+    assert server.parent_span_id == parent_id
+    assert server.span.kind == SERVER

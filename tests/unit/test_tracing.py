@@ -6,14 +6,15 @@ exporter; the end-to-end path over OTLP is tests/e2e/test_tracing.py."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 
 import grpc
 import pytest
 from automator67.connection import call_metadata, trace_context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -139,6 +140,34 @@ def tracing(exported: InMemorySpanExporter) -> Iterator[Tracing]:
 def finished(tracing: Tracing, exported: InMemorySpanExporter) -> list[ReadableSpan]:
     tracing.provider.force_flush()
     return list(exported.get_finished_spans())
+
+
+class StuckExporter(SpanExporter):
+    """A collector that never answers, until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.called = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.called.set()
+        self.release.wait()
+        return SpanExportResult.FAILURE
+
+
+async def test_a_collector_that_does_not_answer_does_not_hold_the_shutdown(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = StuckExporter()
+    tracing = Tracing(stuck, Resource({}), flush_timeout_s=0.2)
+    try:
+        with tracing.span("a pass"):
+            pass
+        await tracing.shutdown()  # returns, though the export never does
+        assert stuck.called.is_set()
+        assert "the last spans were not exported in time" in caplog.text
+    finally:
+        stuck.release.set()
 
 
 def parent_id(span: ReadableSpan) -> int | None:
