@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import partial
 
 from controller.clock import Clock
-from controller.models import Deployment, Node
+from controller.models import Deployment, Node, NodeStatus
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.node_updates import draining
 from controller.registry.nodes import NodeRegistry
@@ -53,17 +53,21 @@ class Drainer:
         for node_id in list(self.deadlines):
             on_node, waiting, why = drain.remaining(self._deployments.assignments(node_id))
             done = self._done.pop(node_id, drain.Moves())
-            report = partial(_next_version, on_node, waiting, why, done, self._clock.now())
+            report = partial(next_version, on_node, waiting, why, done, self._clock.now())
             await self._nodes.record_drain(node_id, report, fence)
 
 
-def _next_version(
+def next_version(
     on_node: int, waiting: int, why: str, done: drain.Moves, now: datetime, node: Node
 ) -> Node | None:
     """The node with its drain's next report; None if nothing changed or the drain was
     cancelled meanwhile."""
     if not draining(node) or node.drain is None:
         return None
+    if node.status is NodeStatus.OFFLINE and now >= node.drain.deadline:
+        # Past the deadline no agent confirms the stops: what it ran is replaced as lost, and
+        # its agent, if it returns, stops what is in no assignment. The drain is over.
+        on_node = waiting = 0
     reported = drain.progress(node.drain, on_node, waiting, done, now, why)
     if reported == node.drain:
         return None

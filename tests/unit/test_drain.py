@@ -17,11 +17,13 @@ import pytest
 
 from controller.clock import FakeClock
 from controller.models import (
+    Capabilities,
     Deployment,
     DesiredState,
     Drain,
     DrainState,
     IntOrPercent,
+    Node,
     NodeStatus,
     PlacementStrategy,
     Replica,
@@ -32,6 +34,7 @@ from controller.models import (
 )
 from controller.registry.replicas import Report, apply_report
 from controller.scheduler import drain
+from controller.scheduler.drainer import next_version
 from controller.scheduler.placement import NodeView, Snapshot
 from controller.scheduler.reconcile import Context, reconcile
 
@@ -280,3 +283,35 @@ def test_the_progress_a_drain_reports(
     )
     assert expect_message in after.message
     assert (after.end_time is not None) is (expect_state is DrainState.COMPLETE)
+
+
+@pytest.mark.parametrize(
+    ("status", "past_deadline", "expect"),
+    [
+        (READY, False, DrainState.DRAINING),
+        (READY, True, DrainState.DRAINING),  # the stops are on their way: its agent confirms
+        (OFFLINE, False, DrainState.DRAINING),  # its replicas are being replaced as lost
+        (OFFLINE, True, DrainState.COMPLETE),  # no agent will confirm anything: over
+    ],
+)
+def test_a_drain_whose_node_went_offline_completes_at_its_deadline(
+    status: NodeStatus, past_deadline: bool, expect: DrainState
+) -> None:
+    node = Node(
+        id="n1",
+        provider="p",
+        endpoint="e",
+        region="r",
+        capabilities=Capabilities(4, 4),
+        create_time=T0,
+        update_time=T0,
+        status=status,
+        unschedulable=True,
+        drain=Drain(T0, T0 + HOUR),
+    )
+    now = T0 + (2 * HOUR if past_deadline else timedelta(minutes=1))
+
+    reported = next_version(2, 1, "no room", drain.Moves(), now, node)
+
+    assert reported is not None and reported.drain is not None
+    assert reported.drain.state is expect
