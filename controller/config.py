@@ -54,6 +54,12 @@ class Config:
         "port of the HTTP/JSON gateway (the original REST paths, /api/v1/...), on the gRPC host, "
         "with its TLS; 0: off",
     )
+    health_port: int = _setting(
+        0,
+        "A67_HEALTH_PORT",
+        "port serving only grpc.health.v1.Health, in plaintext even with TLS (for the "
+        "kubelet's grpc probes), on the gRPC host; 0: off",
+    )
 
     heartbeat_interval_s: float = _setting(
         5.0, "A67_HEARTBEAT_INTERVAL_S", "how often agents must send a heartbeat"
@@ -217,6 +223,12 @@ class Config:
             raise ConfigError(
                 f"A67_HTTP_PORT must be between 0 (off) and 65535 and differ from PORT and "
                 f"A67_METRICS_PORT, not {self.http_port}"
+            )
+        others = (self.port, self.metrics_port, self.http_port)
+        if not 0 <= self.health_port <= 65535 or (self.health_port and self.health_port in others):
+            raise ConfigError(
+                f"A67_HEALTH_PORT must be between 0 (off) and 65535 and differ from PORT, "
+                f"A67_METRICS_PORT and A67_HTTP_PORT, not {self.health_port}"
             )
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(

@@ -1,9 +1,11 @@
 """Builds and runs the controller: store -> registries -> servicers -> one grpc.aio server with
-health, reflection and the request interceptor.
+health, reflection and the request interceptor (and, with A67_HEALTH_PORT, a plaintext server of
+the same health servicer alone: controller/health_port.py).
 
 Shutdown order (SIGTERM/SIGINT): health turns NOT_SERVING so balancers stop routing here; the
 server (and the HTTP gateway, when on) refuses new RPCs and gives in-flight ones
-`shutdown_grace_s`; the metrics endpoint (on
+`shutdown_grace_s`; the health port (NOT_SERVING all through the grace) closes; the metrics
+endpoint (on
 while the grace runs, so the shutdown itself is visible) stops; then the store closes, after
 the last RPC that could write to it and the last write whose caller left."""
 
@@ -46,6 +48,7 @@ from controller.api.watch_events import DeploymentEvents, NodeEvents
 from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
 from controller.config import Config, ConfigError
+from controller.health_port import HealthPort
 from controller.gateway.server import HttpGateway
 from controller.gateway.services import controller_routes
 from controller.metrics import Exporter, StateSource
@@ -133,6 +136,10 @@ class Controller:
             source = StateSource(self.nodes.stats, self.deployments.stats)
             self.metrics = Exporter(config.host, config.metrics_port, source)
         self._server: aio.Server | None = None
+        # Plaintext, health only, from the same servicer (controller/health_port.py).
+        self.health_port: HealthPort | None = None
+        if config.health_port:
+            self.health_port = HealthPort(config.host, config.health_port, self.health)
         self.gateway: HttpGateway | None = None
         self._gateway_dir = ""  # private folder of the gateway's Unix socket to the server
 
@@ -176,6 +183,8 @@ class Controller:
         self.port = self.security.add_port(server)  # TLS when configured
         if self.config.http_port:
             await self._start_gateway(server)  # a taken port stops the start before gRPC serves
+        if self.health_port is not None:
+            await self.health_port.start()  # likewise
         await server.start()
         self._server = server
         self.feed.start()  # other replicas' writes
@@ -205,6 +214,9 @@ class Controller:
         if server is not None:
             stopping.append(server.stop(self.config.shutdown_grace_s))
         await asyncio.gather(*stopping)
+        # Probes on the health port saw NOT_SERVING all through the grace; now it closes.
+        if self.health_port is not None:
+            await self.health_port.stop()
         if self._gateway_dir:
             shutil.rmtree(self._gateway_dir, ignore_errors=True)
         if self.metrics is not None:
@@ -372,6 +384,7 @@ async def serve(config: Config) -> None:
                 "port": controller.port,
                 "metrics_port": controller.metrics.port if controller.metrics else 0,
                 "http_port": controller.gateway.port if controller.gateway else 0,
+                "health_port": controller.health_port.port if controller.health_port else 0,
                 "store": controller.store.__class__.__name__,
                 "replica": controller.leadership.replica_id,
                 "nodes": controller.nodes.stats().total,
