@@ -112,16 +112,19 @@ def move(
     message: str,
     stay: bool = True,
 ) -> Deployment:
-    dep = finish_handovers(dep, now, node_ready)
+    if any(r.handover for r in dep.replica_set):
+        dep = finish_handovers(dep, now, node_ready)
+    candidates = [
+        r for r in dep.replica_set if not r.superseded and r.index < dep.replicas and should_move(r)
+    ]
+    if not candidates:
+        return dep  # the common case: nothing to move, nothing to count
     limits = budget(dep)
     serving = _serving(dep)
     running = sum(1 for r in serving if r.state not in GONE)
     up = sum(1 for r in serving if available(dep, r, now, node_ready))
     floor = dep.replicas - limits.max_unavailable
     ceiling = dep.replicas + limits.max_surge
-    candidates = [
-        r for r in dep.replica_set if not r.superseded and r.index < dep.replicas and should_move(r)
-    ]
     candidates.sort(key=lambda r: (available(dep, r, now, node_ready), r.index))
     replacements: dict[int, tuple[Replica, Replica | None]] = {}
     for old in candidates:
@@ -308,27 +311,39 @@ def account(dep: Deployment, now: datetime, node_ready: NodeReady) -> Deployment
     """`dep` with its replica counts, and its rollout's progress or completion, brought up to
     date."""
     target = dep.template_generation
-    serving = _serving(dep)
-    current = [r for r in serving if not r.superseded]
-    updated = [r for r in current if r.generation in (0, target)]
-    up_to_date = sum(1 for r in updated if available(dep, r, now, node_ready))
-    counts = {
-        "updated_replicas": len(updated),
-        "ready_replicas": sum(1 for r in serving if ready(dep, r, node_ready)),
-        "available_replicas": sum(1 for r in serving if available(dep, r, now, node_ready)),
-    }
-    if any(getattr(dep, k) != v for k, v in counts.items()):
-        dep = replace(dep, **counts)  # type: ignore[arg-type]
+    min_ready = dep.update_strategy.min_ready_s
+    updated = up_to_date = ready_count = available_count = 0
+    for r in _serving(dep):  # one pass: this runs on every step of every deployment
+        new = not r.superseded and r.generation in (0, target)
+        updated += new
+        if not ready(dep, r, node_ready):
+            continue
+        ready_count += 1
+        assert r.ready_time is not None
+        if (now - r.ready_time).total_seconds() >= min_ready:
+            available_count += 1
+            up_to_date += new
+    if (dep.updated_replicas, dep.ready_replicas, dep.available_replicas) != (
+        updated,
+        ready_count,
+        available_count,
+    ):
+        dep = replace(
+            dep,
+            updated_replicas=updated,
+            ready_replicas=ready_count,
+            available_replicas=available_count,
+        )
     rollout = rollouts.current(dep)
     if rollout is None or rollout.outcome not in (PROGRESSING, FAILED):
         return dep
     leftovers = any(r.superseded and r.state not in GONE for r in dep.replica_set)
-    if up_to_date >= dep.replicas and len(updated) >= dep.replicas and not leftovers:
+    if up_to_date >= dep.replicas and updated >= dep.replicas and not leftovers:
         if rollout.outcome is FAILED:  # it failed, but made it in the end
             done = replace(rollout, outcome=COMPLETE, end_time=now, reason="", message="")
             return replace(dep, rollouts=(*dep.rollouts[:-1], done))
         return rollouts.finish(dep, COMPLETE, now)
-    mark = len(updated) + up_to_date
+    mark = updated + up_to_date
     if rollout.outcome is PROGRESSING and mark > rollout.progress_mark:
         moved = replace(rollout, progress_time=now, progress_mark=mark)
         return replace(dep, rollouts=(*dep.rollouts[:-1], moved))

@@ -4,7 +4,7 @@ an etag, and the generations a client waits on."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from automator67.v1 import deployment_pb2 as dpb
@@ -22,7 +22,7 @@ async def test_a_bad_update_strategy_or_health_check_names_the_field(
     deployment_stub: DeploymentServiceAsyncStub,
 ) -> None:
     IP, US, HC = dpb.IntOrPercent, dpb.UpdateStrategy, dpb.HealthCheck
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "a percentage that is not one": (
             {"update_strategy": US(max_surge=IP(percent="a lot"))},
             "deployment.update_strategy.max_surge.percent",
