@@ -70,13 +70,16 @@ class Sampler:
 
 
 async def _ask(port_file: Path) -> str | None:
+    """The version a stand-in answers, or None if it refuses. The timeouts are generous: a
+    loaded machine may be slow to schedule a stand-in, which is not the same as not serving."""
     try:
         port = int(await asyncio.to_thread(port_file.read_text))
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+        connecting = asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.wait_for(connecting, 15)
     except (OSError, ValueError, TimeoutError):
         return None
     try:
-        line = await asyncio.wait_for(reader.readline(), 2)
+        line = await asyncio.wait_for(reader.readline(), 15)
     except (OSError, TimeoutError):
         line = b""
     finally:
