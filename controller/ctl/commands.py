@@ -130,9 +130,7 @@ def _add_nodes(commands: Any) -> None:
     )
     get = _command(verbs, "get", "controller.ctl.nodes:get_node", "show one node")
     get.add_argument("node", metavar="ID", help="the node's id, or a unique prefix of it")
-    delete = _command(
-        verbs, "delete", "controller.ctl.nodes:delete_nodes", "remove nodes (and their tokens)"
-    )
+    delete = _command(verbs, "delete", "controller.ctl.nodes:delete_nodes", "remove nodes")
     delete.add_argument("nodes", metavar="ID", nargs="+", help="ids or unique prefixes")
     _etag_flag(delete, "delete")
     watch = _command(
