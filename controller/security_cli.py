@@ -2,6 +2,7 @@
 
     automator67 token create --role admin                  # prints a token for 24 h
     automator67 token create --role node --node NODE_ID --ttl 30d
+    automator67 token create --role agent-bootstrap --subject agents --ttl 30d
     automator67 keys init        # creates the signing key and credential key file if missing
     automator67 keys rotate      # a new credential key seals from the next start on
     automator67 keys reencrypt   # reseals every stored credential with the newest key
@@ -22,6 +23,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.auth.principals import Role
 from controller.config import Config, ConfigError
 from controller.errors import InvalidArgumentError
 
@@ -55,9 +57,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="print a new token",
         description="Print a new bearer token signed with the controller's key. Roles: admin "
         "(everything), operator (deployments, read nodes), viewer (read only), node (only the "
-        "heartbeat stream of --node).",
+        "heartbeat stream of --node), agent-bootstrap (only RegisterNode: for agents joining the "
+        "fleet, which then stream with the node token it returns).",
     )
-    create.add_argument("--role", required=True, choices=["admin", "operator", "viewer", "node"])
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
     create.add_argument("--subject", help="who the token is for (audit log); default: your user")
     create.add_argument("--node", help="the node id (required for --role node)")
     create.add_argument(

@@ -224,10 +224,19 @@ class Agent:
             try:
                 node = await self._until_stopped(client.get_node(saved.node_id))
             except ApiError as error:
-                if error.code is not grpc.StatusCode.NOT_FOUND:
-                    raise
                 fields = {"node_id": saved.node_id, "state_file": str(self.settings.state_file)}
-                log.warning("saved node not found; registering anew", extra={"fields": fields})
+                if error.code is grpc.StatusCode.PERMISSION_DENIED:
+                    # An agent-bootstrap token may register but not read nodes: with no node
+                    # token left for the saved node (deleted, or its token refused after a key
+                    # rotation), a new registration is the only way back.
+                    log.warning(
+                        "the token may not read the saved node; registering anew",
+                        extra={"fields": fields},
+                    )
+                elif error.code is grpc.StatusCode.NOT_FOUND:
+                    log.warning("saved node not found; registering anew", extra={"fields": fields})
+                else:
+                    raise
                 self._saved = None
             else:
                 log.info("reusing node", extra={"fields": {"node_id": node.id}})
@@ -304,6 +313,10 @@ class Agent:
             await self._until_stopped(session.open())
         except ApiError as error:
             self._forget_refused_token(error)
+            if error.code is grpc.StatusCode.PERMISSION_DENIED and not node_of_token(self._token()):
+                # No node token is left and the configured one may not stream (agent-bootstrap):
+                # resolve the node again, which registers it anew if nothing else can be done.
+                return SessionEnd(EndKind.NODE_GONE, f"no node token: {_describe(error)}")
             return end_of_error(error)
         except TimeoutError:
             return SessionEnd(EndKind.BROKEN, "no SessionStart in time")

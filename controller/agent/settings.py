@@ -107,9 +107,9 @@ class AgentSettings:
         repr=False,
         metadata=_meta(
             "A67_AGENT_TOKEN",
-            "bearer token: admin registers the node (then the node token it gets, kept in the "
-            "state file, is used); node streams for its own node. Prefer the env var: flags "
-            "show in ps",
+            "bearer token: agent-bootstrap (or admin) registers the node (then the node token "
+            "it gets, kept in the state file, is used); node streams for its own node. Prefer "
+            "the env var: flags show in ps",
             "none",
         ),
     )

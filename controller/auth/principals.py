@@ -5,6 +5,11 @@
     viewer    read only: Get, List, Watch, Stats, and server reflection
     node      only AgentService/Heartbeat, and only for the node id in its token's subject
               (checked by the heartbeat stream against the hello)
+    agent-bootstrap
+              only NodeService/RegisterNode: the shared secret of agents joining the fleet
+              (a DaemonSet's Secret), as Kubernetes' bootstrap tokens or Nomad's node-write
+              policy. It reads nothing and streams nothing: each agent then uses the node
+              token RegisterNode returned for its own node
 
 Health checking is open to everyone. An RPC this table does not know is admin-only, so a new RPC
 is never open by accident; new automator67.v1 RPCs follow the verb rule below."""
@@ -21,6 +26,7 @@ class Role(enum.StrEnum):
     OPERATOR = "operator"
     VIEWER = "viewer"
     NODE = "node"
+    AGENT_BOOTSTRAP = "agent-bootstrap"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ NODE_SERVICE = "automator67.v1.NodeService"
 DEPLOYMENT_SERVICE = "automator67.v1.DeploymentService"
 AGENT_SERVICE = "automator67.v1.AgentService"
 HEARTBEAT = f"/{AGENT_SERVICE}/Heartbeat"
+REGISTER_NODE = f"/{NODE_SERVICE}/RegisterNode"
 
 _READ_VERBS = ("Get", "List", "Watch")
 _READERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.VIEWER})
@@ -81,6 +88,8 @@ def rule_for(method: str) -> Rule:
         # Beats change liveness, but a line per beat would drown the audit log; the stream's
         # open and close are logged by the heartbeat stream itself.
         return Rule(frozenset({Role.ADMIN, Role.NODE}), mutating=False)
+    if method == REGISTER_NODE:
+        return Rule(frozenset({Role.ADMIN, Role.AGENT_BOOTSTRAP}), mutating=True)
     if service in _SERVICES:
         readers, writers = _SERVICES[service]
         if name.startswith(_READ_VERBS):

@@ -26,12 +26,13 @@ from .auth_helpers import TOKEN_KINDS, Forge, bearer, call_status, served_method
 from .controller_process import ControllerProcess
 
 ADMIN, OPERATOR, VIEWER, NODE = Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.NODE
+BOOTSTRAP = Role.AGENT_BOOTSTRAP
 EVERYONE = set(Role)
 READERS = {ADMIN, OPERATOR, VIEWER}
 
 # RPC -> the roles whose valid token may call it. Written out, not derived from the code.
 ALLOWED: dict[str, set[Role]] = {
-    "/automator67.v1.NodeService/RegisterNode": {ADMIN},
+    "/automator67.v1.NodeService/RegisterNode": {ADMIN, BOOTSTRAP},
     "/automator67.v1.NodeService/GetNode": READERS,
     "/automator67.v1.NodeService/ListNodes": READERS,
     "/automator67.v1.NodeService/DeleteNode": {ADMIN},

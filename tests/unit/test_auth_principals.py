@@ -11,12 +11,13 @@ from grpc_reflection.v1alpha import reflection_pb2
 from controller.auth.principals import Principal, Role, allowed, rule_for
 
 A, OP, V, N = Role.ADMIN, Role.OPERATOR, Role.VIEWER, Role.NODE
+B = Role.AGENT_BOOTSTRAP
 READERS = {A, OP, V}
 OPEN = None
 
 # full method -> (roles allowed, or OPEN; audited as mutating)
 TABLE: dict[str, tuple[set[Role] | None, bool]] = {
-    "/automator67.v1.NodeService/RegisterNode": ({A}, True),
+    "/automator67.v1.NodeService/RegisterNode": ({A, B}, True),
     "/automator67.v1.NodeService/GetNode": (READERS, False),
     "/automator67.v1.NodeService/ListNodes": (READERS, False),
     "/automator67.v1.NodeService/DeleteNode": ({A}, True),
