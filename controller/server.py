@@ -45,13 +45,11 @@ from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
 from controller.api.watch import Watch
 from controller.api.watch_events import DeploymentEvents, NodeEvents
+from controller.auth import tokens
 from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
 from controller.config import Config, ConfigError
 from controller.health_port import HealthPort
-from controller.gateway.server import HttpGateway
-from controller.gateway.services import controller_routes
-from controller.metrics import Exporter, StateSource
 from controller.models import PlacementStrategy
 from controller.registry.changes import ChangeLog
 from controller.registry.deployments import DeploymentRegistry
@@ -64,9 +62,10 @@ from controller.registry.sessions import Sessions
 from controller.scheduler.loop import Scheduler, SchedulerSettings
 from controller.security import Security
 from controller.store import is_embedded, open_store
-from controller.tls import http_ssl_context
 
 if TYPE_CHECKING:
+    from controller.gateway.server import HttpGateway
+    from controller.prometheus import Exporter
     from controller.tracing.otel import Tracing
 
 log = logging.getLogger("controller.server")
@@ -132,7 +131,10 @@ class Controller:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self.metrics: Exporter | None = None
-        if config.metrics_port:
+        if config.metrics_port:  # else nothing is counted, nor Prometheus imported
+            metrics.enable()
+            from controller.prometheus import Exporter, StateSource
+
             source = StateSource(self.nodes.stats, self.deployments.stats)
             self.metrics = Exporter(config.host, config.metrics_port, source)
         self._server: aio.Server | None = None
@@ -231,7 +233,11 @@ class Controller:
     async def _start_gateway(self, server: aio.Server) -> None:
         """The HTTP/JSON gateway (controller/gateway/) calls this server through a Unix socket in
         a folder only this user may enter (mkdtemp makes it 0700), plaintext whatever the TCP
-        port's TLS: tokens are still checked on it."""
+        port's TLS: tokens are still checked on it. aiohttp is imported only here."""
+        from controller.gateway.server import HttpGateway
+        from controller.gateway.services import controller_routes
+        from controller.tls import http_ssl_context
+
         self._gateway_dir = tempfile.mkdtemp(prefix="a67-gw-")
         target = f"unix:{os.path.join(self._gateway_dir, 'grpc.sock')}"
         server.add_insecure_port(target)
@@ -392,6 +398,8 @@ async def serve(config: Config) -> None:
             }
         },
     )
+    if controller.security.keys is not None:  # PyJWT, imported once serving (auth/tokens.py)
+        loop.run_in_executor(None, tokens.warm_up)
     await stopping.wait()
     log.info("shutting down", extra={"fields": {"grace_s": config.shutdown_grace_s}})
     await controller.stop()

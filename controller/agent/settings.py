@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from controller import flags
 from controller.agent.drivers import DRIVERS
 
@@ -132,12 +130,16 @@ class AgentSettings:
     def __post_init__(self) -> None:
         if not self.endpoint:
             object.__setattr__(self, "endpoint", socket.gethostname())
-        if not self.cpu_cores:
-            object.__setattr__(self, "cpu_cores", float(psutil.cpu_count() or 1))
-        if not self.memory_gb:
-            object.__setattr__(self, "memory_gb", round(psutil.virtual_memory().total / GIB, 2))
-        if not self.disk_gb:
-            object.__setattr__(self, "disk_gb", round(psutil.disk_usage("/").total / GIB, 2))
+        if not (self.cpu_cores and self.memory_gb and self.disk_gb):
+            import psutil  # here, not at the top: every command's parser imports this module
+
+            if not self.cpu_cores:
+                object.__setattr__(self, "cpu_cores", float(psutil.cpu_count() or 1))
+            if not self.memory_gb:
+                total = psutil.virtual_memory().total
+                object.__setattr__(self, "memory_gb", round(total / GIB, 2))
+            if not self.disk_gb:
+                object.__setattr__(self, "disk_gb", round(psutil.disk_usage("/").total / GIB, 2))
         self._validate()
 
     def _validate(self) -> None:

@@ -8,7 +8,11 @@ a forged token, so nothing downstream ever sees one.
 
 The verifier accepts exactly one algorithm, the one its key was loaded for, so neither
 `alg: none` nor an algorithm switch (an RS256 public key used as an HS256 secret) can pass; the
-token's header is never trusted to choose."""
+token's header is never trusted to choose.
+
+PyJWT is imported on first use, not at start (`warm_up()` imports it in the background once the
+server serves): it loads all of cryptography's X.509 and asymmetric-key modules, tens of ms
+that the start need not wait for."""
 
 from __future__ import annotations
 
@@ -19,8 +23,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import jwt
 
 from controller.auth.keys import SigningKeys
 from controller.auth.principals import Principal, Role
@@ -76,6 +78,8 @@ class TokenIssuer:
             "exp": now + int(ttl_s),
             "jti": uuid.uuid4().hex,
         }
+        import jwt
+
         return jwt.encode(claims, self._signing_key, algorithm=self._keys.algorithm)
 
 
@@ -113,6 +117,8 @@ class TokenVerifier:
     def _verify(self, token: str) -> tuple[Principal, float]:
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidTokenError("token too long")
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,
@@ -160,8 +166,15 @@ def _is_uuid(text: str) -> bool:
 def unverified_claims(token: str) -> dict[str, object]:
     """The claims of a token WITHOUT checking anything: for a client deciding what its own token
     lets it do (an agent with a node token skips registration), never for granting access."""
+    import jwt
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         return {}
     return claims if isinstance(claims, dict) else {}
+
+
+def warm_up() -> None:
+    """Imports PyJWT (for a thread once serving: the first call need not wait for it)."""
+    import jwt  # noqa: F401

@@ -173,11 +173,41 @@ def unary_table(result: Mapping[str, Any]) -> str:
 
 
 def startup_table(result: Mapping[str, Any]) -> str:
-    headers = ("exec to SERVING ms", "idle RSS MB", "runs")
+    headers = (
+        "server",
+        "nodes in store",
+        "exec to SERVING ms",
+        "CPU to SERVING ms",
+        "idle RSS MB",
+        "runs",
+    )
+    nodes = f"{result.get('nodes', 0):,}"
     rows = [
-        [fmt(result["exec_to_serving_ms"], 0), fmt(result["idle_rss_mb"], 1), str(result["runs"])]
+        [
+            "controller",
+            nodes,
+            fmt(result["exec_to_serving_ms"], 0),
+            fmt(result.get("cpu_to_serving_ms", float("nan")), 0),
+            fmt(result["idle_rss_mb"], 1),
+            str(result["runs"]),
+        ]
     ]
-    return "### Start-up (empty store)\n\n" + markdown_table(headers, rows) + "\n"
+    if "bare" in result:
+        bare = result["bare"]
+        rows.append(
+            [
+                "bare grpc.aio",
+                "",
+                fmt(bare["exec_to_serving_ms"], 0),
+                fmt(bare["cpu_to_serving_ms"], 0),
+                fmt(bare["idle_rss_mb"], 1),
+                str(result["runs"]),
+            ]
+        )
+        ratios = [f"**{result['ratio_to_bare']:.2f}x**", f"**{result['cpu_ratio_to_bare']:.2f}x**"]
+        rows.append(["**controller / bare**", "", *ratios, "", ""])
+    title = "### Start-up (empty store)" if not result.get("nodes") else "### Start-up"
+    return title + "\n\n" + markdown_table(headers, rows) + "\n"
 
 
 def placement_table(result: Mapping[str, Any]) -> str:

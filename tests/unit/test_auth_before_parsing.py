@@ -19,12 +19,14 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc import aio
 
-from controller import metrics
+from controller import metrics, prometheus
 from controller.api.interceptors import REQUEST_ID_KEY, RequestInterceptor
 from controller.auth.interceptor import AuthInterceptor
 from controller.auth.keys import SigningKeys
 from controller.auth.principals import Role
 from controller.auth.tokens import TokenIssuer, TokenSettings, TokenVerifier
+
+metrics.enable()  # what a controller with a metrics port does: count, in prometheus.py
 
 SETTINGS = TokenSettings(issuer="automator67", audience="automator67", leeway_s=0)
 SERVICE = "automator67.v1.NodeService"
@@ -188,7 +190,7 @@ async def test_an_authorized_call_is_parsed(server: Server, method: str) -> None
 async def test_a_refused_call_gets_a_request_id_and_is_counted(server: Server) -> None:
     def refused() -> float:
         labels = {"method": REGISTER, "code": "UNAUTHENTICATED"}
-        return metrics.REGISTRY.get_sample_value("automator67_rpcs_total", labels) or 0.0
+        return prometheus.REGISTRY.get_sample_value("automator67_rpcs_total", labels) or 0.0
 
     before = refused()
 

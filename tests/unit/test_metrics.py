@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from controller import metrics
+from controller import metrics, prometheus
 from controller.clock import FakeClock
 from controller.config import ConfigError, parse_config
 from controller.models import Capabilities, NodeSpec, Replica
@@ -22,6 +22,8 @@ from controller.registry.node_tally import NodeStats
 from controller.registry.nodes import NodeRegistry
 from controller.scheduler.loop import _placements
 from controller.store.base import Store
+
+metrics.enable()  # what a controller with a metrics port does: count, in prometheus.py
 
 SPEC = NodeSpec(
     provider="render",
@@ -45,8 +47,8 @@ def scraped(
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[CollectorRegistry, Callable[[str, dict[str, str] | None], float | None]]:
     registry = CollectorRegistry()
-    source = metrics.StateSource(nodes.stats, deployments.stats)
-    registry.register(metrics.StateCollector(source, loop))
+    source = prometheus.StateSource(nodes.stats, deployments.stats)
+    registry.register(prometheus.StateCollector(source, loop))
 
     def value(name: str, labels: dict[str, str] | None = None) -> float | None:
         return registry.get_sample_value(name, labels or {})
@@ -55,7 +57,7 @@ def scraped(
 
 
 def global_value(name: str, labels: dict[str, str] | None = None) -> float:
-    return metrics.REGISTRY.get_sample_value(name, labels or {}) or 0.0
+    return prometheus.REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
 async def test_nodes_by_status_are_computed_from_the_registry_at_scrape_time(
@@ -107,8 +109,8 @@ async def test_a_scrape_from_another_thread_reads_the_registries_on_their_loop(
         return real_stats()
 
     registry = CollectorRegistry()
-    source = metrics.StateSource(stats, deployments.stats)
-    registry.register(metrics.StateCollector(source, asyncio.get_running_loop()))
+    source = prometheus.StateSource(stats, deployments.stats)
+    registry.register(prometheus.StateCollector(source, asyncio.get_running_loop()))
     threads.clear()  # registering describes the collector, on this loop
 
     ready = await asyncio.to_thread(
@@ -132,7 +134,7 @@ def test_a_failing_source_omits_the_fleet_metrics_but_not_the_scrape() -> None:
         raise RuntimeError("boom")
 
     registry = CollectorRegistry()
-    registry.register(metrics.StateCollector(metrics.StateSource(broken, DeploymentStats)))
+    registry.register(prometheus.StateCollector(prometheus.StateSource(broken, DeploymentStats)))
     registry.register(_OneCounter())
 
     assert registry.get_sample_value("automator67_nodes", {"status": "READY"}) is None
@@ -187,7 +189,7 @@ def test_rpc_children_are_bound_once_per_method() -> None:
 
 def test_the_heartbeat_counter_is_a_plain_int_exported_as_a_counter() -> None:
     registry = CollectorRegistry()
-    beats = metrics.LoopCounter("test_beats", "beats", registry)
+    beats = prometheus.LoopCounter("test_beats", "beats", registry)
     for _ in range(3):
         beats.inc()
     assert registry.get_sample_value("test_beats_total") == 3
@@ -215,7 +217,9 @@ async def test_the_exporter_serves_metrics_over_http_and_stops(
     nodes, deployments = await registries(store, clock)
     node = await nodes.register(SPEC)
     nodes.stream_opened(node.id)
-    exporter = metrics.Exporter("127.0.0.1", 0, metrics.StateSource(nodes.stats, deployments.stats))
+    exporter = prometheus.Exporter(
+        "127.0.0.1", 0, prometheus.StateSource(nodes.stats, deployments.stats)
+    )
     exporter.start()
     try:
         assert exporter.port > 0
@@ -235,13 +239,15 @@ async def test_a_taken_metrics_port_is_a_config_error(store: Store, clock: FakeC
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        exporter = metrics.Exporter(
-            "127.0.0.1", port, metrics.StateSource(nodes.stats, deployments.stats)
+        exporter = prometheus.Exporter(
+            "127.0.0.1", port, prometheus.StateSource(nodes.stats, deployments.stats)
         )
         with pytest.raises(ConfigError, match="A67_METRICS_PORT"):
             exporter.start()
     # Nothing was left registered: a second exporter may start.
-    again = metrics.Exporter("127.0.0.1", 0, metrics.StateSource(nodes.stats, deployments.stats))
+    again = prometheus.Exporter(
+        "127.0.0.1", 0, prometheus.StateSource(nodes.stats, deployments.stats)
+    )
     again.start()
     await again.stop()
 

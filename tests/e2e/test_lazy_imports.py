@@ -1,0 +1,149 @@
+"""Start-up cost (issue 12): a serving controller imports only what its settings use. Each case
+starts a real controller (Controller.start, as `automator67 serve` runs it) in a fresh
+interpreter, checks that it answers SERVING, then lists which of the heavy optional modules it
+loaded: the HTTP gateway's aiohttp only with --http-port, prometheus_client only with
+--metrics-port, psycopg only for a postgresql:// store, OpenTelemetry only when traces are on,
+never the SDK's clients, the agent or the operator commands; PyJWT only once serving (a thread
+imports it after the start, or the first token does)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .controller_process import ROOT, controller_env
+
+HEAVY = (
+    "aiohttp",
+    "prometheus_client",
+    "psycopg",
+    "opentelemetry",
+    "jwt",
+    "psutil",
+    "yaml",
+    "automator67.aio",
+    "automator67.client",
+    "controller.gateway.server",
+    "controller.prometheus",
+    "controller.agent.runner",
+    "controller.ctl.run",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def loaded_by_serving(data_dir: Path, *flags: str) -> set[str]:
+    """The HEAVY modules a controller started with `flags` has imported once SERVING."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json, sys
+        from controller.cli import main  # what `automator67 serve` imports first
+        from controller.config import parse_config
+        from controller.server import Controller
+        from grpc import aio
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async def run():
+            argv = ["--port", "0", "--host", "127.0.0.1", "--data-dir", {str(data_dir)!r}]
+            config = parse_config(argv + {list(flags)!r}, environ={{}})
+            controller = Controller(config)
+            await controller.start()
+            try:
+                async with aio.insecure_channel(f"127.0.0.1:{{controller.port}}") as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                    assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
+                heavy = {list(HEAVY)!r}
+                loaded = [m for m in heavy if m in sys.modules]
+            finally:
+                await controller.stop()
+            print(json.dumps(loaded))
+
+        asyncio.run(run())
+        """
+    )
+    env = controller_env()
+    for name in [k for k in env if k.startswith("OTEL_")]:
+        del env[name]
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_a_default_controller_loads_none_of_the_optional_modules(tmp_path: Path) -> None:
+    assert loaded_by_serving(tmp_path / "data") == set()
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--metrics-port", {"prometheus_client", "controller.prometheus"}),
+        ("--http-port", {"aiohttp", "controller.gateway.server"}),
+    ],
+)
+def test_a_setting_loads_what_it_needs_and_nothing_else(
+    tmp_path: Path, flag: str, expected: set[str]
+) -> None:
+    # Without this, a module that is never loaded at all would pass the test above.
+    assert loaded_by_serving(tmp_path / "data", flag, str(free_port())) == expected
+
+
+CLI_HEAVY = (
+    "grpc",
+    "google.protobuf",
+    "controller.server",
+    "controller.api",
+    "controller.registry",
+    "controller.store",
+    "cryptography",
+    *HEAVY,
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["serve", "--help"], ["agent", "--help"], ["nodes", "list", "--help"]],
+    ids=lambda argv: " ".join(argv) or "import",
+)
+def test_the_commands_parser_loads_nothing_of_the_server(argv: list[str]) -> None:
+    """`automator67 ... --help` (and importing the console script) parses arguments only."""
+    probe = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from controller.cli import main
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main({argv!r}) if {argv!r} else None
+            except SystemExit as exit:
+                assert exit.code == 0, exit.code
+        print(json.dumps([m for m in {list(CLI_HEAVY)!r} if m in sys.modules]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=controller_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
