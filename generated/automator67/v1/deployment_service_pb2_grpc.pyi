@@ -42,8 +42,10 @@ class DeploymentServiceStub:
     """Lists deployments, filtered and paginated, ordered by id."""
     UpdateDeployment: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.UpdateDeploymentRequest, _deployment_service_pb2.UpdateDeploymentResponse]
     """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
-    if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
-    spec; a replica count change adds or stops replicas.
+    if the deployment has not changed since (else ABORTED). A change of what replicas run (image,
+    command, args, env, resources, health_check) is rolled out replica by replica under
+    `update_strategy`, and rolled back on its own if the new replicas fail; a replica count change
+    adds or stops replicas. `rollback` restores an earlier template; `paused` stops a rollout.
     """
     DeleteDeployment: _grpc.UnaryUnaryMultiCallable[_deployment_service_pb2.DeleteDeploymentRequest, _deployment_service_pb2.DeleteDeploymentResponse]
     """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
@@ -69,8 +71,10 @@ class DeploymentServiceAsyncStub(DeploymentServiceStub):
     """Lists deployments, filtered and paginated, ordered by id."""
     UpdateDeployment: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.UpdateDeploymentRequest, _deployment_service_pb2.UpdateDeploymentResponse]  # type: ignore[assignment]
     """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
-    if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
-    spec; a replica count change adds or stops replicas.
+    if the deployment has not changed since (else ABORTED). A change of what replicas run (image,
+    command, args, env, resources, health_check) is rolled out replica by replica under
+    `update_strategy`, and rolled back on its own if the new replicas fail; a replica count change
+    adds or stops replicas. `rollback` restores an earlier template; `paused` stops a rollout.
     """
     DeleteDeployment: _aio.UnaryUnaryMultiCallable[_deployment_service_pb2.DeleteDeploymentRequest, _deployment_service_pb2.DeleteDeploymentResponse]  # type: ignore[assignment]
     """Deletes a deployment: it turns STOPPING, its replicas are stopped, and it is removed once
@@ -117,8 +121,10 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_deployment_service_pb2.UpdateDeploymentResponse, _abc.Awaitable[_deployment_service_pb2.UpdateDeploymentResponse]]:
         """Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
-        if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
-        spec; a replica count change adds or stops replicas.
+        if the deployment has not changed since (else ABORTED). A change of what replicas run (image,
+        command, args, env, resources, health_check) is rolled out replica by replica under
+        `update_strategy`, and rolled back on its own if the new replicas fail; a replica count change
+        adds or stops replicas. `rollback` restores an earlier template; `paused` stops a rollout.
         """
 
     @_abc_1.abstractmethod

@@ -515,8 +515,10 @@ export const DeploymentService: GenService<{
   },
   /**
    * Changes a deployment's spec or replica count (the fields in `update_mask`). With an etag, only
-   * if the deployment has not changed since (else ABORTED). Replicas are restarted with the new
-   * spec; a replica count change adds or stops replicas.
+   * if the deployment has not changed since (else ABORTED). A change of what replicas run (image,
+   * command, args, env, resources, health_check) is rolled out replica by replica under
+   * `update_strategy`, and rolled back on its own if the new replicas fail; a replica count change
+   * adds or stops replicas. `rollback` restores an earlier template; `paused` stops a rollout.
    *
    * @generated from rpc automator67.v1.DeploymentService.UpdateDeployment
    */
