@@ -14,7 +14,12 @@ sampler). The windows take turns (off, ours, library, sampled, off, ...), so the
 weighs on the four alike; each figure is also given as a ratio to `off`: the median over runs
 of the ratio of each window to the `off` window just before it.
 
-    python scripts/bench/tracing.py --nodes 1000 --rate 500 --duration-s 10 --runs 3"""
+    python scripts/bench/tracing.py --nodes 1000 --rate 500 --duration-s 10 --runs 3
+
+`--spans N` measures instead, in this process, where a traced call's CPU goes: making and ending
+N server spans as controller/tracing/rpc.py does (the caller's traceparent read, attributes,
+the sampler, the processor's queue), then encoding them to OTLP protobuf as the exporter's
+thread does."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import os
 import statistics
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -175,6 +181,52 @@ def paired_ratio(
     return round(statistics.median(ratios), 2) if ratios else float("nan")
 
 
+def span_costs(count: int) -> dict[str, float]:
+    """CPU microseconds per span: made and ended as a server span is, then OTLP-encoded."""
+    from opentelemetry import propagate
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from controller.tracing.rpc import method_attributes, peer_attributes
+
+    kept = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(kept))
+    tracer = provider.get_tracer("bench")
+    name, fixed = method_attributes("/automator67.v1.NodeService/GetNode")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def one() -> None:
+        context = propagate.extract({"traceparent": parent})
+        attributes = {**fixed, **peer_attributes("ipv4:127.0.0.1:50000")}
+        attributes["automator67.request_id"] = "0123456789abcdef0123456789abcdef"
+        with tracer.start_as_current_span(
+            name, context=context, kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            span.set_attribute("rpc.grpc.status_code", 0)
+
+    for _ in range(min(count, 2000)):  # warm up
+        one()
+    kept.clear()
+    started = time.process_time()
+    for _ in range(count):
+        one()
+    made = time.process_time() - started
+    spans: list[ReadableSpan] = list(kept.get_finished_spans())
+    started = time.process_time()
+    for i in range(0, len(spans), 512):  # the batch processor's default batch
+        encode_spans(spans[i : i + 512]).SerializeToString()
+    encoded = time.process_time() - started
+    return {
+        "spans": count,
+        "make_and_end_us": round(made / count * 1e6, 1),
+        "otlp_encode_us": round(encoded / count * 1e6, 1),
+    }
+
+
 def table(result: Mapping[str, Any]) -> str:
     rows = []
     for mode in MODES:
@@ -220,7 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--auth", choices=("jwt", "off"), default="jwt")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--spans", type=int, default=0, help="per-span costs, in this process")
     args = parser.parse_args(argv)
+    if args.spans:
+        print(span_costs(args.spans))
+        return 0
     common.install_signal_handlers()
     result = tracing_cost(
         args.nodes,
