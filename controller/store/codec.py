@@ -187,7 +187,11 @@ def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
         strategy=PlacementStrategy(d["strategy"]),
         status=DeploymentStatus(d["status"]),
         status_reason=d["status_reason"],
-        replica_set=tuple(_decode_replica(r) for r in d["replica_set"]),
+        # A placement stored before placements recorded their template runs the current one.
+        replica_set=tuple(
+            _decode_replica(r, d.get("template_generation", d.get("spec_version", 1)))
+            for r in d["replica_set"]
+        ),
         history=tuple(
             StatusChange(DeploymentStatus(s), reason, _required_time(t))
             for s, reason, t in d["history"]
@@ -230,7 +234,7 @@ def _encode_replica(r: Replica) -> dict[str, Any]:
     }
 
 
-def _decode_replica(d: dict[str, Any]) -> Replica:
+def _decode_replica(d: dict[str, Any], template_generation: int) -> Replica:
     return Replica(
         index=d["index"],
         node_id=d["node_id"],
@@ -243,7 +247,7 @@ def _decode_replica(d: dict[str, Any]) -> Replica:
         superseded=d["superseded"],
         state_time=_parse_time(d["state_time"]),
         placement_id=d.get("placement_id", ""),
-        generation=d.get("generation", 0),
+        generation=d.get("generation", template_generation if d["node_id"] else 0),
         health=Health(d.get("health", "UNSPECIFIED")),
         ready_time=_parse_time(d.get("ready_time")),
         handover=d.get("handover", False),

@@ -5,6 +5,7 @@ that predate placement ids (an empty id) keep working as before."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,3 +136,13 @@ async def test_the_agent_stops_a_placement_it_is_no_longer_assigned() -> None:
     workloads.assign(hb.Assignments(assignments=[assignment("p-new")]))
     assert driver.started[0].stops == 1 and driver.started[1].stops == 0
     assert [r.placement_id for r in workloads.reports()] == ["p-new"]
+
+
+def test_a_placement_stored_before_generations_runs_the_current_template() -> None:
+    dep = replace(two_on_one_node(), template_generation=4, generation=6)
+    document = json.loads(encode_deployment(dep))
+    for replica in document["replica_set"]:
+        del replica["generation"]  # as written before placements recorded it
+    document["replica_set"].append(dict(document["replica_set"][0], node_id="", index=1))
+    again = decode_deployment("d1", 1, json.dumps(document))
+    assert [r.generation for r in again.replica_set] == [4, 4, 0]  # unplaced: none yet
