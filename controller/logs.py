@@ -1,7 +1,8 @@
 """Structured logging: JSON lines when stderr is not a terminal, readable text when it is.
 
 Every line carries the id of the request being served (a context variable set by the request
-interceptor), so one request can be followed through every layer. Pass fields with
+interceptor), so one request can be followed through every layer; with tracing on, JSON lines
+also carry the id of their trace. Pass fields with
 `log.info("msg", extra={"fields": {...}})`."""
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The id of the trace the line belongs to (32 hex digits), set only while tracing a sampled
+# call or pass (controller/tracing): it finds the line's trace in the tracing backend.
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -32,6 +36,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             line["request_id"] = request_id
+        trace_id = trace_id_var.get()
+        if trace_id:
+            line["trace_id"] = trace_id
         line.update(_fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

@@ -24,9 +24,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
+from controller.logs import trace_id_var
 from controller.store.base import Store
 from controller.tracing import Span
-from controller.tracing.rpc import ServerSpans
+from controller.tracing.rpc import ServerSpans, sampled_trace_id
 from controller.tracing.store import TracedStore
 
 log = logging.getLogger("controller.tracing")
@@ -72,7 +73,11 @@ class Tracing:
     def span(self, name: str) -> Iterator[Span]:
         """An internal span, child of the current one (the scheduler's `SpanFactory`)."""
         with self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL) as span:
-            yield span
+            token = trace_id_var.set(sampled_trace_id(span))
+            try:
+                yield span
+            finally:
+                trace_id_var.reset(token)
 
     async def shutdown(self) -> None:
         """Exports the spans still queued and stops, waiting `flush_timeout_s` at most: then

@@ -39,7 +39,7 @@ from controller.api.handlers import (
     rewrap,
     run,
 )
-from controller.logs import request_id_var
+from controller.logs import request_id_var, trace_id_var
 
 REQUEST_ID_ATTRIBUTE = "automator67.request_id"
 
@@ -61,6 +61,12 @@ def span_status(code: grpc.StatusCode, description: str = "") -> Status:
     if code in SERVER_ERRORS:
         return Status(StatusCode.ERROR, description or code.name)
     return Status(StatusCode.UNSET)
+
+
+def sampled_trace_id(span: trace.Span) -> str:
+    """The span's trace id in hex, or "" if the trace is not sampled (it will not be stored)."""
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}" if context.trace_flags.sampled else ""
 
 
 def method_attributes(full_method: str) -> tuple[str, dict[str, Any]]:
@@ -129,6 +135,9 @@ class ServerSpans(ServerInterceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
+                # Not reset: the call's task ends with it, and the request interceptor's log
+                # lines for the call (outside this span) carry the trace id too.
+                trace_id_var.set(sampled_trace_id(span))
                 code_name = "OK"
                 try:
                     return await run(behavior, request, context, response_streaming)

@@ -139,6 +139,11 @@ async def test_a_caller_error_is_on_the_span_as_its_status_code(
     # The semantic conventions: a caller's mistake is not the server's error.
     assert server.span.status.code == UNSET
     assert "error.type" not in server.attributes
+    # The call's log line names its trace: from a log line to the trace, and back.
+    logged = traced.log.wait_for(
+        lambda line: line.get("request_id") == "trace-e2e-missing" and "code" in line, 30
+    )
+    assert logged["trace_id"] == trace_id, logged
 
 
 async def test_a_refused_call_has_its_span_too(
