@@ -4,19 +4,24 @@ is reachable; then one controller container configured as the Kubernetes Deploym
 it (its env, its key files mounted read-only, a read-only root, no capabilities), checked from
 the host:
 
-- health is SERVING, and each probe of deploy/kubernetes answers SERVING when called the way
-  the kubelet calls it (plaintext Health/Check, the probe's port and service, its timeout, no
-  token), while every other RPC needs a token;
+- gRPC is TLS only (with the certificate the Deployment mounts from its TLS Secret): health is
+  SERVING over TLS, plaintext is refused, every other RPC needs a token; each probe of
+  deploy/kubernetes answers SERVING when called the way the kubelet calls it (plaintext
+  Health/Check, the probe's port and service, its timeout, no token) on the plaintext health
+  port the probe names;
 - the metrics port named by the scrape annotations serves Prometheus text;
 - a node registered survives the container's replacement by a new one on the same data volume;
 - SIGTERM (`docker stop`) exits 0 well within the pod's termination grace, also with an agent
   streaming;
-- the same image's agent entry point registers its node and turns READY, and keeps its node
-  across a restart through its state file.
+- the same image's agent entry point, as the DaemonSet runs it (an agent-bootstrap token, TLS
+  with the CA), registers its node and turns READY, and keeps its node across a restart through
+  its state file.
 
-Every container uses the host's network (never Docker's bridge) and binds 127.0.0.1. The
-manifest's own ports (50051, 9464) are used, as the kubelet would use them; the test fails at
-once, saying so, if something else on this machine holds them."""
+Every container uses the host's network (never Docker's bridge) and binds 127.0.0.1, each on
+free ports the test picks (a developer's controller on 50051 is left alone): the Deployment's
+port settings are overridden, and every port the manifest names (a probe's, the scrape
+annotation's) is mapped through the container port of that number to its name, then to the port
+this container was given for that name."""
 
 from __future__ import annotations
 
@@ -40,12 +45,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ..contract import postgres_server
 from .docker_engine import DockerEngine, container_exit, run_args, unavailable_reason
 from .seed import seed_node
+from .test_tls import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 IMAGE = "automator67:e2e"
 IMAGE_UID = 10001
 KEYS_DIR = "/etc/automator67/keys"  # where the Deployment mounts the keys Secret
+# The settings that set the controller's ports (controller/config.py).
+PORT_SETTINGS = ("PORT", "A67_HEALTH_PORT", "A67_METRICS_PORT", "A67_HTTP_PORT")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 READY = node_pb2.NODE_STATUS_READY
 START_TIMEOUT_S = 60.0
@@ -80,6 +88,31 @@ def manifest_env() -> dict[str, str]:
     return env
 
 
+def port_settings() -> dict[str, str]:
+    """Each container port the Deployment declares, by name -> the setting that opens it there
+    (the env var whose value is that port number)."""
+    env = manifest_env()
+    found = {}
+    for port in _controller_spec()["ports"]:
+        settings = [name for name in PORT_SETTINGS if env.get(name) == str(port["containerPort"])]
+        assert len(settings) == 1, f"no setting opens the {port['name']} port: {settings}"
+        found[port["name"]] = settings[0]
+    return found
+
+
+def port_name(number: int) -> str:
+    """The name of the Deployment's container port `number` (as a probe or an annotation names
+    it); fails if the container declares no such port."""
+    names = [p["name"] for p in _controller_spec()["ports"] if p["containerPort"] == number]
+    assert names, f"the manifest names port {number}, which the container does not declare"
+    return str(names[0])
+
+
+def tls_mount() -> str:
+    """Where the Deployment mounts its TLS Secret (the folder of A67_TLS_CERT_FILE)."""
+    return str(Path(manifest_env()["A67_TLS_CERT_FILE"]).parent)
+
+
 def termination_grace_s() -> float:
     return float(_deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
 
@@ -97,14 +130,11 @@ def hardening() -> list[str]:
     ]
 
 
-def assert_port_free(port: int) -> None:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As the servers bind: a connection of the last run in TIME_WAIT does not hold it.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            pytest.fail(f"127.0.0.1:{port} (the manifest's port) is in use on this machine")
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="module")
@@ -148,20 +178,50 @@ class Container:
         self.engine.docker("rm", "--force", "--volumes", self.name, check=False)
 
 
+class Tls:
+    """The certificate the `automator67-tls` Secret holds (for 127.0.0.1 here, the Service's
+    name in a cluster) and the CA the agents trust (the `automator67-ca` ConfigMap), in host
+    folders that stand in for them."""
+
+    def __init__(self, folder: Path) -> None:
+        pki = Pki.make()
+        self.ca = pki.ca.cert
+        self.secret = folder / "automator67-tls"
+        self.config_map = folder / "automator67-ca"
+        for path, data in [
+            (self.secret / "tls.crt", pki.server.cert),
+            (self.secret / "tls.key", pki.server.key),
+            (self.config_map / "ca.crt", pki.ca.cert),
+        ]:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+            os.chown(path, IMAGE_UID, IMAGE_UID)
+        for path in self.secret.iterdir():
+            path.chmod(0o400)  # the Secret volume's defaultMode
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca)
+
+
 class ControllerContainer(Container):
-    """`automator67 serve` with the Deployment's env (and `env` over it), the keys mounted
-    where the Deployment mounts its Secret, and `volume` (if any) as the data dir."""
+    """`automator67 serve` with the Deployment's env (and `env` over it), each of its ports
+    moved to a free one, the keys and the TLS files mounted where the Deployment mounts its
+    Secrets, and `volume` (if any) as the data dir."""
 
     def __init__(
         self,
         engine: DockerEngine,
         keys: Path,
+        tls: Tls,
         *,
         volume: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        settings = {**manifest_env(), **(env or {})}
-        volumes = [f"{keys}:{KEYS_DIR}:ro"]
+        # Port name -> the host port this container listens on for it.
+        self.ports = {name: free_port() for name in port_settings()}
+        moved = {setting: str(self.ports[name]) for name, setting in port_settings().items()}
+        settings = {**manifest_env(), **moved, **(env or {})}
+        volumes = [f"{keys}:{KEYS_DIR}:ro", f"{tls.secret}:{tls_mount()}:ro"]
         if volume is not None:
             volumes.append(f"{volume}:/var/lib/automator67")
         super().__init__(
@@ -169,10 +229,15 @@ class ControllerContainer(Container):
             [*run_args(env=settings, volumes=volumes), *hardening()],
             [],  # the image's command: serve
         )
-        self.address = f"127.0.0.1:{settings['PORT']}"
+        self.tls = tls
+        self.address = f"127.0.0.1:{self.ports['grpc']}"
+
+    def host_port(self, manifest_port: int) -> int:
+        """The port this container listens on for the manifest's port `manifest_port`."""
+        return self.ports[port_name(manifest_port)]
 
     def wait_serving(self) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        with grpc.secure_channel(self.address, self.tls.credentials()) as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=START_TIMEOUT_S, wait_for_ready=True
@@ -182,10 +247,13 @@ class ControllerContainer(Container):
         assert response.status == SERVING
 
     def admin_token(self) -> str:
+        return self.token("admin")
+
+    def token(self, role: str) -> str:
         """Made inside the container, with the key the Deployment mounts: as an operator would
         (`kubectl exec deploy/automator67-controller -- automator67 token create ...`)."""
         done = self.engine.docker(
-            "exec", self.name, "automator67", "token", "create", "--role", "admin"
+            "exec", self.name, "automator67", "token", "create", "--role", role
         )
         return done.stdout.strip()
 
@@ -204,6 +272,11 @@ def keys(engine: DockerEngine, image: str, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    return Tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
 def data_volume(engine: DockerEngine) -> Iterator[str]:
     name = f"a67-e2e-data-{uuid.uuid4().hex[:10]}"
     engine.docker("volume", "create", name)
@@ -215,8 +288,8 @@ class Controllers:
     """The module's controller container; `replace()` swaps it for a new one on the same
     volume, as a rescheduled pod would be."""
 
-    def __init__(self, engine: DockerEngine, volume: str, keys: Path) -> None:
-        self.engine, self.volume, self.keys = engine, volume, keys
+    def __init__(self, engine: DockerEngine, volume: str, keys: Path, tls: Tls) -> None:
+        self.engine, self.volume, self.keys, self.tls = engine, volume, keys, tls
         self.containers: list[ControllerContainer] = []
         self.token = ""
 
@@ -225,7 +298,7 @@ class Controllers:
         return self.containers[-1]
 
     def start(self) -> ControllerContainer:
-        container = ControllerContainer(self.engine, self.keys, volume=self.volume)
+        container = ControllerContainer(self.engine, self.keys, self.tls, volume=self.volume)
         self.containers.append(container)
         container.wait_serving()
         self.token = self.token or container.admin_token()
@@ -238,12 +311,9 @@ class Controllers:
 
 @pytest.fixture(scope="module")
 def controllers(
-    engine: DockerEngine, image: str, keys: Path, data_volume: str
+    engine: DockerEngine, image: str, keys: Path, tls: Tls, data_volume: str
 ) -> Iterator[Controllers]:
-    env = manifest_env()
-    for port in (env["PORT"], env["A67_METRICS_PORT"]):
-        assert_port_free(int(port))
-    controllers = Controllers(engine, data_volume, keys)
+    controllers = Controllers(engine, data_volume, keys, tls)
     try:
         controllers.start()
         yield controllers
@@ -252,7 +322,8 @@ def controllers(
 
 
 def channel_to(controller: ControllerContainer) -> grpc.Channel:
-    return grpc.insecure_channel(controller.address)
+    """A TLS channel to the controller's gRPC port, trusting the CA agents trust."""
+    return grpc.secure_channel(controller.address, controller.tls.credentials())
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
@@ -274,9 +345,14 @@ def test_the_image_runs_a_non_root_user_with_its_data_dir_as_a_volume(
     assert "A67_AUTH=off" not in config["Env"]
 
 
-def test_health_is_serving_from_the_host_and_other_rpcs_need_a_token(
+def test_health_is_serving_over_tls_plaintext_is_refused_and_other_rpcs_need_a_token(
     controllers: Controllers,
 ) -> None:
+    with (
+        grpc.insecure_channel(controllers.current.address) as plaintext,
+        pytest.raises(grpc.RpcError) as no_tls,
+    ):
+        health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)
     with channel_to(controllers.current) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         statuses = {
@@ -290,6 +366,7 @@ def test_health_is_serving_from_the_host_and_other_rpcs_need_a_token(
             node_service_pb2.ListNodesRequest(), timeout=10, metadata=bearer(controllers.token)
         )
 
+    assert no_tls.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
     assert set(statuses.values()) == {SERVING}
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert list(listed.nodes) == []
@@ -300,10 +377,14 @@ def test_each_probe_of_the_deployment_answers_serving_as_the_kubelet_calls_it(
     controllers: Controllers, kind: str
 ) -> None:
     probe = _controller_spec()[kind]
+    # The probe's port number, through the container port of that number, is this container's
+    # port of that name: the plaintext health port (gRPC itself is TLS only).
+    assert port_name(probe["grpc"]["port"]) == "health"
+    port = controllers.current.host_port(probe["grpc"]["port"])
     # The kubelet's prober: plaintext, its own user agent, no metadata, the probe's service,
     # timeoutSeconds as the deadline; SERVING is success, anything else a failure.
     options = [("grpc.primary_user_agent", "kube-probe/1.37")]
-    with grpc.insecure_channel(f"127.0.0.1:{probe['grpc']['port']}", options=options) as channel:
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=probe["grpc"].get("service", "")),
             timeout=float(probe.get("timeoutSeconds", 1)),
@@ -314,7 +395,8 @@ def test_each_probe_of_the_deployment_answers_serving_as_the_kubelet_calls_it(
 
 def test_the_annotated_metrics_port_serves_prometheus_metrics(controllers: Controllers) -> None:
     annotations = _deployment()["spec"]["template"]["metadata"]["annotations"]
-    url = f"http://127.0.0.1:{annotations['prometheus.io/port']}{annotations['prometheus.io/path']}"
+    port = controllers.current.host_port(int(annotations["prometheus.io/port"]))
+    url = f"http://127.0.0.1:{port}{annotations['prometheus.io/path']}"
 
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
@@ -401,21 +483,27 @@ def prepare_host_path(engine: DockerEngine, image: str, host_dir: Path) -> None:
     )  # fmt: skip
 
 
-def agent_args(controllers: Controllers, endpoint: str, host_dir: Path) -> list[str]:
+def agent_args(
+    controllers: Controllers, endpoint: str, host_dir: Path, token: str, tls: Tls
+) -> list[str]:
     """The DaemonSet's agent container as docker options: its literal env, with what the
     cluster would provide (the Service's address, the node's name, the token Secret) filled
-    in, and `host_dir` as its hostPath."""
+    in, `host_dir` as its hostPath and the CA's folder as its ConfigMap."""
     pod = _daemonset_pod()
     agent = next(c for c in pod["containers"] if c["name"] == "agent")
     env = {e["name"]: str(e["value"]) for e in agent["env"] if "value" in e}
     env["A67_AGENT_CONTROLLER"] = controllers.current.address
     env["A67_AGENT_ENDPOINT"] = endpoint  # fieldRef spec.nodeName
-    env["A67_AGENT_TOKEN"] = controllers.token  # secretKeyRef automator67-agent-token
+    env["A67_AGENT_TOKEN"] = token  # secretKeyRef automator67-agent-token
     host_paths = {v["name"] for v in pod["volumes"] if "hostPath" in v}
     mount = next(m for m in agent["volumeMounts"] if m["name"] in host_paths)
+    config_maps = {v["name"] for v in pod["volumes"] if "configMap" in v}
+    (ca_mount,) = [m for m in agent["volumeMounts"] if m["name"] in config_maps]
+    assert str(Path(env["A67_AGENT_TLS_CA_FILE"]).parent) == ca_mount["mountPath"]
     user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    volumes = [f"{host_dir}:{mount['mountPath']}", f"{tls.config_map}:{ca_mount['mountPath']}:ro"]
     return [
-        *run_args(env=env, volumes=[f"{host_dir}:{mount['mountPath']}"]),
+        *run_args(env=env, volumes=volumes),
         "--user",
         user,
         *hardening(),
@@ -423,13 +511,15 @@ def agent_args(controllers: Controllers, endpoint: str, host_dir: Path) -> list[
 
 
 def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
-    engine: DockerEngine, image: str, controllers: Controllers, tmp_path: Path
+    engine: DockerEngine, image: str, controllers: Controllers, tls: Tls, tmp_path: Path
 ) -> None:
     endpoint = f"e2e-agent-{uuid.uuid4().hex[:8]}"
     host_dir = tmp_path / "var-lib-automator67-agent"
     host_dir.mkdir(mode=0o755)
     prepare_host_path(engine, image, host_dir)
-    args = agent_args(controllers, endpoint, host_dir)
+    # The Secret's token, made as the DaemonSet's header says: it may only register.
+    bootstrap = controllers.current.token("agent-bootstrap")
+    args = agent_args(controllers, endpoint, host_dir, bootstrap, tls)
     agents: list[Container] = []
     try:
         agents.append(Container(engine, args, ["agent"]))
@@ -457,13 +547,6 @@ def test_the_agent_entry_point_registers_and_becomes_ready_and_keeps_its_node(
     assert first_id in state.read_text()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new database on a real PostgreSQL on 127.0.0.1 (tests/contract/postgres_server.py)."""
@@ -481,20 +564,16 @@ def _stats(replica: ControllerContainer, token: str) -> node_service_pb2.GetNode
 
 
 def test_three_replicas_configured_as_the_deployment_share_postgresql(
-    engine: DockerEngine, image: str, keys: Path, postgres_url: str
+    engine: DockerEngine, image: str, keys: Path, tls: Tls, postgres_url: str
 ) -> None:
     # What differs between the Deployment's pods: the replica id (the pod's name) and, on the
-    # host's network here, the ports; the store URL is what the automator67-store Secret holds.
+    # host's network here, the ports (each container has its own); the store URL is what the
+    # automator67-store Secret holds.
     replicas: list[ControllerContainer] = []
     try:
         for name in ("controller-a", "controller-b", "controller-c"):
-            env = {
-                "A67_STORE_URL": postgres_url,
-                "A67_REPLICA_ID": name,
-                "PORT": str(free_port()),
-                "A67_METRICS_PORT": str(free_port()),
-            }
-            replicas.append(ControllerContainer(engine, keys, env=env))
+            env = {"A67_STORE_URL": postgres_url, "A67_REPLICA_ID": name}
+            replicas.append(ControllerContainer(engine, keys, tls, env=env))
         for replica in replicas:
             replica.wait_serving()
         token = replicas[0].admin_token()  # the key is shared: valid on every replica

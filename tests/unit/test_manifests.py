@@ -1,7 +1,9 @@
 """The Kubernetes manifests in deploy/kubernetes: valid against the real Kubernetes schemas
 (`kubernetes-validate --strict`) for the oldest and the newest version they support, and
 consistent with the controller they run (every env var is a real setting, probes and scrape
-annotations name the ports the controller listens on, secrets land where the settings point).
+annotations name the ports the controller listens on, the probes the plaintext health port since
+gRPC is TLS only, secrets land where the settings point, the agents' token is the narrow
+agent-bootstrap role).
 
 Supported versions: from 1.25, the oldest release kubernetes-validate has schemas for in which
 the kubelet's native gRPC probe is on by default (beta and on since 1.24, GA in 1.27), to the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,7 @@ import yaml
 
 from controller.agent.settings import AgentSettings
 from controller.auth.keys import DEFAULT_KEY_FILE
+from controller.auth.principals import Principal, Role, allowed, rule_for
 from controller.config import Config
 from controller.crypto import DEFAULT_KEYS_FILE
 from controller.server import SERVICES
@@ -153,17 +157,62 @@ def test_the_controller_runs_three_replicas_on_postgresql_with_keys_from_secrets
         assert {"key": file_name, "path": file_name} in secret["items"]
 
 
-def test_probes_are_native_grpc_on_the_grpc_port_against_registered_services() -> None:
+def literal_env(c: Doc) -> dict[str, str]:
+    return {name: str(entry["value"]) for name, entry in env_values(c).items() if "value" in entry}
+
+
+def test_probes_are_native_grpc_on_the_plaintext_health_port_against_registered_services() -> None:
     controller = container(load("controller-deployment.yaml"), "controller")
     ports = {port["name"]: port["containerPort"] for port in controller["ports"]}
-    env = env_values(controller)
+    env = literal_env(controller)
     probes = [controller[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")]
+    # The settings as the controller reads them: valid together (the health port differs from
+    # the others) and on the ports the container declares.
+    config = Config.load(None, env)
 
-    assert int(env["PORT"]["value"]) == ports["grpc"]
+    assert (config.port, config.health_port, config.metrics_port) == (
+        ports["grpc"],
+        ports["health"],
+        ports["metrics"],
+    )
+    # TLS on the gRPC port, which the kubelet's plaintext probe could not pass.
+    assert config.tls_cert_file and config.tls_key_file
     for probe in probes:
         assert set(probe) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"grpc"}
-        assert probe["grpc"]["port"] == ports["grpc"]
+        assert probe["grpc"]["port"] == ports["health"]
         assert probe["grpc"]["service"] in ("", *SERVICES)
+
+
+def _mounted_secret_files(doc: Doc, c: Doc) -> dict[str, tuple[str, Doc]]:
+    """mount path -> (volume kind, volume source) of the container's secret/configMap mounts."""
+    volumes = {volume["name"]: volume for volume in doc["spec"]["template"]["spec"]["volumes"]}
+    found = {}
+    for mount in c["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        for kind in ("secret", "configMap"):
+            if kind in volume:
+                found[mount["mountPath"]] = (kind, volume[kind])
+    return found
+
+
+def test_tls_files_come_from_a_tls_secret_and_the_agent_trusts_its_ca() -> None:
+    deployment = load("controller-deployment.yaml")
+    controller = container(deployment, "controller")
+    env = literal_env(controller)
+    mounts = _mounted_secret_files(deployment, controller)
+    daemonset = load("agent-daemonset.yaml")
+    agent = container(daemonset, "agent")
+    agent_mounts = _mounted_secret_files(daemonset, agent)
+
+    for setting, key in [("A67_TLS_CERT_FILE", "tls.crt"), ("A67_TLS_KEY_FILE", "tls.key")]:
+        path = Path(env[setting])
+        kind, source = mounts[str(path.parent)]
+        assert (kind, source["secretName"], path.name) == ("secret", "automator67-tls", key)
+        assert {"key": key, "path": key} in source["items"]
+    ca = Path(literal_env(agent)["A67_AGENT_TLS_CA_FILE"])
+    kind, source = agent_mounts[str(ca.parent)]
+    assert (kind, source["name"]) == ("configMap", "automator67-ca")
+    assert {"key": "ca.crt", "path": ca.name} in source["items"]
 
 
 def test_the_scrape_annotations_name_the_metrics_port() -> None:
@@ -220,3 +269,21 @@ def test_the_agent_keeps_its_state_on_the_host_and_its_token_in_a_secret() -> No
     host, port = env["A67_AGENT_CONTROLLER"]["value"].split(":")
     assert host.split(".")[:2] == [service["metadata"]["name"], service["metadata"]["namespace"]]
     assert int(port) == service["spec"]["ports"][0]["port"]
+
+
+def test_the_agents_token_is_documented_as_the_narrow_bootstrap_role() -> None:
+    # The DaemonSet's Secret holds a token of the role its header names: one that exists, may
+    # register nodes, and may neither read nor delete them nor touch deployments.
+    header = (MANIFESTS / "agent-daemonset.yaml").read_text()
+    (named,) = set(re.findall(r"token create --role ([a-z-]+)", header))
+    role = Principal("agents", Role(named))
+
+    assert allowed(role, rule_for("/automator67.v1.NodeService/RegisterNode"))
+    for method in (
+        "/automator67.v1.NodeService/GetNode",
+        "/automator67.v1.NodeService/ListNodes",
+        "/automator67.v1.NodeService/DeleteNode",
+        "/automator67.v1.AgentService/Heartbeat",
+        "/automator67.v1.DeploymentService/CreateDeployment",
+    ):
+        assert not allowed(role, rule_for(method)), method
