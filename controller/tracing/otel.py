@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 from controller.logs import trace_id_var
 from controller.store.base import Store
 from controller.tracing import Span
-from controller.tracing.rpc import ServerSpans, sampled_trace_id
+from controller.tracing.rpc import ServerSpans, excluded_services, sampled_trace_id
 from controller.tracing.store import TracedStore
 
 log = logging.getLogger("controller.tracing")
@@ -64,7 +64,8 @@ class Tracing:
         return cls(OTLPSpanExporter(), resource(instance_id))
 
     def server_interceptor(self) -> ServerSpans:
-        return ServerSpans(self.tracer)
+        excluded = os.environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "")
+        return ServerSpans(self.tracer, excluded_services(excluded))
 
     def traced_store(self, store: Store, system: str) -> TracedStore:
         return TracedStore(store, self.tracer, system)

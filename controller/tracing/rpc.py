@@ -12,7 +12,10 @@ Conventions followed (RPC spans): name `package.Service/Method`, kind SERVER, `r
 `.port`. Span status is ERROR only for the codes that are the server's fault (UNKNOWN,
 DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), with `error.type` naming
 the code; a caller's mistake (NOT_FOUND, INVALID_ARGUMENT, ...) leaves it UNSET, its code in
-`rpc.grpc.status_code`. Streams get one span for the whole call.
+`rpc.grpc.status_code`. Streams get one span for the whole call: an agent's heartbeat stream
+holds one open span (~3 KB) for as long as it lasts. Services named in
+`OTEL_PYTHON_GRPC_EXCLUDED_SERVICES` (comma-separated, `automator67.v1.AgentService` or
+`AgentService`; the variable of OpenTelemetry's gRPC instrumentation) are not traced at all.
 
 Written by hand rather than with opentelemetry-instrumentation-grpc: that interceptor iterates
 every response-streaming behavior as an async generator, which the behaviors this chain builds
@@ -87,10 +90,17 @@ def peer_attributes(peer: str) -> dict[str, Any]:
     return {"network.peer.address": host.strip("[]"), "network.peer.port": int(port)}
 
 
+def excluded_services(text: str) -> frozenset[str]:
+    """The services `OTEL_PYTHON_GRPC_EXCLUDED_SERVICES` names."""
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
 class ServerSpans(ServerInterceptor):
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, excluded: frozenset[str] = frozenset()) -> None:
         self._tracer = tracer
-        self._methods: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._excluded = excluded
+        # Per method: its span name and fixed attributes, or None if its service is excluded.
+        self._methods: dict[str, tuple[str, dict[str, Any]] | None] = {}
         # The metadata keys the configured propagators read (traceparent, tracestate, baggage).
         self._fields = frozenset(propagate.get_global_textmap().fields)
 
@@ -103,14 +113,23 @@ class ServerSpans(ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        described = self._methods.get(method)
+        if method not in self._methods:
+            self._methods[method] = self._describe(method)
+        described = self._methods[method]
         if described is None:
-            described = self._methods[method] = method_attributes(method)
+            return handler
         metadata = handler_call_details.invocation_metadata
         streaming = handler.response_streaming
         return rewrap(
             handler, lambda behavior: self._wrap(behavior, described, metadata, streaming)
         )
+
+    def _describe(self, method: str) -> tuple[str, dict[str, Any]] | None:
+        name, attributes = method_attributes(method)
+        service = attributes["rpc.service"]
+        if service in self._excluded or service.rpartition(".")[2] in self._excluded:
+            return None
+        return name, attributes
 
     def _wrap(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 import pytest
@@ -28,7 +29,13 @@ from controller.scheduler.loop import Scheduler, SchedulerSettings
 from controller.store.base import Store
 from controller.tracing import enabled
 from controller.tracing.otel import SERVICE_NAME, Tracing, resource
-from controller.tracing.rpc import method_attributes, peer_attributes, span_status
+from controller.tracing.rpc import (
+    ServerSpans,
+    excluded_services,
+    method_attributes,
+    peer_attributes,
+    span_status,
+)
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}
 ENABLED: dict[str, tuple[dict[str, str], bool]] = {
@@ -84,6 +91,32 @@ def test_a_method_is_named_package_service_slash_method() -> None:
         "rpc.service": "automator67.v1.NodeService",
         "rpc.method": "GetNode",
     }
+
+
+class CallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+async def test_excluded_services_are_not_traced(tracing: Tracing) -> None:
+    spans = ServerSpans(tracing.tracer, excluded_services(" automator67.v1.AgentService,Health "))
+
+    async def answer(request: object, context: object) -> None:
+        return None
+
+    handler = grpc.unary_unary_rpc_method_handler(answer)
+
+    async def continuation(details: grpc.HandlerCallDetails) -> Any:
+        return handler
+
+    async def installed(method: str) -> bool:
+        return await spans.intercept_service(continuation, CallDetails(method)) is not handler
+
+    assert await installed("/automator67.v1.NodeService/GetNode")
+    assert not await installed("/automator67.v1.AgentService/Heartbeat")
+    assert not await installed("/grpc.health.v1.Health/Check")  # by its short name
+    assert await installed("/automator67.v1.NodeService/GetNode")  # decided once per method
 
 
 PEERS: dict[str, dict[str, object]] = {
