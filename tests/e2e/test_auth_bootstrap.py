@@ -6,7 +6,8 @@ that agents can join, and nothing more.
   or deleting nodes, touching deployments or watching is PERMISSION_DENIED (so is a heartbeat
   stream: test_auth_matrix.py);
 - the reference agent given it registers, then streams with the node token it got; if its node
-  is deleted it cannot look the node up (PERMISSION_DENIED) and registers anew.
+  is deleted it cannot look the node up (PERMISSION_DENIED) and registers anew; so it does when
+  the signing key changed (its node token refused, and the new bootstrap token may not stream).
 
 The full RPC x role table is in test_auth_matrix.py."""
 
@@ -163,4 +164,47 @@ async def test_an_agent_bootstraps_with_it_streams_with_its_node_token_and_rejoi
     assert line["node_id"] == first.id
     assert second.id != first.id
     assert listed == [second.id]
+    assert unverified_claims(json.loads(state_file.read_text())["token"])["sub"] == second.id
+
+
+async def test_after_a_signing_key_change_an_agent_with_a_new_bootstrap_token_registers_anew(
+    start_controller: StartController, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    # The key changes (an HMAC secret file here), every token with it; the operator puts a new
+    # bootstrap token in the Secret and the agents restart. The saved node token is refused,
+    # and the bootstrap token may neither stream for the old node nor look it up.
+    secret = tmp_path / "jwt-secret"
+    secret.write_text("a" * 48)
+    secret.chmod(0o600)
+    args = [*CONTROLLER_ARGS, "--jwt-secret-file", str(secret)]
+    state_file = tmp_path / "agent.json"
+    before = start_controller(extra_args=args)
+    agent = AgentProcess(before.address, state_file)
+    agent.env = controller_env(A67_AGENT_TOKEN=before.token("agent-bootstrap", subject="agents"))
+    async with AgentClient(before.address, metadata=before.metadata) as client:
+        watch = client.watch_nodes()
+        try:
+            agents.append(agent.start())
+            first = await next_node(watch, None, READY)
+        finally:
+            watch.cancel()
+    agent.stop()
+    assert before.terminate() == 0
+
+    secret.write_text("b" * 48)
+    after = start_controller(extra_args=args)
+    again = AgentProcess(after.address, state_file)
+    again.env = controller_env(A67_AGENT_TOKEN=after.token("agent-bootstrap", subject="agents"))
+    async with AgentClient(after.address, metadata=after.metadata) as client:
+        watch = client.watch_nodes()
+        try:
+            agents.append(again.start())
+            second = await another_ready_node(watch, first.id)
+        finally:
+            watch.cancel()
+    refused = again.wait_for_line("the saved node token was refused; using the configured token")
+    registered = again.wait_for_line("the token may not read the saved node; registering anew")
+
+    assert refused is not None
+    assert registered["node_id"] == first.id
     assert unverified_claims(json.loads(state_file.read_text())["token"])["sub"] == second.id
