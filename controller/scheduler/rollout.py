@@ -21,8 +21,12 @@ Reusable API (a node drain moves replicas under the same rules):
                 scheduler stops it once its replacement is available (reconcile._superseded);
           - available ones stay >= replicas - max_unavailable without it: stopped now;
           - else it waits for a later step.
-        Unavailable placements are moved first. So at every moment at most replicas + max_surge
-        placements run and at least replicas - max_unavailable are available (given they were).
+        Unavailable placements are moved first. "Run" counts placed placements and unplaced ones
+        backing off after a failure (a crash-looping replacement keeps its share of the surge);
+        one waiting for room counts not, and if its old placement may stop within
+        max_unavailable it does (room for it: a full cluster still moves). So at every moment at
+        most replicas + max_surge placements run and at least replicas - max_unavailable are
+        available (given they were).
     advance(dep, now, node_ready) -> Deployment
         One rollout step: observe the generation; if the rollout in progress fails, roll back;
         unless paused, `move` the placements of other templates.
@@ -114,15 +118,18 @@ def move(
 ) -> Deployment:
     if any(r.handover for r in dep.replica_set):
         dep = finish_handovers(dep, now, node_ready)
+        dep = _make_room(dep, now, node_ready)
     candidates = [
         r for r in dep.replica_set if not r.superseded and r.index < dep.replicas and should_move(r)
     ]
     if not candidates:
         return dep  # the common case: nothing to move, nothing to count
     limits = budget(dep)
-    serving = _serving(dep)
-    running = sum(1 for r in serving if r.state not in GONE)
-    up = sum(1 for r in serving if available(dep, r, now, node_ready))
+    # Placements that run, or failed and wait out a backoff to run again (a crash-looping
+    # replacement keeps its share of the surge, as a pod in CrashLoopBackOff does). One that
+    # waits for room uses none: what is placed later is bounded by the capacity.
+    running = sum(1 for r in dep.replica_set if _takes_surge(r, dep.replicas))
+    up = sum(1 for r in _serving(dep) if available(dep, r, now, node_ready))
     floor = dep.replicas - limits.max_unavailable
     ceiling = dep.replicas + limits.max_surge
     candidates.sort(key=lambda r: (available(dep, r, now, node_ready), r.index))
@@ -160,6 +167,49 @@ def move(
             kept.append(r)
     kept.sort(key=lambda r: (r.index, not r.superseded))
     return replace(dep, replica_set=tuple(kept))
+
+
+def _make_room(dep: Deployment, now: datetime, node_ready: NodeReady) -> Deployment:
+    """A surge whose replacement found no room becomes a stop-first move while the budget
+    allows: its old placement stops, freeing room (without this a full cluster would wait for
+    the deadline; Kubernetes gets there by scaling the old ReplicaSet down)."""
+    current = {r.index: r for r in dep.replica_set if not r.superseded}
+    stuck = [
+        r
+        for r in dep.replica_set
+        if r.handover
+        and r.desired is DesiredState.RUN
+        and r.index in current
+        and not current[r.index].node_id
+        and current[r.index].retry_at is None  # waits for room, not a backoff
+    ]
+    if not stuck:
+        return dep
+    up = sum(1 for r in _serving(dep) if available(dep, r, now, node_ready))
+    floor = dep.replicas - budget(dep).max_unavailable
+    stopping: set[int] = set()
+    for r in sorted(stuck, key=lambda r: (available(dep, r, now, node_ready), r.index)):
+        if not available(dep, r, now, node_ready):
+            stopping.add(id(r))
+        elif up - 1 >= floor:
+            stopping.add(id(r))
+            up -= 1
+    if not stopping:
+        return dep
+    return replace(
+        dep,
+        replica_set=tuple(
+            _handover(r, now, stop=True) if id(r) in stopping else r for r in dep.replica_set
+        ),
+    )
+
+
+def _takes_surge(r: Replica, replicas: int) -> bool:
+    if r.index >= replicas or r.desired is not DesiredState.RUN:
+        return False
+    if r.node_id:  # runs, starts, or failed there and is about to back off
+        return r.state not in (ReplicaState.STOPPED, ReplicaState.LOST)
+    return r.retry_at is not None  # unplaced: only while it backs off after a failure
 
 
 def finish_handovers(dep: Deployment, now: datetime, node_ready: NodeReady) -> Deployment:

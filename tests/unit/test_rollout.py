@@ -142,9 +142,9 @@ def update(dep: Deployment, clock: FakeClock, image: str) -> Deployment:
 def limits(f: Fleet, surge: int, unavailable: int) -> Callable[[Deployment], None]:
     def check(dep: Deployment) -> None:
         now = f.world.clock.now()
-        serving = [r for r in dep.replica_set if r.desired is DesiredState.RUN and r.node_id]
-        running_now = [r for r in serving if r.state not in GONE]
-        up = [r for r in serving if available(dep, r, now, lambda _: True)]
+        wanted = [r for r in dep.replica_set if r.desired is DesiredState.RUN]
+        running_now = [r for r in wanted if r.node_id or r.retry_at is not None]
+        up = [r for r in wanted if r.node_id and available(dep, r, now, lambda _: True)]
         assert len(running_now) <= dep.replicas + surge, dep.replica_set
         assert len(up) >= dep.replicas - unavailable, dep.replica_set
 
@@ -221,7 +221,12 @@ def test_a_new_version_that_keeps_crashing_is_rolled_back(clock: FakeClock) -> N
     dep = running(f, 2, UpdateStrategy(max_unavailable=n(0), max_surge=n(1)))
     f.crashing.add(2)
 
-    dep = settle(f, update(dep, clock, "crashes"), limits(f, 1, 0), steps=200)
+    dep = update(dep, clock, "crashes")
+    for _ in range(30):  # settle, then let the backoff of the crashed replica expire
+        dep = settle(f, dep, limits(f, 1, 0))
+        if len(dep.rollouts) == 3 and dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE:
+            break
+        clock.advance(5)
 
     failed = dep.rollouts[1]
     assert (failed.outcome, failed.reason) == (
@@ -330,4 +335,30 @@ def test_a_template_equal_to_an_earlier_one_reuses_its_generation(clock: FakeClo
     dep = settle(f, update(dep, clock, "v2"))
     dep = settle(f, update(dep, clock, "busybox"))  # back to the first image
     assert (dep.generation, dep.template_generation) == (3, 1)
+    assert [r.generation for r in dep.replica_set] == [1, 1]
+
+
+def test_without_room_for_a_surge_replicas_move_by_stopping_first(clock: FakeClock) -> None:
+    f = fleet(clock, nodes=4, cpu=1)  # room for exactly one replica per node
+    dep = running(f, 4, UpdateStrategy(max_unavailable=n(1), max_surge=n(1)))
+
+    dep = settle(f, update(dep, clock, "v2"), limits(f, 1, 1))
+
+    assert [r.generation for r in dep.replica_set] == [2] * 4
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+
+
+def test_without_room_and_nothing_allowed_down_a_rollout_waits_for_its_deadline(
+    clock: FakeClock,
+) -> None:
+    f = fleet(clock, nodes=2, cpu=1)
+    strategy = UpdateStrategy(max_unavailable=n(0), max_surge=n(1), progress_deadline_s=60)
+    dep = running(f, 2, strategy)
+    dep = settle(f, update(dep, clock, "v2"), limits(f, 1, 0), steps=10)
+    pending = [r for r in dep.replica_set if r.generation == 2]
+    assert pending and all(not r.node_id for r in pending)  # waiting for room
+    assert "no READY node" in pending[0].message
+    clock.advance(60)
+    dep = settle(f, dep, limits(f, 1, 0))
+    assert dep.rollouts[1].reason == "ROLLOUT_PROGRESS_DEADLINE_EXCEEDED"
     assert [r.generation for r in dep.replica_set] == [1, 1]
