@@ -1,6 +1,6 @@
 """What the agent keeps across restarts: its node's id, and the processes its exec driver
-started (so that a restarted agent adopts them instead of starting copies: agent/adoption.py),
-in a small JSON file.
+started (so that a restarted agent adopts them instead of starting copies:
+agent/drivers/adoption.py), in a small JSON file.
 
     {"version": 1, "node_id": "1b4e28ba-...", "controller": "10.0.0.5:50051", "token": "eyJ...",
      "workloads": [{"deployment_id": "...", "replica_index": 0, "placement_id": "9f0c...",
@@ -49,7 +49,8 @@ class AgentState:
     node_id: str
     controller: str = ""  # where the node was registered; for people reading the file
     token: str = field(default="", repr=False)  # the node token RegisterNode returned, if any
-    workloads: tuple[WorkloadRecord, ...] = ()  # what the exec driver runs (agent/adoption.py)
+    # what the exec driver runs (agent/drivers/adoption.py)
+    workloads: tuple[WorkloadRecord, ...] = ()
 
 
 def load_state(path: Path) -> AgentState | None:

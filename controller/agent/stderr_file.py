@@ -1,6 +1,6 @@
 """An exec workload's stderr as a file beside the agent's state file, instead of a pipe to the
 agent: a process whose agent was SIGKILLed would get SIGPIPE (or EPIPE) at its next write to a
-pipe nobody reads, so it could not live on to be adopted (agent/adoption.py).
+pipe nobody reads, so it could not live on to be adopted (agent/drivers/adoption.py).
 
 The file is opened O_APPEND, so the process always writes at its end; the agent keeps it small
 by emptying it whenever it passed `MAX_BYTES` (checked at every status read, a beat at most

@@ -75,7 +75,7 @@ class Workloads:
     ) -> None:
         self.driver = driver
         self._replicas: dict[Key, _Replica] = {}
-        # What runs, for a restarted agent to adopt (agent/adoption.py): saved whenever a
+        # What runs, for a restarted agent to adopt (agent/drivers/adoption.py): saved whenever a
         # driver that can adopt (the exec driver) spawned or lost a process.
         self._save_records = save_records
         self._records: tuple[WorkloadRecord, ...] = ()

@@ -1,4 +1,4 @@
-"""A SIGKILLed exec agent's workloads are adopted by its restart (agent/adoption.py): a real
+"""A SIGKILLed exec agent's workloads are adopted by its restart (agent/drivers/adoption.py): a real
 controller and a real `python -m controller agent --driver exec`; a deployment of 3 replicas
 runs a long-lived command that writes to stderr all the time and carries a marker in its argv;
 kill -9 the agent (its processes live on, each in its own session, writing to a file); while

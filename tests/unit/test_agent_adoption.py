@@ -1,4 +1,4 @@
-"""Adoption of the exec driver's processes (agent/adoption.py) with real processes: what the
+"""Adoption of the exec driver's processes (agent/drivers/adoption.py) with real processes: what the
 driver starts is recorded with its pid and start time; a recorded process that still runs is
 adopted (RUNNING, no second copy), kept by an assignment at the same spec version and stopped
 (its whole group) when no assignment names it; a recycled pid (another start time) or a dead
@@ -20,7 +20,7 @@ import pytest
 from automator67.v1 import deployment_pb2
 from automator67.v1 import heartbeat_pb2 as hb
 
-from controller.agent.adoption import adopt
+from controller.agent.drivers.adoption import adopt
 from controller.agent.drivers.base import FAILED, RUNNING, STOPPED
 from controller.agent.drivers.exec import ExecDriver
 from controller.agent.state import WorkloadRecord

@@ -13,7 +13,7 @@
 The process group is the unit: what a shell command starts goes with it. stdout is discarded and
 only the last line of stderr is kept, for the failure message (keeping logs is later work);
 the agent sends stderr to a file (agent/stderr_file.py), so a process outlives a SIGKILLed agent
-and is adopted by its restart (agent/adoption.py).
+and is adopted by its restart (agent/drivers/adoption.py).
 `image` is not run: a deployment without a command fails with a reason saying so."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from automator67.v1 import deployment_pb2
 
-from controller.agent.adoption import adopt, start_time_of
+from controller.agent.drivers.adoption import adopt, start_time_of
 from controller.agent.drivers.base import (
     EXITED,
     FAILED,
@@ -59,14 +59,14 @@ class ExecDriver:
         self.stop_grace_s = stop_grace_s
         self._environ = environ
         # Called when a process was spawned or ended, so the agent records it at once
-        # (agent/adoption.py): a SIGKILLed agent's restart then adopts it instead of a copy.
+        # (agent/drivers/adoption.py): a SIGKILLed agent's restart then adopts it instead of a copy.
         self.on_change: Callable[[], None] | None = None
         # Where workloads' stderr goes (agent/stderr_file.py); None: a pipe to the agent, which a
         # process outliving its agent could no longer write to.
         self.stderr_dir: Path | None = None
 
     def adopt(self, record: WorkloadRecord) -> Workload | None:
-        """The recorded process, if it still runs (agent/adoption.py); None otherwise."""
+        """The recorded process, if it still runs (agent/drivers/adoption.py); None otherwise."""
         key = (record.deployment_id, record.replica_index, record.placement_id)
         return adopt(record, self.stop_grace_s, self.on_change, self._stderr_path(*key))
 

@@ -28,7 +28,7 @@ from controller.agent.drivers.base import FAILED, RUNNING, STOPPED, Progress, St
 from controller.agent.state import WorkloadRecord
 from controller.agent.stderr_file import StderrFile
 
-log = logging.getLogger("controller.agent.adoption")
+log = logging.getLogger("controller.agent.drivers.adoption")
 START_TIME_TOLERANCE_S = 0.05  # psutil's start times have clock-tick (10 ms) resolution
 POLL_S = 1.0  # without pidfds, how often an adopted process is checked
 
