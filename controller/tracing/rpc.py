@@ -42,6 +42,7 @@ from controller.api.handlers import (
     rewrap,
     run,
 )
+from controller.errors import ControllerError
 from controller.logs import request_id_var, trace_id_var
 
 REQUEST_ID_ATTRIBUTE = "automator67.request_id"
@@ -157,18 +158,20 @@ class ServerSpans(ServerInterceptor):
                 # Not reset: the call's task ends with it, and the request interceptor's log
                 # lines for the call (outside this span) carry the trace id too.
                 trace_id_var.set(sampled_trace_id(span))
-                code_name = "OK"
+                code_name, message = "OK", ""
                 try:
                     return await run(behavior, request, context, response_streaming)
                 except (Exception, asyncio.CancelledError) as exc:
                     code_name = outcome_of(exc, context)
+                    if isinstance(exc, ControllerError):
+                        message = str(exc)[:256]  # what the caller is told (UNAVAILABLE...)
                     if code_name == "INTERNAL" and not isinstance(exc, aio.AbortError):
                         span.record_exception(exc)  # a crash: the request interceptor hides it
                     raise
                 finally:
                     code = grpc.StatusCode[code_name]
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    status = span_status(code)
+                    status = span_status(code, message)
                     if status.status_code is StatusCode.ERROR:
                         span.set_attribute("error.type", code_name)
                         span.set_status(status)

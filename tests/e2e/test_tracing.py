@@ -26,11 +26,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ..contract import postgres_server
 from .conftest import StartController, open_channel
 from .controller_process import ROOT, ControllerProcess, controller_env
 from .heartbeat_helpers import Agent, register_node
 from .otlp_receiver import ReceivedSpan, Receiver
 from .seed import seed_node, web_deployment
+from .test_postgres_store import provision_keys
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
@@ -309,3 +311,38 @@ async def test_an_automator67_command_joins_the_trace_of_the_script_that_runs_it
     server = await receiver.wait_for(lambda s: s.trace_id == trace_id, "of the command's call")
     assert server.parent_span_id == parent_id
     assert server.span.kind == SERVER
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the suite's PostgreSQL server (stopped after the test)."""
+    try:
+        yield postgres_server.database_url()
+    finally:
+        postgres_server.stop()
+
+
+async def test_on_postgresql_the_store_spans_name_it(
+    receiver: Receiver,
+    start_controller: StartController,
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    postgres_url: str,
+) -> None:
+    provision_keys(data_dir)
+    export_to(receiver, monkeypatch, delay_ms=50)
+    controller = start_controller(extra_args=["--store-url", postgres_url])
+    metadata = (("x-request-id", "trace-e2e-postgres"),)
+    token = controller.admin_token
+    async with AsyncClient(controller.address, token=token, metadata=metadata) as client:
+        await client.register_node(seed_node())
+    server = await receiver.wait_for(
+        lambda s: s.attributes.get("automator67.request_id") == "trace-e2e-postgres",
+        "of RegisterNode",
+    )
+    store = await receiver.wait_for(
+        lambda s: s.parent_span_id == server.span_id and s.name.startswith("create"),
+        "of the store's create on PostgreSQL",
+    )
+    assert store.attributes["db.system.name"] == "postgresql"
+    assert store.attributes["db.collection.name"] == "nodes"

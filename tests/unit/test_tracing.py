@@ -83,6 +83,12 @@ def test_a_server_span_is_an_error_only_for_the_server_s_own_failures(
     assert span_status(code).status_code is STATUSES[code]
 
 
+def test_a_server_error_s_span_status_says_what_the_caller_was_told() -> None:
+    status = span_status(grpc.StatusCode.UNAVAILABLE, "the store is closed")
+    assert status.description == "the store is closed"
+    assert span_status(grpc.StatusCode.INTERNAL).description == "INTERNAL"
+
+
 def test_a_method_is_named_package_service_slash_method() -> None:
     name, attributes = method_attributes("/automator67.v1.NodeService/GetNode")
     assert name == "automator67.v1.NodeService/GetNode"
