@@ -53,13 +53,19 @@ class Tracing:
 
     @classmethod
     def from_environment(cls, instance_id: str, environ: Mapping[str, str] = os.environ) -> Tracing:
-        protocol = environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        )
+        setting = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"  # the signal's own, else the general one
+        if setting not in environ:
+            setting = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = environ.get(setting, "grpc")
         if protocol.strip().lower() not in ("grpc", ""):
             raise ValueError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: the controller exports traces over"
-                " OTLP/gRPC only (grpc)"
+                f"{setting}={protocol!r}: the controller exports traces over OTLP/gRPC only (grpc)"
+            )
+        exporters = environ.get("OTEL_TRACES_EXPORTER", "otlp")
+        if {e.strip().lower() for e in exporters.split(",")} - {"otlp", "none", ""}:
+            raise ValueError(
+                f"OTEL_TRACES_EXPORTER={exporters!r}: the controller exports traces over OTLP"
+                " only (otlp, or none for no traces)"
             )
         return cls(OTLPSpanExporter(), resource(instance_id))
 

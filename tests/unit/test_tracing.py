@@ -156,12 +156,19 @@ def test_the_service_name_defaults_to_the_controller_s_and_the_environment_overr
     assert named["team"] == "ops"
 
 
-def test_an_exporter_protocol_other_than_grpc_is_refused_by_name(
-    monkeypatch: pytest.MonkeyPatch,
+REFUSED = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json",
+    "OTEL_TRACES_EXPORTER": "console",
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_an_exporter_it_does_not_ship_is_refused_by_name(
+    name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
-        Tracing.from_environment("replica-1")
+    with pytest.raises(ValueError, match=name):
+        Tracing.from_environment("replica-1", {**ENDPOINT, name: REFUSED[name]})
 
 
 @pytest.fixture
