@@ -49,7 +49,6 @@ class GroupCommit(Generic[T]):
         self._max_batch = max_batch
         self._queue: list[_Queued[T]] = []
         self._write_queued = False
-        self.sizes: list[int] = []  # of the last transactions, newest last (a few hundred)
 
     async def create(self, build: Callable[[], T], request: RequestKey | None) -> T:
         """Stores `build()` (recording `request`), in the next shared transaction; returns it
@@ -100,7 +99,6 @@ class GroupCommit(Generic[T]):
                 ),
             )
             return
-        self.sizes = [*self.sizes[-199:], len(batch)]
         for queued, result in zip(batch, results, strict=True):
             if isinstance(result, RequestRecord):
                 assert queued.request is not None  # only a request id is replayed

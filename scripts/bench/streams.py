@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import common
 import grpc
 from grpc import aio
+from pacer import Pacer
 
 # Several channels to one address share one TCP connection unless each has its own subchannel
 # pool; a fleet of agents has one connection each (or a few per client process here).
@@ -109,6 +110,9 @@ class _Tally:
     def in_window(self, t: float) -> bool:
         return self.window[0] <= t < self.window[1]
 
+    def latency(self, seconds: float) -> None:
+        self.latencies.append(seconds)
+
     def error(self, exc: BaseException) -> None:
         self.errors += 1
         kind = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
@@ -166,11 +170,12 @@ async def _worker(spec: WorkerSpec, conn: Connection) -> None:
     await asyncio.gather(*opening, return_exceptions=True)
     opened = [t.done() and not t.cancelled() and t.result() for t in opening]
     conn.send(("opened", sum(opened), len(opened) - sum(opened), time.monotonic() - started))
-    tasks = [
-        asyncio.create_task(_run_stream(st, True, s, tally, rng.uniform(0, s.interval_s)))
-        for st, ok in zip(streams, opened, strict=True)
-        if ok
-    ]
+    held = [st for st, ok in zip(streams, opened, strict=True) if ok]
+    if s.mode == "paced":  # one timer drives them all (pacer.py)
+        paced = Pacer(held, s.interval_s, tally, rng, (StreamEndedError,))
+        tasks = [asyncio.create_task(paced.run())]
+    else:  # closed loop: each stream beats as soon as its last beat is acked
+        tasks = [asyncio.create_task(_run_closed(st, s, tally)) for st in held]
     open_at_end = 0
     try:
         message = await loop.run_in_executor(None, conn.recv)
@@ -200,12 +205,10 @@ async def _worker(spec: WorkerSpec, conn: Connection) -> None:
     await loop.run_in_executor(None, conn.send, ("result", result, tally.latencies.tobytes()))
 
 
-async def _run_stream(
-    stream: Stream, is_open: bool, s: Settings, tally: _Tally, phase_s: float
-) -> None:
-    """Beats until cancelled; reopens the stream (after a jittered pause) when it breaks."""
-    paced = s.mode == "paced"
-    next_at = time.monotonic() + (phase_s if paced else 0.0)
+async def _run_closed(stream: Stream, s: Settings, tally: _Tally) -> None:
+    """Beats as soon as the last beat is acked, until cancelled; reopens the stream (after a
+    jittered pause) when it breaks."""
+    is_open = True
     while True:
         if not is_open:
             await asyncio.sleep(random.uniform(0.5, 1.5))
@@ -217,15 +220,7 @@ async def _run_stream(
             is_open = True
             tally.open_now += 1
             tally.reconnects += 1
-            next_at = max(next_at, time.monotonic())
-        if paced:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            scheduled = next_at
-            next_at += s.interval_s  # keeps the schedule even when the server falls behind
-        else:
-            scheduled = time.monotonic()
+        scheduled = time.monotonic()
         counted = tally.in_window(scheduled)
         if counted:
             tally.sent_in_window += 1
