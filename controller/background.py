@@ -45,8 +45,11 @@ class BackgroundLoop:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the inner result and
+            # drops a cancel that arrives as the wake fires, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
             if self._settle_s:
                 await asyncio.sleep(self._settle_s)
             self._wake.clear()
