@@ -21,12 +21,14 @@ Reusable API (a node drain moves replicas under the same rules):
                 scheduler stops it once its replacement is available (reconcile._superseded);
           - available ones stay >= replicas - max_unavailable without it: stopped now;
           - else it waits for a later step.
-        Unavailable placements are moved first. "Run" counts placed placements and unplaced ones
-        backing off after a failure (a crash-looping replacement keeps its share of the surge);
-        one waiting for room counts not, and if its old placement may stop within
-        max_unavailable it does (room for it: a full cluster still moves). So at every moment at
-        most replicas + max_surge placements run and at least replicas - max_unavailable are
-        available (given they were).
+        Unavailable placements are moved first. "Run" counts every placement asked to run,
+        placed or not: one backing off after a failure (a crash-looping replacement keeps its
+        share of the surge) and one waiting for room (as Kubernetes counts pending pods against
+        maxSurge), so room that appears for several at once never starts more than the surge.
+        A surge whose replacement waits for room has its old placement stopped if
+        max_unavailable allows (room for it: a full cluster still moves). So at every moment at
+        most replicas + max_surge placements exist to run and at least replicas -
+        max_unavailable are available (given they were).
     advance(dep, now, node_ready) -> Deployment
         One rollout step: observe the generation; if the rollout in progress fails, roll back;
         unless paused, `move` the placements of other templates.
@@ -125,9 +127,10 @@ def move(
     if not candidates:
         return dep  # the common case: nothing to move, nothing to count
     limits = budget(dep)
-    # Placements that run, or failed and wait out a backoff to run again (a crash-looping
-    # replacement keeps its share of the surge, as a pod in CrashLoopBackOff does). One that
-    # waits for room uses none: what is placed later is bounded by the capacity.
+    # Placements asked to run, placed or not: one that waits out a backoff (a crash-looping
+    # replacement keeps its share of the surge, as a pod in CrashLoopBackOff does) or waits for
+    # room (as a pending pod counts against maxSurge: room that appears for several at once
+    # must not start more than the surge).
     running = sum(1 for r in dep.replica_set if _takes_surge(r, dep.replicas))
     up = sum(1 for r in _serving(dep) if available(dep, r, now, node_ready))
     floor = dep.replicas - limits.max_unavailable
@@ -209,7 +212,7 @@ def _takes_surge(r: Replica, replicas: int) -> bool:
         return False
     if r.node_id:  # runs, starts, or failed there and is about to back off
         return r.state not in (ReplicaState.STOPPED, ReplicaState.LOST)
-    return r.retry_at is not None  # unplaced: only while it backs off after a failure
+    return True  # unplaced: waits for room or backs off after a failure
 
 
 def finish_handovers(dep: Deployment, now: datetime, node_ready: NodeReady) -> Deployment:

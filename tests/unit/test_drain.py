@@ -191,11 +191,13 @@ def test_without_room_elsewhere_replicas_stay_until_the_deadline_then_stop(
 
     assert len(on(dep, "a")) == 2  # nowhere to go: they keep serving
     assert fleet.lowest_available == 2
-    pending = [r for r in dep.replica_set if not r.superseded]
-    assert [r.node_id for r in pending] == ["", ""]
-    assert "cordoned" in pending[0].message
+    # One surge (max_surge 1) waits for room and counts against the surge, pending as it is:
+    # the other replica has not started moving (nothing may go down: max_unavailable 0).
+    current = [r for r in dep.replica_set if not r.superseded]
+    assert sorted(r.node_id for r in current) == ["", "a"]
+    assert "cordoned" in next(r for r in current if not r.node_id).message
     on_node, waiting, why = drain.remaining((dep, r) for r in dep.replica_set if r.node_id == "a")
-    assert (on_node, waiting) == (2, 2) and "cordoned" in why
+    assert (on_node, waiting) == (2, 1) and "cordoned" in why
 
     dep = settle(fleet, dep, 25)  # past the deadline
 
@@ -315,3 +317,68 @@ def test_a_drain_whose_node_went_offline_completes_at_its_deadline(
 
     assert reported is not None and reported.drain is not None
     assert reported.drain.state is expect
+
+
+@pytest.mark.parametrize(
+    ("name", "replicas", "unavailable", "surge"),
+    [
+        ("surge 1, none down", 3, 0, 1),
+        ("surge 2, none down", 3, 0, 2),
+        ("surge 1, one down", 3, 1, 1),
+    ],
+)
+def test_room_for_every_move_at_once_never_runs_more_than_the_surge(
+    fleet: Fleet, name: str, replicas: int, unavailable: int, surge: int
+) -> None:
+    """A drain's replacements that wait for room count against max_surge, so room that
+    appears for all at once starts no more than replicas + max_surge; the drain completes."""
+    fleet.add("a", slots=replicas)
+    dep = settle(fleet, deployment(fleet.clock, replicas, unavailable, surge), 3)
+    fleet.lowest_available = replicas
+    fleet.drain("a")
+    most = 0
+    for _ in range(5):  # nowhere to go: they wait
+        dep = fleet.step(dep)
+        most = max(most, sum(1 for r in dep.replica_set if r.desired is RUN))
+    fleet.add("c", slots=replicas)  # room for every one at once
+    for _ in range(15):
+        dep = fleet.step(dep)
+        most = max(most, sum(1 for r in dep.replica_set if r.desired is RUN))
+
+    assert most <= replicas + surge
+    assert on(dep, "a") == []
+    assert current_nodes(dep) == ["c"] * replicas
+    assert fleet.lowest_available >= replicas - unavailable
+
+
+def test_a_drain_of_a_full_cluster_completes_at_its_deadline(fleet: Fleet) -> None:
+    fleet.add("a", slots=2)
+    fleet.add("b", slots=2)
+    dep = settle(fleet, deployment(fleet.clock, 4, unavailable=1), 3)
+    fleet.lowest_available = 4
+    fleet.drain("a", timeout=timedelta(seconds=20))
+
+    dep = settle(fleet, dep, 15)
+    # Full: nothing can move before the deadline; one stopped first (max_unavailable 1), its
+    # replacement pending.
+    assert len(on(dep, "a")) == 1
+    assert fleet.lowest_available == 3
+    dep = settle(fleet, dep, 15)
+
+    placements = [(dep, r) for r in dep.replica_set if r.node_id == "a"]
+    on_node, waiting, _ = drain.remaining(placements)
+    assert on_node == 0 and on(dep, "a") == []
+    node = Node(
+        id="a",
+        provider="p",
+        endpoint="e",
+        region="r",
+        capabilities=Capabilities(2, 2),
+        create_time=T0,
+        update_time=T0,
+        unschedulable=True,
+        drain=Drain(T0, T0 + HOUR),
+    )
+    reported = next_version(on_node, waiting, "", drain.Moves(stopped=2), T0, node)
+    assert reported is not None and reported.drain is not None
+    assert reported.drain.state is DrainState.COMPLETE

@@ -142,10 +142,10 @@ def update(dep: Deployment, clock: FakeClock, image: str) -> Deployment:
 def limits(f: Fleet, surge: int, unavailable: int) -> Callable[[Deployment], None]:
     def check(dep: Deployment) -> None:
         now = f.world.clock.now()
+        # Every placement asked to run counts against the surge, placed or still pending.
         wanted = [r for r in dep.replica_set if r.desired is DesiredState.RUN]
-        running_now = [r for r in wanted if r.node_id or r.retry_at is not None]
         up = [r for r in wanted if r.node_id and available(dep, r, now, lambda _: True)]
-        assert len(running_now) <= dep.replicas + surge, dep.replica_set
+        assert len(wanted) <= dep.replicas + surge, dep.replica_set
         assert len(up) >= dep.replicas - unavailable, dep.replica_set
 
     return check
@@ -362,3 +362,43 @@ def test_without_room_and_nothing_allowed_down_a_rollout_waits_for_its_deadline(
     dep = settle(f, dep, limits(f, 1, 0))
     assert dep.rollouts[1].reason == "ROLLOUT_PROGRESS_DEADLINE_EXCEEDED"
     assert [r.generation for r in dep.replica_set] == [1, 1]
+
+
+# name: (replicas, max_surge, max_unavailable)
+ROOM_AT_ONCE: dict[str, tuple[int, IntOrPercent, IntOrPercent]] = {
+    "surge 1, none down": (4, n(1), n(0)),
+    "surge 2, none down": (4, n(2), n(0)),
+    "defaults on 4": (4, pct(25), pct(25)),
+    "surge 1, two down": (4, n(1), n(2)),
+}
+
+
+@pytest.mark.parametrize("name", ROOM_AT_ONCE)
+def test_room_for_every_replacement_at_once_never_runs_more_than_the_surge(
+    clock: FakeClock, name: str
+) -> None:
+    """Replacements waiting for room count against max_surge: when room for all of them
+    appears in one step, at most replicas + max_surge placements run (counting only placed
+    ones, every replica surged while waiting and all started at once)."""
+    replicas, surge, unavailable = ROOM_AT_ONCE[name]
+    f = fleet(clock, nodes=replicas, cpu=1)  # full: room for exactly one replica per node
+    strategy = UpdateStrategy(max_unavailable=unavailable, max_surge=surge)
+    dep = running(f, replicas, strategy)
+    b = budget(dep)
+    check = limits(f, b.max_surge, b.max_unavailable)
+    dep = settle(f, update(dep, clock, "v2"), check, steps=5)
+
+    for i in range(replicas):  # room for every replica at once
+        f.world.add(f"extra{i}", cpu=1)
+    most = 0
+
+    def placed_at_most(d: Deployment) -> None:
+        nonlocal most
+        check(d)
+        most = max(most, sum(1 for r in d.replica_set if r.desired is DesiredState.RUN))
+
+    dep = settle(f, dep, placed_at_most)
+
+    assert most <= replicas + b.max_surge
+    assert [r.generation for r in dep.replica_set] == [2] * replicas
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
