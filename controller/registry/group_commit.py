@@ -6,13 +6,15 @@ do, and `settle()` waits for it). When that write holds the lock it takes everyt
 far (at most `max_batch`), stores it with `Table.create_many` in one transaction, catches the
 change feed up to the last revision and only then answers each create: a create is
 acknowledged once durable and applied to the index, exactly as one written alone. Creates that
-arrive meanwhile queue for the next write. So under load transactions grow (one fsync for
-hundreds of registrations) and at rest each create is a transaction of one, with no added wait.
+arrive meanwhile queue for the next write. So under load transactions grow (one fsync for up
+to `MAX_BATCH` registrations) and at rest each create is a transaction of one, with no added
+wait. (The lock is released between transactions and taken in turn, first come first served:
+deletes and status writes are not starved by a long join.)
 
 A transaction that fails fails every create in it, with UnavailableError (retryable): the
-store wrote none of it. (Should the transaction commit and only catching the feed up fail, the
-creates are durable but unanswered, as for a create written alone: a retry with the same
-request id replays.) An item whose request id was used before is answered alone, as
+store wrote none of it. (Should only catching the feed up fail after the commit, the creates
+are durable though refused, as a create written alone would be: a retry with the same request
+id replays.) An item whose request id was used before is answered alone, as
 `Collection.create_locked` answers it: what that request created, or a refusal.
 
 For creates with no check against the current state (nodes): a check (a deployment's unique
@@ -104,7 +106,7 @@ class GroupCommit(Generic[T]):
                 assert queued.request is not None  # only a request id is replayed
                 try:
                     queued.answer.set_result(collection.replay(result, queued.request))
-                except ControllerError as error:
+                except Exception as error:  # a refusal, for this create alone
                     queued.answer.set_exception(error)
             else:
                 queued.answer.set_result(collection.index.get(result.id) or result)
