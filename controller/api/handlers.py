@@ -59,10 +59,11 @@ def rewrap(
 
 
 def refusing(handler: Handler, behavior: Behavior) -> Handler:
-    """A handler for a call that `behavior` refuses without reading its request. It is made
-    request-streaming whatever the method's kind, so that grpc neither reads nor parses a
-    message before the behavior ends the call; HTTP/2 flow control then stops the sender after
-    a window's worth of a large body instead of the whole of it."""
+    """A handler for a call that `behavior` refuses without parsing its request. It is made
+    request-streaming whatever the method's kind, so that grpc reads no message the behavior
+    does not ask for (and parses none: the behavior gets raw bytes); HTTP/2 flow control then
+    stops the sender of a unary call after a window's worth of a large body instead of the
+    whole of it."""
     _, make = _KINDS[(True, handler.response_streaming)]
     refused: Handler = make(
         behavior, request_deserializer=None, response_serializer=handler.response_serializer

@@ -7,9 +7,17 @@ the streams one principal holds open, and audits mutating calls.
     one more stream than allowed          -> RESOURCE_EXHAUSTED
 
 Who calls and whether they may is decided from the call's metadata alone, before grpc reads the
-request: a refused call gets a handler (`handlers.refusing`) that reads no message and only
+request: a refused call gets a handler (`handlers.refusing`) that parses no message and only
 raises the refusal, so an unauthenticated caller costs a token check, not a parse of its body
-(its audit line names no resource: the request is never read).
+(its audit line names no resource: the request is never parsed).
+
+A refused request stream (a heartbeat, reflection; also one over the stream limit) is answered
+only once its first message (raw bytes when unauthorized, dropped) or its half-close arrived, or
+after `REFUSAL_GRACE_S`: grpc.aio's client turns a call into INTERNAL ("Internal error from
+Core") when one of its writes fails because the server's status already ended the stream
+(grpc/grpc#36066), so a client that writes its first message as the refusal lands would see
+INTERNAL instead of the refusal. A client that reads first gets its refusal after the grace.
+Unary requests come with their half-close in one batch and are refused at once.
 
 It runs inside the request interceptor (`controller/api/interceptors.py`), which gives the call
 its request id and turns the errors raised here into statuses through the one error table. The
@@ -18,9 +26,11 @@ node token to its own node. With authentication off (`verifier` None) only audit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -43,6 +53,7 @@ from controller.auth import audit
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (
+    InvalidArgumentError,
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
@@ -52,14 +63,23 @@ from controller.logs import request_id_var
 log = logging.getLogger("controller.auth")
 AUTHORIZATION_KEY = "authorization"
 UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
+# How long a refused request stream waits for its first message or half-close (see above):
+# generous for a loaded machine's client, short for one that reads first.
+REFUSAL_GRACE_S = 5.0
 
 Metadata = tuple[tuple[str, str | bytes], ...] | None
 
 
 class AuthInterceptor(ServerInterceptor):
-    def __init__(self, verifier: TokenVerifier | None, max_streams_per_principal: int) -> None:
+    def __init__(
+        self,
+        verifier: TokenVerifier | None,
+        max_streams_per_principal: int,
+        refusal_grace_s: float = REFUSAL_GRACE_S,
+    ) -> None:
         self._verifier = verifier
         self._max_streams = max_streams_per_principal
+        self.refusal_grace_s = refusal_grace_s
         self._open_streams: Counter[tuple[str, str]] = Counter()
 
     async def intercept_service(
@@ -77,7 +97,10 @@ class AuthInterceptor(ServerInterceptor):
             principal = self.authenticate(handler_call_details.invocation_metadata, method)
             authorize(principal, rule, method)
         except (UnauthenticatedError, PermissionDeniedError) as refusal:
-            return refusing(handler, _Refused(refusal, principal, method, rule).refuse)
+            # Only a request stream's first message can race the refusal (see above).
+            grace_s = self.refusal_grace_s if handler.request_streaming else None
+            refused = _Refused(refusal, principal, method, rule, grace_s)
+            return refusing(handler, refused.refuse)
         kind = (handler.request_streaming, handler.response_streaming)
         return rewrap(handler, _Call(self, method, principal, rule, kind).wrap)
 
@@ -125,9 +148,18 @@ def authorize(principal: Principal | None, rule: Rule, method: str) -> None:
         )
 
 
+async def first_message_or_end(requests: AsyncIterator[Any], grace_s: float) -> None:
+    """Waits at most `grace_s` for the first message of a request stream that is about to be
+    refused (the message is dropped), or for its end; see the module's docstring."""
+    with contextlib.suppress(StopAsyncIteration, TimeoutError, InvalidArgumentError):
+        async with asyncio.timeout(grace_s):
+            await anext(requests)
+
+
 class _Refused:
     """One refused call: its behavior audits (if the method mutates) and raises the refusal,
-    without touching the request."""
+    without parsing the request. With `grace_s` (a request stream) it first waits that long at
+    most for the stream's first message or end."""
 
     def __init__(
         self,
@@ -135,13 +167,19 @@ class _Refused:
         principal: Principal | None,
         method: str,
         rule: Rule,
+        grace_s: float | None,
     ) -> None:
         self._refusal = refusal
         self._principal = principal
         self._method = method
         self._rule = rule
+        self._grace_s = grace_s
 
-    async def refuse(self, requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    async def refuse(
+        self, requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+    ) -> Any:
+        if self._grace_s is not None:
+            await first_message_or_end(requests, self._grace_s)
         if self._rule.mutating:
             result = status.code_of(self._refusal).name
             audit.record(self._principal, self._method, "", result, request_id_var.get())
@@ -174,7 +212,12 @@ class _Call:
             token = None
             try:
                 if principal is not None and (self._request_streaming or self._response_streaming):
-                    stream_key = self._interceptor.open_stream(principal)
+                    try:
+                        stream_key = self._interceptor.open_stream(principal)
+                    except ResourceExhaustedError:
+                        if self._request_streaming:  # as a refused request stream
+                            await first_message_or_end(request, self._interceptor.refusal_grace_s)
+                        raise
                 token = current_principal.set(principal)
                 response = await run(behavior, request, context, self._response_streaming)
                 return response

@@ -134,21 +134,6 @@ def first_request(method: MethodDescriptor, node_id: str) -> Any:
 async def call_status(
     channel: aio.Channel, path: str, metadata: Metadata, node_id: str = ""
 ) -> grpc.StatusCode:
-    """`call_status_once`, retried (at most twice) when a stream ends INTERNAL: on a loaded
-    machine a refused bidi stream can race its client's first write and surface as a
-    client-side INTERNAL instead of the server's status; the server never sends INTERNAL for
-    an auth refusal, so a retry shows the real answer."""
-    code = await call_status_once(channel, path, metadata, node_id)
-    for _ in range(2):
-        if code is not grpc.StatusCode.INTERNAL:
-            break
-        code = await call_status_once(channel, path, metadata, node_id)
-    return code
-
-
-async def call_status_once(
-    channel: aio.Channel, path: str, metadata: Metadata, node_id: str = ""
-) -> grpc.StatusCode:
     """Calls `path` with `metadata` and returns how it ended: OK once a unary call returns or a
     stream sends its first message, else the error's code."""
     method = served_methods()[path]
@@ -172,8 +157,7 @@ async def call_status_once(
                 try:
                     await call.write(request)
                 except aio.AioRpcError:
-                    # The server may refuse the call before our write lands; the write then
-                    # fails with a client-side error, and the call's own status says why.
+                    # A refusal of the call ends our write too; the call's status says why.
                     refused: grpc.StatusCode = await call.code()
                     return refused
             try:

@@ -3,8 +3,8 @@ that agents can join, and nothing more.
 
 - `automator67 token create --role agent-bootstrap` makes one the controller accepts;
 - with it RegisterNode succeeds (and returns the node's own node token), while reading, changing
-  or deleting nodes, touching deployments or watching is PERMISSION_DENIED (so is a heartbeat
-  stream: test_auth_matrix.py);
+  or deleting nodes, touching deployments, watching or streaming heartbeats is
+  PERMISSION_DENIED (however the stream is written: test_auth_refused_streams.py);
 - the reference agent given it registers, then streams with the node token it got; if its node
   is deleted it cannot look the node up (PERMISSION_DENIED) and registers anew; so it does when
   the signing key changed (its node token refused, and the new bootstrap token may not stream).
@@ -104,6 +104,7 @@ async def test_a_bootstrap_token_registers_nodes_and_does_nothing_else(
             path.rsplit("/", 1)[-1]: await call_status(channel, path, metadata, node_id)
             for path in (
                 "/automator67.v1.NodeService/WatchNodes",
+                "/automator67.v1.AgentService/Heartbeat",
                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
             )
         }

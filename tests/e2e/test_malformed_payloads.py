@@ -96,19 +96,6 @@ class Answer:
 
 
 async def send_raw(address: str, method: str, payload: bytes, metadata: Metadata) -> Answer:
-    """`send_raw_once`, retried (at most twice) when a bidi stream ends INTERNAL "Internal error
-    from Core": a stream the server refuses at once can race its client's first write and end
-    with that client-side error instead of the server's status (see auth_helpers.call_status);
-    the server never answers INTERNAL here."""
-    answer = await send_raw_once(address, method, payload, metadata)
-    for _ in range(2):
-        if answer.code is not grpc.StatusCode.INTERNAL:
-            break
-        answer = await send_raw_once(address, method, payload, metadata)
-    return answer
-
-
-async def send_raw_once(address: str, method: str, payload: bytes, metadata: Metadata) -> Answer:
     """Sends `payload` as the (first) request of `method` and returns how the call ended (OK:
     a unary answer, or a stream's first message)."""
     path = METHODS[method]
