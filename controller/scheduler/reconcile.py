@@ -74,7 +74,12 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
     def is_available(r: Replica) -> bool:
         return rollout.available(dep, r, ctx.now, node_ready)
 
-    dep = rollout.advance(dep, ctx.now, node_ready)  # a rolling update's next moves
+    start = dep
+    # Nothing rolls out and every replica serves (the common case): skip the rollout's step
+    # and count (one pass over the replicas instead of several).
+    settled = rollout.settled(dep, ctx.now, node_ready)
+    if not settled:
+        dep = rollout.advance(dep, ctx.now, node_ready)  # a rolling update's next moves
     dep = drain.step(dep, ctx.drains, ctx.now, node_ready)  # moves off draining nodes
     current = {r.index: r for r in dep.replica_set if not r.superseded}
     kept: list[Replica] = []
@@ -84,7 +89,7 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
             current[old.index] = outcome
         elif outcome is not None:
             kept.append(outcome)
-    collocated = Counter(r.node_id for r in current.values() if r.node_id)
+    collocated: Counter[str] | None = None  # built at the first placement (most steps have none)
     tried = 0
     for index in sorted(set(range(dep.replicas)) | set(current)):
         replica = current.get(index) or Replica(index, state_time=ctx.now)
@@ -107,11 +112,15 @@ def reconcile(dep: Deployment, ctx: Context) -> tuple[Deployment, bool]:
             kept.append(lost)
         replica = _after_failure(replica, ctx)
         if not replica.node_id and tried < ctx.max_placements:
+            if collocated is None:
+                collocated = Counter(r.node_id for r in current.values() if r.node_id)
             replica = _place(dep, replica, collocated, ctx)
             tried += 1
         kept.append(replica)
     replicas = tuple(sorted(kept, key=lambda r: (r.index, not r.superseded)))
-    counted = rollout.account(_with_replicas(dep, replicas), ctx.now, node_ready)
+    counted = _with_replicas(dep, replicas)
+    if not settled or counted is not start:
+        counted = rollout.account(counted, ctx.now, node_ready)
     return with_status(counted, ctx.now), False
 
 

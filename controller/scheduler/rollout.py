@@ -35,6 +35,11 @@ Reusable API (a node drain moves replicas under the same rules):
     account(dep, now, node_ready) -> Deployment
         After the step's placements: count updated / ready / available replicas and record the
         rollout's progress or completion.
+    settled(dep, now, node_ready) -> bool
+        Whether `advance` and `account` would change nothing: no rollout in flight, every
+        replica current, of the current template and available, and the counts say so. One
+        pass over the replicas, so that a pass over many idle deployments costs little (the
+        scheduler step skips both then).
 
 A rollout fails when a replica of the new template fails its health check (the agent reported
 UNHEALTHY after `failure_threshold` probes), when its replicas failed ROLLBACK_AFTER_FAILURES
@@ -401,6 +406,36 @@ def account(dep: Deployment, now: datetime, node_ready: NodeReady) -> Deployment
         moved = replace(rollout, progress_time=now, progress_mark=mark)
         return replace(dep, rollouts=(*dep.rollouts[:-1], moved))
     return dep
+
+
+def settled(dep: Deployment, now: datetime, node_ready: NodeReady) -> bool:
+    n = dep.replicas
+    if (
+        dep.observed_generation != dep.generation
+        or len(dep.replica_set) != n
+        or dep.updated_replicas != n
+        or dep.ready_replicas != n
+        or dep.available_replicas != n
+        or (dep.rollouts and dep.rollouts[-1].outcome in (PROGRESSING, FAILED))
+    ):
+        return False
+    target = dep.template_generation
+    min_ready = dep.update_strategy.min_ready_s
+    for r in dep.replica_set:
+        if (
+            r.superseded
+            or r.handover
+            or r.index >= n
+            or r.desired is not DesiredState.RUN
+            or r.state is not ReplicaState.RUNNING
+            or r.ready_time is None
+            or (r.generation and r.generation != target)
+            or not r.node_id
+            or not node_ready(r.node_id)
+            or (min_ready and (now - r.ready_time).total_seconds() < min_ready)
+        ):
+            return False
+    return True
 
 
 def waits_on_time(dep: Deployment, now: datetime) -> bool:

@@ -26,7 +26,15 @@ from controller.models import (
 )
 from controller.registry import rollouts
 from controller.registry.replicas import Report, apply_report
-from controller.scheduler.rollout import GONE, ROLLBACK_AFTER_FAILURES, available, budget
+from controller.scheduler.rollout import (
+    GONE,
+    ROLLBACK_AFTER_FAILURES,
+    account,
+    advance,
+    available,
+    budget,
+    settled,
+)
 
 from .test_reconcile import World, deployment
 
@@ -402,3 +410,68 @@ def test_room_for_every_replacement_at_once_never_runs_more_than_the_surge(
     assert most <= replicas + b.max_surge
     assert [r.generation for r in dep.replica_set] == [2] * replicas
     assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+
+
+def _nodes_ready(_: str) -> bool:
+    return True
+
+
+# name: what is changed on a settled deployment (every one makes it unsettled)
+UNSETTLED: dict[str, Callable[[Deployment], Deployment]] = {
+    "a spec change not yet observed": lambda d: replace(d, generation=d.generation + 1),
+    "a replica starting": lambda d: replace(
+        d, replica_set=(replace(d.replica_set[0], state=ReplicaState.STARTING), *d.replica_set[1:])
+    ),
+    "a replica of another template": lambda d: replace(
+        d, replica_set=(replace(d.replica_set[0], generation=9), *d.replica_set[1:])
+    ),
+    "counts out of date": lambda d: replace(d, available_replicas=d.replicas - 1),
+    "scaled up": lambda d: replace(d, replicas=d.replicas + 1),
+    "its rollout still in progress": lambda d: replace(
+        d, rollouts=(*d.rollouts[:-1], replace(d.rollouts[-1], outcome=RolloutOutcome.PROGRESSING))
+    ),
+    "ready for less than min_ready_seconds": lambda d: replace(
+        d, update_strategy=replace(d.update_strategy, min_ready_s=10**6)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", [*UNSETTLED, "node offline"])
+def test_settled_is_false_when_a_step_or_count_could_change_something(
+    clock: FakeClock, name: str
+) -> None:
+    f = fleet(clock)
+    dep = running(f, 4, UpdateStrategy())
+    now = clock.now()
+    assert settled(dep, now, _nodes_ready)
+    assert advance(dep, now, _nodes_ready) == dep == account(dep, now, _nodes_ready)
+
+    if name == "node offline":
+        offline = dep.replica_set[0].node_id
+        assert not settled(dep, now, lambda node: node != offline)
+        return
+    changed = UNSETTLED[name](dep)
+    assert not settled(changed, now, _nodes_ready)
+
+
+def test_a_settled_deployment_is_one_the_rollout_step_leaves_unchanged(clock: FakeClock) -> None:
+    """Throughout an update, a failing version's rollback and a scale, whenever `settled`
+    says so, `advance` and `account` change nothing (reconcile skips them then)."""
+    f = fleet(clock)
+    seen = 0
+
+    def check(d: Deployment) -> None:
+        nonlocal seen
+        now = clock.now()
+        if settled(d, now, _nodes_ready):
+            seen += 1
+            assert advance(d, now, _nodes_ready) == d
+            assert account(d, now, _nodes_ready) == d
+
+    dep = running(f, 4, UpdateStrategy(min_ready_s=2))
+    dep = settle(f, update(dep, clock, "v2"), check)
+    f.broken.add(3)
+    dep = settle(f, update(dep, clock, "v3"), check)
+    dep = settle(f, replace(dep, replicas=6), check)
+    assert dep.rollouts[-1].outcome is RolloutOutcome.COMPLETE
+    assert seen > 3
