@@ -9,7 +9,9 @@ acknowledged once durable and applied to the index, exactly as one written alone
 arrive meanwhile queue for the next write. So under load transactions grow (one fsync for up
 to `MAX_BATCH` registrations) and at rest each create is a transaction of one, with no added
 wait. (The lock is released between transactions and taken in turn, first come first served:
-deletes and status writes are not starved by a long join.)
+deletes and status writes are not starved by a long join.) The answers are given
+`ANSWERS_PER_TURN` per turn of the event loop: each resumes a call, and 200 of them at once
+would make every other call (a GetNodeStats during a join) wait behind them all.
 
 A transaction that fails fails every create in it, with UnavailableError (retryable): the
 store wrote none of it. (Should only catching the feed up fail after the commit, the creates
@@ -35,7 +37,10 @@ from controller.store.base import RequestKey, RequestRecord
 
 log = logging.getLogger("controller.group_commit")
 
-MAX_BATCH = 200
+MAX_BATCH = 200  # creates per transaction
+# 10,000 registrations at once (join.py --register-only): 200 answered in one turn: ~1,000/s,
+# GetNodeStats p99 0.75-1.3 s; 10 per turn: the same rate, p99 110-170 ms.
+ANSWERS_PER_TURN = 10
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,13 @@ class GroupCommit(Generic[T]):
                 ),
             )
             return
-        for queued, result in zip(batch, results, strict=True):
+        for n, (queued, result) in enumerate(zip(batch, results, strict=True)):
+            if n and n % ANSWERS_PER_TURN == 0:
+                try:
+                    await asyncio.sleep(0)  # let other calls in between the resumed creates
+                except asyncio.CancelledError:  # stopping: written, but not all answered
+                    _fail(batch, UnavailableError("the controller is stopping; retry"))
+                    raise
             if isinstance(result, RequestRecord):
                 assert queued.request is not None  # only a request id is replayed
                 try:
