@@ -67,6 +67,21 @@ def rollout_settled(dep: deployment_pb2.Deployment) -> bool:
     return dep.rollout_history[-1].outcome != deployment_pb2.ROLLOUT_OUTCOME_PROGRESSING
 
 
+def rollout_done(
+    event: ds.WatchDeploymentsResponse, deployment_id: str
+) -> deployment_pb2.Deployment | None:
+    """What `wait_for_rollout` (sync and async) makes of one watch event: the deployment once
+    its rollout settled (`rollout_settled`), else None; LookupError if it was deleted."""
+    dep = event.deployment
+    if dep.id != deployment_id:
+        return None
+    if event.type == ds.DEPLOYMENT_EVENT_TYPE_DELETED:
+        raise LookupError(f"deployment {deployment_id!r} was deleted while its rollout ran")
+    if event.type == ds.DEPLOYMENT_EVENT_TYPE_RESET:
+        return None
+    return dep if rollout_settled(dep) else None
+
+
 def node_update_request(node: node_pb2.Node, update_mask: Sequence[str]) -> ns.UpdateNodeRequest:
     request = ns.UpdateNodeRequest(node=node)
     request.update_mask.paths.extend(update_mask)

@@ -258,14 +258,15 @@ class AsyncClient:
     ) -> deployment_pb2.Deployment:
         """Follows the deployment (a watch, no polling) until the scheduler has seen its latest
         spec and its rollout ended: COMPLETE, or rolled back and the rollback ended (its
-        `rollout_history` says which), or it is paused. TimeoutError after `timeout_s`."""
+        `rollout_history` says which), or it is paused. TimeoutError after `timeout_s`;
+        LookupError if it is deleted meanwhile."""
         watch = self.watch_deployments()
         try:
             async with asyncio.timeout(timeout_s):
                 async for event in watch:
-                    dep = event.deployment
-                    if dep.id == deployment_id and _methods.rollout_settled(dep):
-                        return dep
+                    done = _methods.rollout_done(event, deployment_id)
+                    if done is not None:
+                        return done
         finally:
             watch.cancel()
         raise LookupError(f"the watch of deployment {deployment_id!r} ended")

@@ -19,6 +19,7 @@ creates are retried on UNAVAILABLE (`retry.py`). Thread-safe: one client may ser
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar
@@ -262,6 +263,28 @@ class Client:
         """Resumes a paused rollout (its progress deadline counts from now)."""
         request = _methods.pause_request(deployment_id, False)
         return self._call(self._deployments.UpdateDeployment, request, True, timeout_s).deployment
+
+    def wait_for_rollout(
+        self, deployment_id: str, *, timeout_s: float = 600.0
+    ) -> deployment_pb2.Deployment:
+        """Follows the deployment (a watch, no polling) until the scheduler has seen its latest
+        spec and its rollout ended: COMPLETE, or rolled back and the rollback ended (its
+        `rollout_history` says which), or it is paused. TimeoutError after `timeout_s`;
+        LookupError if it is deleted meanwhile."""
+        watch = self.watch_deployments()
+        timer = threading.Timer(timeout_s, watch.close)  # the watch's iteration then ends
+        timer.daemon = True
+        timer.start()
+        try:
+            for event in watch:
+                done = _methods.rollout_done(event, deployment_id)
+                if done is not None:
+                    return done
+        finally:
+            timer.cancel()
+            watch.close()
+        # A Watch ends only when closed (errors it does not resume from are raised).
+        raise TimeoutError(f"the rollout of {deployment_id!r} did not end in {timeout_s}s")
 
     def delete_deployment(
         self, deployment_id: str, *, etag: str = "", timeout_s: float | None = None
