@@ -170,3 +170,58 @@ test("deployment errors: NOT_FOUND, INVALID_ARGUMENT, ALREADY_EXISTS, PERMISSION
   assert.equal(denied.code, Code.PermissionDenied);
   assert.equal(denied.reason, "ROLE_NOT_PERMITTED");
 });
+
+test("pause, resume and roll back a rollout through UpdateDeployment", async () => {
+  const created = (await a67.deployments.createDeployment({ deployment: web("roll") })).deployment!;
+  const v2 = (
+    await a67.deployments.updateDeployment({
+      deployment: { id: created.id, image: "nginx:1.28" },
+      updateMask: { paths: ["image"] },
+    })
+  ).deployment!;
+  assert.equal(v2.templateGeneration, 2n);
+
+  const paused = (
+    await a67.deployments.updateDeployment({
+      deployment: { id: created.id, paused: true },
+      updateMask: { paths: ["paused"] },
+    })
+  ).deployment!;
+  assert.equal(paused.paused, true);
+  const refused = await rejection(
+    a67.deployments.updateDeployment({
+      deployment: { id: created.id },
+      rollback: { templateGeneration: 1n },
+    }),
+  );
+  assert.ok(Automator67Error.is(refused, Code.FailedPrecondition, "DEPLOYMENT_PAUSED"));
+
+  const resumed = (
+    await a67.deployments.updateDeployment({
+      deployment: { id: created.id, paused: false },
+      updateMask: { paths: ["paused"] },
+    })
+  ).deployment!;
+  assert.equal(resumed.paused, false);
+  const back = (
+    await a67.deployments.updateDeployment({
+      deployment: { id: created.id },
+      rollback: { templateGeneration: 1n },
+    })
+  ).deployment!;
+  assert.equal(back.image, "nginx:1.27");
+  assert.equal(back.templateGeneration, 1n);
+  assert.equal(back.rolloutHistory.at(-1)?.reason, "ROLLBACK_REQUESTED");
+
+  const unknown = await rejection(
+    a67.deployments.updateDeployment({
+      deployment: { id: created.id },
+      rollback: { templateGeneration: 9n },
+    }),
+  );
+  assert.equal(unknown.code, Code.InvalidArgument);
+  assert.deepEqual(
+    unknown.fieldViolations.map((v) => v.field),
+    ["rollback.template_generation"],
+  );
+});
