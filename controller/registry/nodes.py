@@ -250,20 +250,21 @@ class NodeRegistry:
 
     async def record_drain(
         self, node_id: str, progress: Callable[[Node], Node | None], fence: Fence | None
-    ) -> None:
+    ) -> bool:
         """The leader's report of a drain: `progress` makes the node's next version from its
         latest (None: no change); written fenced by the leader's epoch. A change made meanwhile
-        elsewhere wins (the next pass reports again)."""
+        elsewhere wins: then returns False, and the next pass reports again. True if there was
+        nothing to write or it was written."""
 
-        async def record_locked() -> None:
+        async def record_locked() -> bool:
             current = self._nodes.index.get(node_id)
             updated = progress(current) if current is not None else None
             if updated is None or updated == current:
-                return
+                return True
             self._nodes.stage(updated)
-            await self._nodes.persist_locked(fence=fence, which=node_id.__eq__)
+            return await self._nodes.persist_locked(fence=fence, which=node_id.__eq__) > 0
 
-        await self._nodes.write(record_locked)
+        return await self._nodes.write(record_locked)
 
     async def settle(self) -> None:
         """Returns once every write begun so far is whole, including those whose callers left."""

@@ -2,7 +2,17 @@
 pass did on them, and the progress it records on each draining node after the pass (fenced by
 the leader's epoch, like the placements): `Node.drain` shows replicas remaining, moved and
 stopped, and turns COMPLETE once nothing is left on the node, which stays cordoned. WatchNodes
-shows every report. The rules of the moves are in scheduler/drain.py."""
+shows every report, and a node is written only when its report changed. The rules of the moves
+are in scheduler/drain.py.
+
+`remaining` and the state are read from the placements each pass, so they are always right.
+`moved` and `stopped` are counted here, from each pass's steps, and added to the node's report:
+a placement that moved is gone from the deployment once its agent confirmed the stop, so the
+store keeps no trace to count them from again. A report refused because another replica changed
+the node meanwhile keeps its counts for the next pass. What a leader counted but could not
+report when it was deposed (or died) is lost: the next leader does not count those moves, so
+`moved` and `stopped` may fall short of what happened (never above it: a deposed leader drops
+its counts, whose deployment writes may have been refused too)."""
 
 from __future__ import annotations
 
@@ -44,8 +54,12 @@ class Drainer:
             return
         now = self._clock.now()
         for node_id, did in drain.moves(before, after, self.deadlines, now).items():
-            had = self._done.get(node_id, drain.Moves())
-            self._done[node_id] = drain.Moves(had.moved + did.moved, had.stopped + did.stopped)
+            self._count(node_id, did)
+
+    def forget(self) -> None:
+        """This replica was deposed: what it counted and did not report is dropped (see the
+        module's docstring)."""
+        self._done.clear()
 
     async def report(self, fence: Fence | None) -> None:
         """Records each drain's progress on its node (after the pass's placements persisted).
@@ -54,7 +68,13 @@ class Drainer:
             on_node, waiting, why = drain.remaining(self._deployments.assignments(node_id))
             done = self._done.pop(node_id, drain.Moves())
             report = partial(next_version, on_node, waiting, why, done, self._clock.now())
-            await self._nodes.record_drain(node_id, report, fence)
+            if not await self._nodes.record_drain(node_id, report, fence):
+                self._count(node_id, done)  # refused: reported with the next pass's
+
+    def _count(self, node_id: str, did: drain.Moves) -> None:
+        if did.moved or did.stopped:
+            had = self._done.get(node_id, drain.Moves())
+            self._done[node_id] = drain.Moves(had.moved + did.moved, had.stopped + did.stopped)
 
 
 def next_version(

@@ -224,6 +224,7 @@ class Scheduler:
             assert self._leadership is not None  # only fenced writes are refused
             self._leadership.step_down(str(exc))
             self._parked.clear()
+            self._drainer.forget()  # this pass's moves were not written
             return
         for deployment_id in removable:
             last = self._deployments.snapshot_of(deployment_id)  # its nodes, as assigned
@@ -234,6 +235,7 @@ class Scheduler:
             except FencedError as exc:
                 assert self._leadership is not None  # only fenced writes are refused
                 self._leadership.step_down(str(exc))
+                self._drainer.forget()
                 return
             self._parked.pop(deployment_id, None)
             log.info("deployment removed", extra={"fields": {"deployment_id": deployment_id}})
@@ -321,6 +323,7 @@ class Scheduler:
             assert self._leadership is not None  # only fenced writes are refused
             self._leadership.step_down(str(exc))
             self._parked.clear()
+            self._drainer.forget()  # the next leader counts from its own passes
             return False
         return True
 

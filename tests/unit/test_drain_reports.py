@@ -1,11 +1,15 @@
 """What the leader writes on a draining node (scheduler/drainer.py), through `Scheduler.run_once`
 over real registries on a SQLite store and a fake clock: a drain's progress is written when it
 changed (state, remaining, moved, stopped, message), never once per pass; a drain that waits
-for room writes nothing while it waits, however many passes run."""
+for room writes nothing while it waits, however many passes run; a report the store refuses
+keeps its counts for the next one."""
 
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
+
+import pytest
 
 from controller.clock import FakeClock
 from controller.models import DesiredState, Drain, DrainState, ReplicaState
@@ -84,3 +88,39 @@ async def test_a_drain_waiting_for_room_writes_its_node_once_not_every_pass(
     )
     assert plane.nodes.get(a) == waiting
     assert await store.revision() == store_before  # nor anything else
+
+
+async def test_a_refused_report_keeps_its_counts_for_the_next_one(
+    store: Store, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = await make_plane(store, clock)
+    a, b = await plane.node(cpu=2), await plane.node(cpu=2, ready=False)
+    dep = await plane.deployments.create(web(2))
+    await plane.scheduler.run_once()  # both on a: b is not READY yet
+    await agents_report(plane)
+    assert plane.deployments.get(dep.id).node_ids == (a, a)
+    plane.nodes.stream_opened(b)
+    await plane.nodes.update(a, NodeChanges(drain=DrainRequest(3600)), ["drain"])
+
+    # Every report is refused (as when another replica changed the node meanwhile: the store
+    # refuses the write) while the replicas move to b.
+    record_drain = plane.nodes.record_drain
+    refusing = True
+
+    async def refused_meanwhile(node_id: str, progress: Any, fence: Any) -> bool:
+        return False if refusing else await record_drain(node_id, progress, fence)
+
+    monkeypatch.setattr(plane.nodes, "record_drain", refused_meanwhile)
+    for _ in range(20):
+        await passes(plane, a, 1)
+        if not plane.deployments.assignments(a):
+            break
+    assert not plane.deployments.assignments(a), "the replicas did not move"
+    assert plane.deployments.get(dep.id).node_ids == (b, b)
+    refusing = False
+
+    await passes(plane, a, 1)
+
+    report = plane.nodes.get(a).drain
+    assert report is not None and report.state is DrainState.COMPLETE, report
+    assert (report.moved, report.stopped, report.remaining) == (2, 0, 0), report

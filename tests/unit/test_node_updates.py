@@ -30,6 +30,7 @@ from controller.models import (
     Resources,
     frozen_map,
 )
+from controller.registry.feed import ChangeFeed
 from controller.registry.node_updates import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DrainRequest,
@@ -260,3 +261,32 @@ async def test_a_drain_report_is_fenced_by_the_leaders_epoch(
     await registry.record_drain(node.id, report, Fence("leader", "r1", lease.epoch))
     recorded = registry.get(node.id).drain
     assert recorded is not None and (recorded.remaining, recorded.message) == (3, "moving")
+
+
+async def test_a_drain_report_refused_for_another_replicas_change_says_so(
+    store: Store, clock: FakeClock
+) -> None:
+    feed = ChangeFeed(store)  # the leader's, not running: caught up by its writes or by hand
+    leader = NodeRegistry(store, clock, feed=feed)
+    await leader.load()
+    node = await leader.register(NodeSpec("render", "https://x", "eu", Capabilities(4, 8)))
+    await leader.update(node.id, NodeChanges(drain=DrainRequest(60)), ["drain"])
+    other = NodeRegistry(store, clock)  # another replica, on the same store
+    await other.load()
+    await other.update(node.id, NodeChanges(labels=frozen_map({"tier": "gpu"})), ["labels"])
+
+    def report(current: Node) -> Node:
+        assert current.drain is not None
+        return replace(current, drain=replace(current.drain, moved=1, message="moving"))
+
+    # The leader has not seen the other change yet: the store refuses its write.
+    assert not await leader.record_drain(node.id, report, None)
+    await feed.caught_up()  # as its feed does on its own in a server
+    assert await leader.record_drain(node.id, report, None)  # on the node as it is now
+    recorded = leader.get(node.id)
+    assert recorded.labels == {"tier": "gpu"}
+    assert recorded.drain is not None and (recorded.drain.moved, recorded.drain.message) == (
+        1,
+        "moving",
+    )
+    assert await leader.record_drain(node.id, lambda _: None, None)  # nothing to write
