@@ -15,7 +15,8 @@ from controller.ctl.connection import ConnectionSettings
 
 EXIT_CODES = """exit codes: 0 ok, 1 error, 2 usage or invalid argument, 3 not found, 4 conflict
 (stale --etag, name taken, failed precondition), 5 unavailable or timed out, 6 unauthenticated
-or permission denied, 7 --wait: the deployment cannot run, 130 interrupted"""
+or permission denied, 7 --wait: the deployment cannot run (rollout status: its rollout was rolled
+back or failed), 130 interrupted"""
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -192,7 +193,7 @@ def _add_node_drains(verbs: Any) -> None:
 def _add_deployments(commands: Any) -> None:
     deployments = commands.add_parser(
         "deployments",
-        help="list, create, update, scale, watch and delete deployments",
+        help="list, create, update, scale, watch, delete and roll out deployments",
         description="Deployments: name one by its name, its id, or a unique prefix of its id.",
     )
     verbs = deployments.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -268,6 +269,70 @@ def _add_deployments(commands: Any) -> None:
     watch.add_argument(
         "deployment", metavar="NAME", nargs="?", help="only this deployment (name, id or prefix)"
     )
+    _add_rollout(verbs)
+
+
+def _add_rollout(verbs: Any) -> None:
+    rollout = verbs.add_parser(
+        "rollout",
+        help="follow, list, undo, pause and resume a deployment's rollouts",
+        description="Rolling updates of a deployment, as `kubectl rollout`: a change of its "
+        "template (image, command, args, env, resources, health check) is rolled out a few "
+        "replicas at a time.",
+    )
+    actions = rollout.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = _command(
+        actions,
+        "status",
+        "controller.ctl.rollout:status",
+        "say where the latest rollout stands",
+        "Say where the deployment's latest rollout stands; with --watch, follow it until it "
+        "ends. Exit 0 once it completed (or is paused), 7 with the reason if it was rolled "
+        "back or failed (also when the latest rollout is the automatic rollback of a failed "
+        "one), 5 at --timeout.",
+    )
+    status.add_argument("deployment", metavar="NAME", help="name, id, or unique id prefix")
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="follow the rollout until it ends"
+    )
+    status.add_argument(
+        "--timeout",
+        type=duration_s,
+        default=600.0,
+        metavar="DURATION",
+        help="how long --watch waits: 30s, 5m, 1h (default 10m)",
+    )
+    history = _command(
+        actions,
+        "history",
+        "controller.ctl.rollout:history",
+        "list the deployment's rollouts, oldest first",
+    )
+    history.add_argument("deployment", metavar="NAME", help="name, id, or unique id prefix")
+    undo = _command(
+        actions,
+        "undo",
+        "controller.ctl.rollout:undo",
+        "roll back to the previous template, or to --to-generation",
+        "Roll the template back to the last one that completed before the current one, or to "
+        "the template of --to-generation (a TEMPLATE of `rollout history`): a new generation, "
+        "rolled out like any change. Refused while paused (exit 4).",
+    )
+    undo.add_argument("deployment", metavar="NAME", help="name, id, or unique id prefix")
+    undo.add_argument(
+        "--to-generation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the template generation to go back to (default: the previous one)",
+    )
+    _etag_flag(undo, "roll back")
+    for action, does in (
+        ("pause", "stop the rollout where it is (moving replicas finish, no others start)"),
+        ("resume", "resume a paused rollout"),
+    ):
+        paused = _command(actions, action, f"controller.ctl.rollout:{action}", does)
+        paused.add_argument("deployment", metavar="NAME", help="name, id, or unique id prefix")
 
 
 def _spec_flags(parser: argparse.ArgumentParser) -> None:

@@ -73,6 +73,20 @@ def strategy(dep: dpb.Deployment) -> str:
     )
 
 
+def _amount(value: dpb.IntOrPercent) -> str:
+    return value.percent if value.HasField("percent") else str(value.count)
+
+
+def update_strategy(dep: dpb.Deployment) -> str:
+    """`max surge 25%, max unavailable 25%, min ready 0s, progress deadline 600s` (the
+    server fills in the defaults)."""
+    s = dep.update_strategy
+    return (
+        f"max surge {_amount(s.max_surge)}, max unavailable {_amount(s.max_unavailable)}, "
+        f"min ready {s.min_ready_seconds}s, progress deadline {s.progress_deadline_seconds}s"
+    )
+
+
 def row(dep: dpb.Deployment, wide: bool, console: Console) -> list[str]:
     cells = [
         dep.name,
@@ -109,6 +123,14 @@ def detail(dep: dpb.Deployment, wide: bool, console: Console) -> str:
         ("Resources", resources(dep)),
         ("Constraints", ", ".join(where) or "-"),
         ("Strategy", strategy(dep)),
+        ("Generation", f"{dep.generation} (observed {dep.observed_generation})"),
+        ("Template", f"generation {dep.template_generation}" + " (paused)" * dep.paused),
+        (
+            "Rollout",
+            f"{dep.updated_replicas} updated, {dep.ready_replicas} ready, "
+            f"{dep.available_replicas} available",
+        ),
+        ("Update", update_strategy(dep)),
         ("Created", ago(timestamp(dep.create_time), now, never="-")),
         ("Updated", ago(timestamp(dep.update_time), now, never="-")),
         ("Etag", dep.etag),
