@@ -75,8 +75,7 @@ class Collection(Generic[T]):
     async def load(self) -> None:
         """Fills the index from the store; the feed applies what changes after (call the feed's
         `start_at` with the revision read before this)."""
-        for resource in await self.table.list_all():
-            self.index.put(resource)
+        self.index.load(await self.table.list_all())
 
     def get(self, resource_id: str, field: str) -> T:
         """The resource as last persisted (see `published`)."""

@@ -4,11 +4,14 @@ and only here. A document carries no id and no revision: those live in their own
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+import orjson
 
 from controller.models import (
     Capabilities,
@@ -42,6 +45,23 @@ from controller.store.rollout_codec import (
 from controller.store.sealing import Sealed, Sealer
 
 K = TypeVar("K", Node, Deployment)
+_STATUSES = {status.value: status for status in NodeStatus}
+
+
+def _loads(document: str) -> Any:
+    """A stored document, parsed with orjson (a start-up parses every one: 50,000 nodes took
+    ~2x as long with json); json parses what orjson refuses but json.dumps writes (NaN, an
+    integer past 64 bits)."""
+    try:
+        return orjson.loads(document)
+    except orjson.JSONDecodeError:
+        return json.loads(document)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _capabilities(cpu: float, memory: float, disk: float, bandwidth: str) -> Capabilities:
+    """Nodes of one shape share one (immutable) value: fewer objects, decoded faster."""
+    return Capabilities(cpu, memory, disk, bandwidth)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -88,7 +108,7 @@ def encode_node(node: Node, sealer: Sealer) -> str:
 
 
 def decode_node(node_id: str, revision: int, document: str, sealer: Sealer) -> Node:
-    d = json.loads(document)
+    d = _loads(document)
     creds = None
     if d["credentials"] is not None:
         c = d["credentials"]
@@ -100,10 +120,10 @@ def decode_node(node_id: str, revision: int, document: str, sealer: Sealer) -> N
         provider=d["provider"],
         endpoint=d["endpoint"],
         region=d["region"],
-        capabilities=Capabilities(cpu, memory, disk, bandwidth),
+        capabilities=_capabilities(cpu, memory, disk, bandwidth),
         labels=frozen_map(d["labels"]),
         credentials=creds,
-        status=NodeStatus(d["status"]),
+        status=_STATUSES[d["status"]],
         create_time=_required_time(d["create_time"]),
         update_time=_required_time(d["update_time"]),
         last_heartbeat_time=_parse_time(d["last_heartbeat_time"]),
@@ -172,7 +192,7 @@ def encode_deployment(dep: Deployment) -> str:
 
 
 def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
-    d = json.loads(document)
+    d = _loads(document)
     con = d["constraints"]
     return Deployment(
         id=dep_id,

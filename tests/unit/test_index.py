@@ -55,11 +55,15 @@ FLEET = [
 ]
 
 
-@pytest.fixture
-def fleet() -> Index[Node]:
+@pytest.fixture(params=["put", "load"])
+def fleet(request: pytest.FixtureRequest) -> Index[Node]:
+    """The fleet put one by one, or loaded at once (a start-up): every test holds for both."""
     index = Index(terms_of)
-    for n in FLEET:
-        index.put(n)
+    if request.param == "load":
+        index.load(FLEET)
+    else:
+        for n in FLEET:
+            index.put(n)
     return index
 
 
@@ -265,3 +269,32 @@ def test_removed_and_unknown_resources_keep_no_derived_value(fleet: Index[Node])
     fleet.derived(stranger, make)
     fleet.derived(stranger, make)
     assert make.made[-2:] == [("zzz", 0), ("zzz", 0)]
+
+
+def test_load_then_changes_keep_the_postings_in_order() -> None:
+    index = Index(terms_of)
+    index.load(FLEET)
+    index.put(node("aa", "gcp", NodeStatus.READY, zone="b"))
+    index.put(replace(FLEET[0], provider="aws"))  # "e" moves from gcp to aws
+    index.remove("b")
+
+    assert ids(index.query([("provider", "aws")])) == ["a", "c", "e"]
+    assert ids(index.query([("labels.zone", "b"), ("status", "READY")])) == ["aa", "e"]
+    assert ids(index.query([])) == ["a", "aa", "c", "d", "e"]
+
+
+def test_load_tells_on_change_of_every_resource() -> None:
+    seen: list[tuple[Node | None, Node | None]] = []
+    index = Index(terms_of, lambda old, new: seen.append((old, new)))
+    index.load(FLEET)
+
+    assert sorted(seen, key=lambda change: str(change[1] and change[1].id)) == [
+        (None, n) for n in sorted(FLEET, key=lambda n: n.id)
+    ]
+
+
+def test_load_fills_only_an_empty_index(fleet: Index[Node]) -> None:
+    with pytest.raises(RuntimeError):
+        fleet.load([node("z")])
+    with pytest.raises(ValueError, match="twice"):
+        Index(terms_of).load([node("z"), node("z")])
