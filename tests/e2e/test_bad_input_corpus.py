@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-from automator67.v1 import agent_service_pb2, deployment_service_pb2, node_service_pb2
+from automator67.v1 import agent_service_pb2, deployment_service_pb2, node_pb2, node_service_pb2
 from automator67.v1 import heartbeat_pb2 as hb
 from google.protobuf import field_mask_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
@@ -103,7 +103,18 @@ _FILTERS = [
     "= = =",
     'name = "\x00"',
 ]
-_PATHS = ["replicas", "image", "name", "deployment.replicas", "*", "resources.cpu_cores", "env"]
+_PATHS = [
+    "replicas",
+    "image",
+    "name",
+    "deployment.replicas",
+    "*",
+    "resources.cpu_cores",
+    "env",
+    "labels",
+    "unschedulable",
+    "drain",
+]
 
 
 @dataclass(frozen=True)
@@ -370,6 +381,10 @@ def target(shared_controller: ControllerProcess) -> Iterator[Target]:
                         update_mask=field_mask_pb2.FieldMask(paths=["replicas"]),
                     )
                 ),
+                "automator67.v1.UpdateNodeRequest": node_service_pb2.UpdateNodeRequest(
+                    node=node_pb2.Node(id=node_id, labels={"corpus": "yes"}),
+                    update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+                ),
                 "automator67.v1.GetNodeRequest": node_service_pb2.GetNodeRequest(node_id=node_id),
                 "automator67.v1.GetDeploymentRequest": deployment_service_pb2.GetDeploymentRequest(
                     deployment_id=deployment.id
@@ -431,7 +446,7 @@ CLIENT_STREAM = [p for p, m in METHODS.items() if m.client_streaming]
 
 
 def test_the_corpus_covers_every_rpc_of_both_services() -> None:
-    assert len(METHODS) == 14
+    assert len(METHODS) == 15
     assert CLIENT_STREAM == ["/automator67.v1.AgentService/Heartbeat"]
 
 
