@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import subprocess
 import sys
@@ -259,13 +260,25 @@ class Cluster:
             self._notify()
 
     def _check(self, dep: dpb.Deployment) -> None:
+        """One current placement per replica at most; RUNNING ones at most `replicas +
+        max_surge` (a rolling update or a drain runs a replacement beside the replica it
+        replaces, within the surge)."""
         placed = len(current(dep))
         running = sum(r.state == R_RUNNING for r in dep.replica_statuses)
-        if placed > dep.replicas or running > dep.replicas:
+        if placed > dep.replicas or running > dep.replicas + max_surge(dep):
             self.violations.append(
                 f"{placed} current and {running} RUNNING placements of {dep.replicas} "
-                f"replicas: {list(dep.replica_statuses)}"
+                f"replicas (max surge {max_surge(dep)}): {list(dep.replica_statuses)}"
             )
+
+
+def max_surge(dep: dpb.Deployment) -> int:
+    """The update strategy's max_surge as a count: a percentage of the replicas rounded up,
+    as Kubernetes does (the server fills in the default, 25%)."""
+    surge = dep.update_strategy.max_surge
+    if surge.HasField("percent"):
+        return math.ceil(dep.replicas * int(surge.percent.rstrip("%")) / 100)
+    return surge.count
 
 
 @pytest_asyncio.fixture

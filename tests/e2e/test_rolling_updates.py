@@ -211,6 +211,7 @@ async def test_an_update_keeps_enough_replicas_serving_and_ends_on_the_new_versi
     counts = sampler.since(start)
     assert min(counts) >= REPLICAS - 1, counts  # max_unavailable 1
     assert 0 < placements.most <= REPLICAS + 1  # max_surge 1
+    assert cluster.violations == []  # RUNNING within replicas + max_surge throughout
     assert [r.outcome for r in done.rollout_history] == [COMPLETE, COMPLETE]
 
 
