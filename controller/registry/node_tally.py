@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from controller.models import Node, NodeStatus, Resources
+from controller.models import DrainState, Node, NodeStatus, Resources
 
 SCALE = 1000
 
@@ -36,6 +36,7 @@ class NodeTally:
         self._by_region: Counter[str] = Counter()
         self._capacity = [0, 0, 0]  # cpu, memory, disk, in thousandths
         self._ready = [0, 0, 0]
+        self.draining = 0  # nodes whose drain is under way (the scheduler skips a walk when 0)
 
     def changed(self, old: Node | None, new: Node | None) -> None:
         if old is not None:
@@ -49,6 +50,8 @@ class NodeTally:
         _add(self._by_status, node.status.value, sign)
         _add(self._by_provider, node.provider, sign)
         _add(self._by_region, node.region, sign)
+        if node.drain is not None and node.drain.state is DrainState.DRAINING:
+            self.draining += sign
         caps = node.capabilities
         cpu = sign * round(caps.cpu_cores * SCALE)
         memory = sign * round(caps.memory_gb * SCALE)

@@ -370,6 +370,11 @@ class NodeRegistry:
             return node
         return replace(node, last_heartbeat_time=seen)
 
+    @property
+    def draining(self) -> int:
+        """How many nodes are being drained, kept as the index changes."""
+        return self._tally.draining
+
     def stats(self) -> NodeStats:
         """Counts and capacities of every node (with its staged status), kept as the index
         changes: no walk over the fleet."""

@@ -332,6 +332,8 @@ class Scheduler:
         fence = self._leadership.fence() if self._leadership is not None else None
         if self._leadership is not None and fence is None:
             return
+        if not self._nodes.draining and not self._drainer.deadlines:
+            return  # a fleet joining with no deployment costs no walk over it per pass
         self._sync_nodes()
         if self._drainer.deadlines:
             await self._report_drains(fence)

@@ -20,12 +20,15 @@ from controller.models import (
     DeploymentSpec,
     DeploymentStatus,
     DesiredState,
+    DrainState,
+    Node,
     NodeSpec,
     NodeStatus,
     ReplicaState,
     Resources,
 )
 from controller.registry.deployments import DeploymentRegistry
+from controller.registry.node_updates import DrainRequest, NodeChanges
 from controller.registry.nodes import NodeRegistry
 from controller.registry.replicas import Report
 from controller.registry.sessions import Session, Sessions
@@ -550,3 +553,31 @@ async def test_a_change_made_while_a_pass_yields_is_not_overwritten(
 
 def web_named(name: str) -> DeploymentSpec:
     return DeploymentSpec(name=name, image="busybox", replicas=1, resources=Resources(1, 1))
+
+
+async def test_with_no_deployment_and_no_drain_a_pass_reads_no_node(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet joining with no deployment (every node turning READY wakes a pass) costs no walk
+    over the nodes per pass; a drain started then is still completed by the next pass."""
+    walks = 0
+    latest = plane.nodes.latest
+
+    def counted() -> list[Node]:
+        nonlocal walks
+        walks += 1
+        return latest()
+
+    monkeypatch.setattr(plane.nodes, "latest", counted)
+    for _ in range(5):
+        await plane.node()
+        await plane.scheduler.run_once()
+    assert walks == 0
+
+    drained = await plane.node()
+    await plane.nodes.update(drained, NodeChanges(drain=DrainRequest(3600)), ["drain"])
+    await plane.scheduler.run_once()
+
+    assert walks > 0
+    drain = plane.nodes.get(drained).drain
+    assert drain is not None and drain.state is DrainState.COMPLETE, drain
