@@ -277,6 +277,7 @@ class Replica:
     # available, then stops; it is never restored as the current placement.
     handover: bool = False
     prefer: str = ""  # a node to place it on if it fits there (the one it replaces)
+    unschedulable: bool = False  # unplaced because no node fits it (`message` says why)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,8 @@ class Deployment:
     strategy: PlacementStrategy = PlacementStrategy.DEFAULT
     status: DeploymentStatus = DeploymentStatus.PENDING
     status_reason: str = ""
+    # For programs: UNSCHEDULABLE, REPLICA_FAILING, DELETION_REQUESTED, or "" (summarize).
+    status_reason_code: str = ""
     replica_set: tuple[Replica, ...] = ()
     history: tuple[StatusChange, ...] = ()
     update_strategy: UpdateStrategy = field(default_factory=UpdateStrategy)

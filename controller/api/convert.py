@@ -219,6 +219,7 @@ def _deployment_pb(dep: Deployment) -> deployment_pb2.Deployment:
         strategy=_STRATEGY_VALUES[dep.strategy],
         status=_deployment_status_pb(dep.status),
         status_reason=dep.status_reason,
+        status_reason_code=dep.status_reason_code,
         node_ids=list(dep.node_ids),
         create_time=_timestamp(dep.create_time),
         update_time=_timestamp(dep.update_time),
@@ -273,6 +274,7 @@ def assignment_spec_pb(
     for field in (
         "status",
         "status_reason",
+        "status_reason_code",
         "node_ids",
         "replica_statuses",
         "history",

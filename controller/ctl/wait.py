@@ -8,9 +8,10 @@ What counts (as `kubectl rollout status` and `nomad job run` decide):
   still say RUNNING for the old count).
 - It cannot get there, and the wait fails at once with the controller's reason (exit 7): the
   deployment is FAILED (its replicas failed too often), or a replica is unplaced because no
-  node fits it (the scheduler's "no READY node ..." reason; nomad's `job run` reports such
-  placement failures at once too), or it is being deleted. Only versions written after the
-  write that started the wait are judged so, since the status written with it is the old one.
+  node fits it (`status_reason_code` UNSCHEDULABLE, the unplaced replica's message says why;
+  nomad's `job run` reports such placement failures at once too), or it is being deleted.
+  Only versions written after the write that started the wait are judged so, since the status
+  written with it is the old one.
 - Gone: a DELETED event, or a state without it.
 The wait ends at `--timeout` (exit 5) with the last status seen."""
 
@@ -31,9 +32,9 @@ from controller.ctl.output import age, short
 if TYPE_CHECKING:
     from automator67.client import Client
 
-# The scheduler's reasons for a replica no node fits (controller/scheduler/placement.py, NoFit);
-# tests/e2e/test_ops_cli_wait.py fails if they change.
-UNSCHEDULABLE = ("no READY node", "no nodes are registered")
+# Deployment.status_reason_code of a deployment with a replica no node fits
+# (controller/registry/replicas.py).
+UNSCHEDULABLE = "UNSCHEDULABLE"
 # Statuses whose reason the progress line shows (for the others, the counts say it all).
 EXPLAINED = (
     dpb.DEPLOYMENT_STATUS_PENDING,
@@ -63,10 +64,11 @@ def why_it_cannot_run(dep: dpb.Deployment) -> str | None:
         return f"FAILED: {dep.status_reason}"
     if dep.status == dpb.DEPLOYMENT_STATUS_STOPPING:
         return f"it is being deleted ({dep.status_reason})"
-    for r in dep.replica_statuses:
-        pending = not r.superseded and r.state == dpb.REPLICA_STATE_PENDING
-        if pending and r.message.startswith(UNSCHEDULABLE):
-            return f"unschedulable: replica {r.index}: {r.message}"
+    if dep.status_reason_code == UNSCHEDULABLE:
+        for r in dep.replica_statuses:
+            if not r.superseded and r.state == dpb.REPLICA_STATE_PENDING and not r.node_id:
+                return f"unschedulable: replica {r.index}: {r.message}"
+        return f"unschedulable: {dep.status_reason}"
     return None
 
 

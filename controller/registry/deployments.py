@@ -33,7 +33,13 @@ from controller.registry.filtering import enum_normalizer
 from controller.registry.idempotency import request_key
 from controller.registry.index import Term
 from controller.registry.paging import Page
-from controller.registry.replicas import MAX_HISTORY, Report, apply_report, nodes_of
+from controller.registry.replicas import (
+    DELETION_REQUESTED,
+    MAX_HISTORY,
+    Report,
+    apply_report,
+    nodes_of,
+)
 from controller.registry.validation import validate_deployment
 from controller.store.base import Fence, Store
 
@@ -259,6 +265,7 @@ class DeploymentRegistry:
             current,
             status=DeploymentStatus.STOPPING,
             status_reason=reason,
+            status_reason_code=DELETION_REQUESTED,
             history=(*current.history, StatusChange(DeploymentStatus.STOPPING, reason, now))[
                 -MAX_HISTORY:
             ],

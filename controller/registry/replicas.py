@@ -138,18 +138,47 @@ def summarize(dep: Deployment) -> tuple[DeploymentStatus, str]:
     return DeploymentStatus.SCHEDULED, f"{running}/{dep.replicas} replicas running"
 
 
+# `status_reason_code` values (Deployment.status_reason_code in the API), for programs.
+UNSCHEDULABLE = "UNSCHEDULABLE"
+REPLICA_FAILING = "REPLICA_FAILING"
+DELETION_REQUESTED = "DELETION_REQUESTED"
+
+
+def reason_code(dep: Deployment, status: DeploymentStatus) -> str:
+    """Why `dep` is in `status` (as `summarize` decided it), for programs: a wait can tell
+    "no node fits" without reading the text."""
+    if status is DeploymentStatus.STOPPING:
+        return DELETION_REQUESTED
+    if status is DeploymentStatus.FAILED:
+        return REPLICA_FAILING
+    if status is DeploymentStatus.PENDING and any(
+        r.unschedulable and not r.superseded and not r.node_id and r.index < dep.replicas
+        for r in dep.replica_set
+    ):
+        return UNSCHEDULABLE
+    return ""
+
+
 def with_status(dep: Deployment, now: datetime) -> Deployment:
     """`dep` with its status recomputed; a change of status is recorded in its history."""
     status, reason = summarize(dep)
     rollout = note(dep)
     if rollout and status is not DeploymentStatus.STOPPING:
         reason = f"{reason}; {rollout}"
-    if status is dep.status and reason == dep.status_reason:
+    code = reason_code(dep, status)
+    if status is dep.status and reason == dep.status_reason and code == dep.status_reason_code:
         return dep
     history = dep.history
     if status is not dep.status:
         history = (*history, StatusChange(status, reason, now))[-MAX_HISTORY:]
-    return replace(dep, status=status, status_reason=reason, history=history, update_time=now)
+    return replace(
+        dep,
+        status=status,
+        status_reason=reason,
+        status_reason_code=code,
+        history=history,
+        update_time=now,
+    )
 
 
 def nodes_of(replicas: Iterable[Replica]) -> set[str]:

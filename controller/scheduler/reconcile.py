@@ -237,7 +237,9 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
         else place(ask, ctx.snapshot, collocated, ctx.rng)
     )
     if isinstance(chosen, NoFit):
-        return r if r.message == chosen.reason else replace(r, message=chosen.reason)
+        if r.message == chosen.reason and r.unschedulable:
+            return r
+        return replace(r, message=chosen.reason, unschedulable=True)
     ctx.snapshot.take(chosen, dep.resources)
     collocated[chosen] += 1
     return replace(
@@ -246,6 +248,7 @@ def _place(dep: Deployment, r: Replica, collocated: Counter[str], ctx: Context) 
         state=ReplicaState.ASSIGNED,
         desired=DesiredState.RUN,
         message="",
+        unschedulable=False,
         retry_at=None,
         state_time=ctx.now,
         # A paused rollout moves nothing: a replacement runs what the replica ran.

@@ -173,6 +173,7 @@ def encode_deployment(dep: Deployment) -> str:
             "strategy": dep.strategy.value,
             "status": dep.status.value,
             "status_reason": dep.status_reason,
+            "status_reason_code": dep.status_reason_code,
             "replica_set": [_encode_replica(r) for r in dep.replica_set],
             "history": [[h.status.value, h.reason, _time(h.time)] for h in dep.history],
             "generation": dep.generation,
@@ -207,6 +208,7 @@ def decode_deployment(dep_id: str, revision: int, document: str) -> Deployment:
         strategy=PlacementStrategy(d["strategy"]),
         status=DeploymentStatus(d["status"]),
         status_reason=d["status_reason"],
+        status_reason_code=d.get("status_reason_code", ""),
         # A placement stored before placements recorded their template runs the current one.
         replica_set=tuple(
             _decode_replica(r, d.get("template_generation", d.get("spec_version", 1)))
@@ -251,6 +253,7 @@ def _encode_replica(r: Replica) -> dict[str, Any]:
         "ready_time": _time(r.ready_time),
         "handover": r.handover,
         "prefer": r.prefer,
+        **({"unschedulable": True} if r.unschedulable else {}),
     }
 
 
@@ -272,6 +275,7 @@ def _decode_replica(d: dict[str, Any], template_generation: int) -> Replica:
         ready_time=_parse_time(d.get("ready_time")),
         handover=d.get("handover", False),
         prefer=d.get("prefer", ""),
+        unschedulable=d.get("unschedulable", False),
     )
 
 

@@ -26,6 +26,7 @@ def users_part(dep: deployment_pb2.Deployment) -> deployment_pb2.Deployment:
     for field in (
         "status",
         "status_reason",
+        "status_reason_code",
         "etag",
         "update_time",
         "replica_statuses",

@@ -4,9 +4,13 @@ agents (`automator67 agent`, simulated workloads whose health check a deployment
 with A67_SIMULATED_HEALTH=fail): an update followed to completion with `status --watch`, a
 version failing its health check rolled back on its own (`status` exits 7 with the reason, also
 once the rollback ended), the history as a table and as proto3 JSON, undo refused while paused
-and accepted after resume, a watch that ends at --timeout (exit 5), an unknown name (exit 3)."""
+and accepted after resume, a watch that ends at --timeout (exit 5), an unknown name (exit 3);
+and a deployment no node fits says UNSCHEDULABLE in its status_reason_code."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 import pytest
 from automator67 import Client
@@ -133,7 +137,7 @@ def test_rollout_status_watch_ends_at_its_timeout_and_names_are_checked(
     start_agent(controller, "a")
     with Client(controller.address, token=controller.admin_token) as client:
         wait_for_ready_nodes(client, 1)
-        client.create_deployment(web("huge", cpu=64))  # no node fits: it never completes
+        huge = client.create_deployment(web("huge", cpu=64))  # no node fits: never completes
 
         now = run(controller, "deployments", "rollout", "status", "huge")
         assert now.code == 0, now  # without --watch: where it stands, as kubectl --watch=false
@@ -146,3 +150,25 @@ def test_rollout_status_watch_ends_at_its_timeout_and_names_are_checked(
 
         missing = run(controller, "deployments", "rollout", "history", "nope")
         assert_one_line_error(missing, 3, "nope")
+
+        # Over gRPC, why it waits is said for programs too (what `--wait` goes by).
+        unschedulable = first_version(client, huge.id, lambda d: bool(d.status_reason_code))
+        assert unschedulable.status_reason_code == "UNSCHEDULABLE", unschedulable
+        assert "no READY node with 64 cpu" in unschedulable.status_reason
+
+
+def first_version(
+    client: Client, deployment_id: str, wanted: Callable[[dpb.Deployment], bool]
+) -> dpb.Deployment:
+    """The first version of the deployment that is `wanted`, as WatchDeployments shows it."""
+    watch = client.watch_deployments()
+    timer = threading.Timer(ROLLOUT_S, watch.close)
+    timer.start()
+    try:
+        for event in watch:
+            if event.deployment.id == deployment_id and wanted(event.deployment):
+                return event.deployment
+        raise AssertionError(f"no such version of {deployment_id} within {ROLLOUT_S}s")
+    finally:
+        timer.cancel()
+        watch.close()

@@ -171,11 +171,18 @@ def test_running_means_every_replica_runs_not_only_the_status() -> None:
 def test_what_cannot_run() -> None:
     failed = dpb.Deployment(status=dpb.DEPLOYMENT_STATUS_FAILED, status_reason="crashed")
     assert wait.why_it_cannot_run(failed) == "FAILED: crashed"
-    unplaced = dpb.Deployment(replicas=1, status=dpb.DEPLOYMENT_STATUS_PENDING)
-    unplaced.replica_statuses.add(
-        index=0, state=dpb.REPLICA_STATE_PENDING, message="no READY node with 9 cpu free"
+    unplaced = dpb.Deployment(
+        replicas=1, status=dpb.DEPLOYMENT_STATUS_PENDING, status_reason_code="UNSCHEDULABLE"
     )
-    assert "no READY node" in (wait.why_it_cannot_run(unplaced) or "")
+    unplaced.replica_statuses.add(
+        index=0, state=dpb.REPLICA_STATE_PENDING, message="the scheduler's words, any of them"
+    )
+    assert wait.why_it_cannot_run(unplaced) == (
+        "unschedulable: replica 0: the scheduler's words, any of them"
+    )
+    # The code decides, not the text: the same message without it is no reason to give up.
+    unplaced.status_reason_code = ""
+    assert wait.why_it_cannot_run(unplaced) is None
     backing_off = dpb.Deployment(replicas=1, status=dpb.DEPLOYMENT_STATUS_PENDING)
     backing_off.replica_statuses.add(
         index=0, state=dpb.REPLICA_STATE_PENDING, message="failed: oops; placing it again in 2s"

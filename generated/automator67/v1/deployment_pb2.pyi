@@ -654,6 +654,7 @@ class Deployment(_message.Message):
     AVAILABLE_REPLICAS_FIELD_NUMBER: _builtins.int
     TEMPLATE_GENERATION_FIELD_NUMBER: _builtins.int
     ROLLOUT_HISTORY_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Identifier. Server-assigned UUID; names the deployment in every request about it."""
     name: _builtins.str
@@ -693,6 +694,12 @@ class Deployment(_message.Message):
     template_generation: _builtins.int
     """Output only. The template replicas are moved to, named by the generation that introduced
     it (a rollback makes a new generation that reuses an older template and its name).
+    """
+    status_reason_code: _builtins.str
+    """Output only. Why the deployment is in its status, for programs (like an ErrorInfo reason;
+    `status_reason` is the text for humans): UNSCHEDULABLE (PENDING: no node fits a replica),
+    REPLICA_FAILING (FAILED: a replica failed too many times in a row), DELETION_REQUESTED
+    (STOPPING); empty otherwise. New values may be added.
     """
     @_builtins.property
     def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -779,10 +786,11 @@ class Deployment(_message.Message):
         available_replicas: _builtins.int = ...,
         template_generation: _builtins.int = ...,
         rollout_history: _abc.Iterable[Global___Rollout] | None = ...,
+        status_reason_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "constraints", b"constraints", "create_time", b"create_time", "health_check", b"health_check", "replicas", b"replicas", "resources", b"resources", "update_strategy", b"update_strategy", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "available_replicas", b"available_replicas", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "generation", b"generation", "health_check", b"health_check", "history", b"history", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "observed_generation", b"observed_generation", "paused", b"paused", "ready_replicas", b"ready_replicas", "replica_statuses", b"replica_statuses", "replicas", b"replicas", "resources", b"resources", "rollout_history", b"rollout_history", "status", b"status", "status_reason", b"status_reason", "strategy", b"strategy", "template_generation", b"template_generation", "update_strategy", b"update_strategy", "update_time", b"update_time", "updated_replicas", b"updated_replicas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_replicas", b"_replicas", "args", b"args", "available_replicas", b"available_replicas", "command", b"command", "constraints", b"constraints", "create_time", b"create_time", "env", b"env", "etag", b"etag", "generation", b"generation", "health_check", b"health_check", "history", b"history", "id", b"id", "image", b"image", "name", b"name", "node_ids", b"node_ids", "observed_generation", b"observed_generation", "paused", b"paused", "ready_replicas", b"ready_replicas", "replica_statuses", b"replica_statuses", "replicas", b"replicas", "resources", b"resources", "rollout_history", b"rollout_history", "status", b"status", "status_reason", b"status_reason", "status_reason_code", b"status_reason_code", "strategy", b"strategy", "template_generation", b"template_generation", "update_strategy", b"update_strategy", "update_time", b"update_time", "updated_replicas", b"updated_replicas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__replicas: _TypeAlias = _typing.Literal["replicas"]  # noqa: Y015
     _WhichOneofArgType__replicas: _TypeAlias = _typing.Literal["_replicas", b"_replicas"]  # noqa: Y015
