@@ -68,6 +68,7 @@ class Plan:
     placement: tuple[int, int, int, int] = (10_000, 1_000, 3, 5)
     workers: int = 3
     grace_s: float = 2.0
+    client: str = "python"  # the stream scenarios' load client: "python" or "cpp" (cppclient.py)
 
 
 FULL = Plan(
@@ -195,6 +196,7 @@ def _settings(plan: Plan, mode: str, interval_s: float, duration_s: float) -> st
         workers=plan.workers,
         open_timeout_s=plan.open_timeout_s,
         grace_s=plan.grace_s,
+        client=plan.client,
     )
 
 
@@ -356,7 +358,8 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{_load(meta['load_before'])}, at the end {_load(meta['load_after'])}"
         " (the machine is shared: figures taken under load are provisional).",
         "",
-        "Cells are `median (min-max)` over the runs. Ratios are controller / etcd medians.",
+        "Cells are `median (min-max)` over the runs. Ratios are controller / etcd medians."
+        f" Stream load client: {meta['plan'].get('client', 'python')} (both servers).",
         "",
     ]
     if meta.get("smoke"):
@@ -425,6 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the controller through gcstats.py and report its long garbage collections",
     )
     parser.add_argument(
+        "--client",
+        choices=("python", "cpp"),
+        help="the stream scenarios' load client (default: cpp where its toolchain is installed)",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -440,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             update_docs(DOCS, generated)
         return 0
     plan = SMOKE if args.smoke else FULL
-    plan = Plan(**{**vars(plan), "paced": [p for p in plan.paced if p[0] <= args.max_agents]})
+    paced = [p for p in plan.paced if p[0] <= args.max_agents]
+    plan = Plan(**{**vars(plan), "paced": paced, "client": streams.client_of(args)})
     anchor = not args.no_anchor and etcd.available()
     started, load_before = time.monotonic(), common.load_average()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -82,6 +82,9 @@ class Settings:
     open_concurrency: int = 100  # stream opens in flight per client process
     open_timeout_s: float = 300.0  # streams not open by then are left out (and reported)
     grace_s: float = 2.0  # after the window, for the acks of its last beats
+    client: str = "python"  # or "cpp": the compiled client (cppclient.py), one process
+    cpp_threads: int = 2  # the compiled client's threads (one completion queue each)
+    cpp_streams_per_connection: int = 500
 
 
 @dataclass(frozen=True)
@@ -278,9 +281,15 @@ def run_fleet(
     tokens: Sequence[str],
     settings: Settings,
     baseline_rss_mb: float,
+    protocol: str = "",
 ) -> FleetRun:
     """Runs the fleet against `server` once and measures it. `baseline_rss_mb` is the server's RSS
-    before any stream was opened (after registration), for RSS per stream."""
+    before any stream was opened (after registration), for RSS per stream. With
+    `settings.client == "cpp"` the compiled client runs the streams (speaking `protocol`)."""
+    if settings.client == "cpp":
+        import cppclient
+
+        return cppclient.run_fleet(server, protocol, idents, tokens, settings, baseline_rss_mb)
     ctx = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
     slices = split(idents, settings.workers)
     token_slices = split(tokens, settings.workers) if tokens else [[] for _ in slices]
@@ -324,14 +333,36 @@ def run_fleet(
         for p in pipes:
             p.close()
     latencies = array.array("d")
-    for _, counts, raw in results:
+    for _, _, raw in results:
         latencies.frombytes(raw)
+    return summarize(
+        run,
+        [counts for _, counts, _ in results],
+        latencies,
+        settings,
+        (server_cpu, client_cpu),
+        baseline_rss_mb,
+    )
+
+
+def summarize(
+    run: FleetRun,
+    results: Sequence[dict[str, Any]],
+    latencies: array.array[float],
+    settings: Settings,
+    cpu: tuple[float, float],
+    baseline_rss_mb: float,
+) -> FleetRun:
+    """Fills `run` from the client processes' counts and latencies (seconds) and the server's
+    and clients' CPU seconds in the window."""
+    server_cpu, client_cpu = cpu
+    for counts in results:
         run.errors += counts["errors"]
         run.reconnects += counts["reconnects"]
         run.lost_beats += counts["sent_in_window"] - counts["acked_in_window"]
         for kind, n in counts["error_kinds"].items():
             run.error_kinds[kind] = run.error_kinds.get(kind, 0) + n
-    held = sum(counts["open_at_end"] for _, counts, _ in results)
+    held = sum(counts["open_at_end"] for counts in results)
     run.streams_open = min(run.streams_open, held)
     ordered = sorted(latencies)
     beats = len(ordered)
@@ -393,6 +424,7 @@ class Target:
     name: str
     driver: str  # "module:Class", built in each client process
     session: Callable[[Path, int], AbstractContextManager[tuple[common.Server, Prepared]]]
+    protocol: str = ""  # what the compiled client speaks ("controller", "etcd"); default: name
 
 
 def measure(
@@ -417,6 +449,7 @@ def measure(
                 prep.tokens,
                 settings,
                 baseline,
+                target.protocol or target.name,
             )
             if gc_stats:
                 pauses = common.gc_pauses(server.log_path, *fleet.window_wall)
@@ -432,13 +465,15 @@ def measure(
             f"  {result['streams_open']} open in {result['open_s']:.1f}s, "
             f"{result['beats_per_s']:.0f} beats/s, p99 {result['ack_p99_ms']:.1f} ms, "
             f"server {result['server_cpu_pct']:.0f}% CPU {result['server_rss_mb']:.0f} MB, "
-            f"client {result['client_cpu_pct']:.0f}% CPU, errors {result['errors']}"
+            f"client {result['client_cpu_pct']:.0f}% CPU ({settings.client}), "
+            f"errors {result['errors']}"
         )
         results.append(result)
     summary = common.aggregate(results)
     summary["error_kinds"] = _merge_kinds(r["error_kinds"] for r in results)
     summary.update(target=target.name, agents=agents, mode=settings.mode)
     summary["settings"] = vars(settings).copy()
+    summary["client"] = settings.client
     summary["per_run"] = results
     return summary
 
@@ -484,6 +519,29 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, *, interval_s: float) -
         "--gc-stats", action="store_true", help="log the controller's long garbage collections"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    add_client_arguments(parser)
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--client",
+        choices=("python", "cpp"),
+        help="the load client: the compiled one (cppclient.py; default where its toolchain is "
+        "installed) or the Python one (spawned processes, --workers)",
+    )
+    parser.add_argument("--cpp-threads", type=int, default=2, help="the compiled client's threads")
+    parser.add_argument(
+        "--cpp-streams-per-connection", type=int, default=500, help="the compiled client's"
+    )
+
+
+def client_of(args: argparse.Namespace) -> str:
+    """The client asked for, or the compiled one where it can be built."""
+    if args.client:
+        return str(args.client)
+    import cppclient
+
+    return cppclient.default_client()
 
 
 def settings_from(args: argparse.Namespace, mode: str) -> Settings:
@@ -495,4 +553,7 @@ def settings_from(args: argparse.Namespace, mode: str) -> Settings:
         workers=args.workers,
         streams_per_connection=args.streams_per_connection,
         open_timeout_s=args.open_timeout_s,
+        client=client_of(args),
+        cpp_threads=args.cpp_threads,
+        cpp_streams_per_connection=args.cpp_streams_per_connection,
     )
