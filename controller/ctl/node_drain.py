@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 from automator67.client import Client
@@ -22,7 +21,7 @@ from automator67.v1 import node_service_pb2 as ns
 from controller.ctl import resolve
 from controller.ctl.failures import CommandError, ExitCode
 from controller.ctl.output import Console, Format, age, to_json
-from controller.ctl.wait import Progress
+from controller.ctl.wait import Progress, closed_after
 
 
 def cordon_nodes(client: Client, args: argparse.Namespace, console: Console) -> None:
@@ -66,17 +65,9 @@ def wait_drained(client: Client, node_id: str, since: int, timeout_s: float) -> 
     CommandError if the drain is cancelled, the node removed, or on the timeout."""
     progress = Progress()
     started = time.monotonic()
-    timed_out = threading.Event()
     watch = client.watch_nodes()
 
-    def expire() -> None:
-        timed_out.set()
-        watch.close()
-
-    timer = threading.Timer(timeout_s, expire)
-    timer.daemon = True
-    timer.start()
-    try:
+    with closed_after(watch, timeout_s, progress) as timed_out:
         for event in watch:
             if event.node.id != node_id:
                 continue
@@ -98,7 +89,3 @@ def wait_drained(client: Client, node_id: str, since: int, timeout_s: float) -> 
                 ExitCode.UNAVAILABLE,
             )
         raise CommandError("the watch ended", ExitCode.UNAVAILABLE)
-    finally:
-        timer.cancel()
-        watch.close()
-        progress.done()

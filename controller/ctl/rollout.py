@@ -11,7 +11,6 @@ deadline; here a failed rollout is reverted on its own, so the revert is what is
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from controller.ctl.output import (
     timestamp,
     to_json,
 )
-from controller.ctl.wait import Progress
+from controller.ctl.wait import Progress, closed_after
 
 PROGRESSING = dpb.ROLLOUT_OUTCOME_PROGRESSING
 ENDED_BADLY = (dpb.ROLLOUT_OUTCOME_ROLLED_BACK, dpb.ROLLOUT_OUTCOME_FAILED)
@@ -130,18 +129,10 @@ def _follow(
     client: Client, dep: dpb.Deployment, since: int, timeout_s: float, progress: Progress
 ) -> Verdict:
     name, started = dep.name or dep.id, time.monotonic()
-    timed_out = threading.Event()
     latest = verdict(dep, since)
     watch = client.watch_deployments()
 
-    def expire() -> None:
-        timed_out.set()
-        watch.close()
-
-    timer = threading.Timer(timeout_s, expire)
-    timer.daemon = True
-    timer.start()
-    try:
+    with closed_after(watch, timeout_s, progress) as timed_out:
         for event in watch:
             if event.deployment.id != dep.id:
                 continue  # another deployment's, or a SYNCED / RESET marker
@@ -158,10 +149,6 @@ def _follow(
                 ExitCode.UNAVAILABLE,
             )
         raise CommandError("the watch ended", ExitCode.UNAVAILABLE)
-    finally:
-        timer.cancel()
-        watch.close()
-        progress.done()
 
 
 def history(client: Client, args: argparse.Namespace, console: Console) -> None:

@@ -17,11 +17,13 @@ The wait ends at `--timeout` (exit 5) with the last status seen."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Protocol
 
 from automator67.v1 import deployment_pb2 as dpb
 from automator67.v1 import deployment_service_pb2 as ds
@@ -120,6 +122,35 @@ class Progress:
             self._stream.flush()
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def closed_after(
+    watch: _Closable, timeout_s: float, progress: Progress
+) -> Iterator[threading.Event]:
+    """For a command that follows a watch until something happens: closes the watch after
+    `timeout_s` (from a timer thread, since iterating a sync watch blocks), so its loop ends;
+    the event it yields says whether the timeout is why. On exit the timer is cancelled, the
+    watch closed and the progress line ended."""
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        watch.close()
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield timed_out
+    finally:
+        timer.cancel()
+        watch.close()
+        progress.done()
+
+
 def wait_for(
     client: Client,
     deployment: dpb.Deployment,
@@ -134,17 +165,9 @@ def wait_for(
     started = time.monotonic()
     latest: dpb.Deployment | None = None
     seen = synced = False
-    timed_out = threading.Event()
     watch = client.watch_deployments()
 
-    def expire() -> None:
-        timed_out.set()
-        watch.close()
-
-    timer = threading.Timer(timeout_s, expire)
-    timer.daemon = True
-    timer.start()
-    try:
+    with closed_after(watch, timeout_s, progress) as timed_out:
         for event in watch:
             if event.type == ds.DEPLOYMENT_EVENT_TYPE_RESET:
                 latest, synced = None, False
@@ -184,7 +207,3 @@ def wait_for(
                 ExitCode.UNAVAILABLE,
             )
         raise CommandError("the watch ended", ExitCode.UNAVAILABLE)
-    finally:
-        timer.cancel()
-        watch.close()
-        progress.done()
