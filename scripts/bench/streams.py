@@ -435,6 +435,10 @@ def measure(
     server logs its long garbage collections (gcstats.py); their count and length in the window
     are added."""
     results: list[dict[str, Any]] = []
+    if settings.client == "cpp":
+        import cppclient
+
+        cppclient.binary()  # built (once per source change) before any server starts
     for run in range(runs):
         common.log(f"{target.name}: {settings.mode} {agents} streams, run {run + 1}/{runs}")
         with common.workdir(target.name) as tmp, target.session(tmp, agents) as (server, prep):

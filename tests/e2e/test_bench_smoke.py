@@ -1,6 +1,10 @@
 """The benchmark harness (scripts/bench/) in smoke mode: every scenario, tiny and fast, so that the
 harness never rots. Its figures are not checked, only that each scenario ran, measured something
-and left no process behind. The etcd anchor runs only where the `etcd` binary is installed."""
+and left no process behind. The etcd anchor runs only where the `etcd` binary is installed.
+
+The compiled load client (scripts/bench/loadclient, built by cppclient.py) is built and run on a
+tiny fleet against a real controller (and etcd where installed); its toolchain is installed from
+Debian's packages when missing and the test runs as root with apt-get (skipped otherwise)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,37 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "scripts" / "bench"
+# What the compiled client's build needs (cppclient.DEBIAN_PACKAGES).
+TOOLCHAIN_PACKAGES = ("g++", "make", "pkg-config", "libgrpc++-dev", "protobuf-compiler-grpc")
+APT_TIMEOUT_S = 600
+
+
+def _toolchain_missing() -> list[str]:
+    check = [sys.executable, "-c", "import cppclient; print(','.join(cppclient.missing()))"]
+    out = subprocess.run(check, cwd=BENCH, capture_output=True, text=True, timeout=60, check=True)
+    return [name for name in out.stdout.strip().split(",") if name]
+
+
+def _ensure_toolchain(log: Path) -> None:
+    """Installs the compiled client's toolchain from Debian's packages when it is missing;
+    skips (with the reason) when it cannot be installed here."""
+    lacking = _toolchain_missing()
+    if not lacking:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"the C++ load client needs {lacking}: not root, or no apt-get to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *TOOLCHAIN_PACKAGES],
+    ):
+        with log.open("a") as out:
+            done = subprocess.run(
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=APT_TIMEOUT_S
+            )
+        assert done.returncode == 0, f"{command} failed:\n{log.read_text()[-3000:]}"
+    assert not _toolchain_missing(), log.read_text()[-3000:]
 
 
 def _processes_under(folder: Path) -> list[str]:
@@ -74,4 +109,36 @@ def test_every_scenario_runs_in_smoke_mode(tmp_path: Path) -> None:
     assert joined["errors"]["median"] == 0
     assert results["startup"]["exec_to_serving_ms"]["median"] > 0
     assert results["placement"]["placements_per_s"]["median"] > 0
+    assert not _processes_under(work), "the harness left processes running"
+
+
+@pytest.mark.timeout(1500)
+def test_compiled_client_builds_and_runs_a_tiny_fleet(tmp_path: Path) -> None:
+    """20 streams, a few beats each, against a real controller (and etcd where installed): the
+    C++ client builds (or reuses its build), opens every stream, and its beats are acked."""
+    _ensure_toolchain(tmp_path / "apt.log")
+    out = tmp_path / "fleet.json"
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [sys.executable, "scripts/bench/fleet.py", "--client", "cpp", "--agents", "20"]
+    command += ["--interval-s", "0.5", "--duration-s", "2", "--warmup-s", "0.5", "--runs", "1"]
+    command += ["--cpp-streams-per-connection", "8", "--json", str(out)]  # 3 connections
+    run = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=1400,  # a first build on a busy 2-core machine takes minutes
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    (paced,) = json.loads(out.read_text())["fleet_paced"]
+    sides = ["controller", "etcd"] if shutil.which("etcd") else ["controller"]
+    for side in sides:
+        figures = paced[side]
+        assert figures["client"] == "cpp"
+        assert figures["streams_open"]["median"] == 20, (side, figures)
+        assert figures["beats_per_s"]["median"] > 0, (side, figures)
+        assert figures["errors"]["median"] == 0, (side, figures["error_kinds"])
+        assert figures["ack_p99_ms"]["median"] > 0, (side, figures)
     assert not _processes_under(work), "the harness left processes running"

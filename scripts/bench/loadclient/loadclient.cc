@@ -290,6 +290,7 @@ class StreamBase {
   State state = State::kIdle;
   bool held = false;     // opened in the open phase: part of the run
   bool settled = false;  // its first open succeeded or failed
+  uint32_t index = 0;    // in its worker's streams
   double opening_since = 0;
 };
 
@@ -304,7 +305,10 @@ class Worker {
   Shared& shared() { return *shared_; }
   const Config& config() const { return config_; }
 
-  void Add(std::unique_ptr<StreamBase> stream) { streams_.push_back(std::move(stream)); }
+  void Add(std::unique_ptr<StreamBase> stream) {
+    stream->index = static_cast<uint32_t>(streams_.size());
+    streams_.push_back(std::move(stream));
+  }
 
   double Jitter(double low, double high) {
     return std::uniform_real_distribution<double>(low, high)(rng_);
@@ -327,10 +331,8 @@ class Worker {
   }
 
   bool Pacing() const { return pacing_; }
-  uint32_t IndexOf(StreamBase* s) const { return index_.at(s); }
 
   void Run() {
-    for (uint32_t i = 0; i < streams_.size(); i++) index_[streams_[i].get()] = i;
     OpenMore();
     CheckOpened();
     double next_sweep = Now() + 1.0;
@@ -439,7 +441,6 @@ class Worker {
   std::mt19937_64 rng_;
   grpc::CompletionQueue cq_;
   std::vector<std::unique_ptr<StreamBase>> streams_;
-  std::map<StreamBase*, uint32_t> index_;
   std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
   Stats stats_;
   int opening_ = 0;
@@ -626,7 +627,7 @@ class Stream : public StreamBase {
     }
     if (held && !stopping) {
       state = State::kIdle;
-      worker_->Schedule(Now() + worker_->Jitter(0.5, 1.5), worker_->IndexOf(this), true);
+      worker_->Schedule(Now() + worker_->Jitter(0.5, 1.5), index, true);
     }
   }
 
