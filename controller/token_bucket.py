@@ -7,6 +7,8 @@ from controller.clock import Clock
 
 
 class TokenBucket:
+    __slots__ = ("_at", "_burst", "_clock", "_rate", "_tokens")  # one per heartbeat stream
+
     def __init__(self, burst: int, rate_per_s: float, clock: Clock) -> None:
         self._burst, self._rate, self._clock = burst, rate_per_s, clock
         self._tokens = float(burst)

@@ -7,9 +7,11 @@
     (lifetime or shutdown) ---------> Reconnect <-, then ends OK (agent reconnects at once)
     (stream breaks or agent ends) --> stream_closed (node SUSPECT)
 
-Acks are written by the reader task and assignments by the handler, under one lock, so writes
-never overlap. Every task the handler starts (the reader, the wait for pushed assignments) is
-cancelled and awaited on every way out, cancellation of the call included.
+The handler's own task reads the beats and writes each ack (one write per beat, no task or
+future of ours per beat or per stream). A stop (replaced, lifetime, shutdown) cancels that task
+through the session's listener; pushed assignments are written by a short task of their own,
+under the one lock that keeps writes from overlapping. That task is cancelled and awaited on
+every way out, cancellation of the call included.
 
 A bad message ends this stream only, with INVALID_ARGUMENT; beats far faster than the interval
 end it with RESOURCE_EXHAUSTED."""
@@ -20,9 +22,9 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from automator67.v1 import deployment_pb2
@@ -45,14 +47,16 @@ from controller.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
+from controller.models import NodeStatus
 from controller.registry.collection import check_id
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
-from controller.registry.sessions import Session, Sessions, StopKind
+from controller.registry.sessions import Session, Sessions, Stop, StopKind
 from controller.registry.validation import MAX_DISK_GB, MAX_MEMORY_GB
 from controller.token_bucket import TokenBucket
 
 HEALTH_VALUES = frozenset(deployment_pb2.ReplicaHealth.values())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -85,17 +89,23 @@ class HeartbeatStream:
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
+        self._interval = duration_pb2.Duration()
+        self._interval.FromTimedelta(timedelta(seconds=settings.interval_s))
 
     async def serve(self, requests: AsyncIterator[hb.HeartbeatRequest], context: Context) -> None:
         hello = await self._hello(requests)
         node = self._nodes.stream_opened(hello.node_id)
-        session = self._sessions.open(node.id)
-        fields = {"node_id": node.id, "session_id": session.id, "agent": hello.agent_version}
+        node_id, status = node.id, node.status
+        session = self._sessions.open(node_id)
+        fields = {"node_id": node_id, "session_id": session.id, "agent": hello.agent_version}
+        del hello, node  # held for the stream's life otherwise (a node copy, the hello message)
         log.info("heartbeat stream opened", extra={"fields": fields})
         reason, planned = "heartbeat stream broke", False
         ended = "broken"  # the reason label of automator67_heartbeat_stream_ends_total
         metrics.HEARTBEAT_STREAMS_OPEN.inc()
-        reader: asyncio.Future[None] | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        stream = _Stream(self, context, session, task)
         lifetime = asyncio.get_running_loop().call_later(
             self._settings.max_age_s * random.uniform(0.9, 1.1),
             session.stop,
@@ -103,36 +113,20 @@ class HeartbeatStream:
             "stream lifetime reached",
         )
         try:
-            interval = duration_pb2.Duration()
-            interval.FromTimedelta(timedelta(seconds=self._settings.interval_s))
-            start = hb.SessionStart(
-                session_id=session.id,
-                heartbeat_interval=interval,
-                node_status=node_status_pb(node.status),
-            )
-            await context.write(hb.HeartbeatResponse(session=start))
-            lock = asyncio.Lock()  # the reader's acks and our assignments never overlap
-
-            async def send(response: hb.HeartbeatResponse) -> None:
-                async with lock:
-                    await context.write(response)
-
-            await send(self._assignments(node.id))
-            reader = asyncio.ensure_future(self._read_beats(requests, send, node.id))
-            while not (reader.done() or session.stopped.done()):
-                await _until_pushed(session, reader)
-                if session.assignments_changed.is_set() and not session.stopped.done():
-                    session.assignments_changed.clear()
-                    await send(self._assignments(node.id))
-            if reader.done():
-                ended = "error"
-                reader.result()  # a bad beat raises here
+            await context.write(self._session_start(session, status))
+            session.take_push()  # the set sent next is current
+            await context.write(self._assignments(node_id))
+            try:
+                stop = await stream.read_beats(requests)
+            except Exception:
+                ended = "error"  # a bad beat, a node deleted meanwhile, a failed ack
+                raise
+            if stop is None:
                 ended = "agent_closed"
                 reason = "agent closed its heartbeat stream"
                 log.info("heartbeat stream closed by agent", extra={"fields": fields})
                 return
-            await _settle(reader)
-            stop = session.stopped.result()
+            await stream.settle()
             if stop.kind is StopKind.REPLACED:
                 ended = "replaced"
                 raise ConflictError(stop.reason, reason="STREAM_REPLACED")
@@ -143,12 +137,10 @@ class HeartbeatStream:
             metrics.HEARTBEAT_STREAMS_OPEN.dec()
             metrics.HEARTBEAT_STREAM_ENDS.labels(ended).inc()
             lifetime.cancel()
-            if reader is not None:
-                reader.cancel()  # no beat is applied after this: the reader's next step raises
+            session.listen(None)  # no stop cancels this task from here on, no push starts
             if self._sessions.close(session):
-                self._nodes.stream_closed(node.id, reason, planned=planned)
-            if reader is not None:
-                await _settle(reader)  # last: a second cancellation here skips nothing above
+                self._nodes.stream_closed(node_id, reason, planned=planned)
+            await stream.settle()  # last: a second cancellation here skips nothing above
 
     async def _hello(self, requests: AsyncIterator[hb.HeartbeatRequest]) -> hb.AgentHello:
         try:
@@ -174,6 +166,14 @@ class HeartbeatStream:
             raise InvalidArgumentError.single("hello.drivers", "at most 16, of 64 characters")
         return hello
 
+    def _session_start(self, session: Session, status: NodeStatus) -> hb.HeartbeatResponse:
+        start = hb.SessionStart(
+            session_id=session.id,
+            heartbeat_interval=self._interval,
+            node_status=node_status_pb(status),
+        )
+        return hb.HeartbeatResponse(session=start)
+
     def _assignments(self, node_id: str) -> hb.HeartbeatResponse:
         assignments = [
             hb.Assignment(
@@ -186,20 +186,85 @@ class HeartbeatStream:
         ]
         return hb.HeartbeatResponse(assignments=hb.Assignments(assignments=assignments))
 
-    async def _read_beats(
-        self,
-        requests: AsyncIterator[hb.HeartbeatRequest],
-        send: Callable[[hb.HeartbeatResponse], Awaitable[None]],
-        node_id: str,
-    ) -> None:
+    def _bucket(self) -> TokenBucket | None:
         s = self._settings
-        bucket = (
-            TokenBucket(s.burst, s.rate_factor / s.interval_s, self._clock)
-            if s.rate_factor
-            else None
+        if not s.rate_factor:
+            return None
+        return TokenBucket(s.burst, s.rate_factor / s.interval_s, self._clock)
+
+    def _beat(self, node_id: str, beat: hb.Beat) -> hb.HeartbeatResponse:
+        """Applies one checked beat; its ack."""
+        self._nodes.beat(node_id)
+        if beat.replicas:  # level-triggered: applying an unchanged report changes nothing
+            self._deployments.report(node_id, [report_of(r) for r in beat.replicas])
+        since_epoch = self._clock.now() - _EPOCH
+        received = timestamp_pb2.Timestamp(
+            seconds=since_epoch.days * 86400 + since_epoch.seconds,
+            nanos=since_epoch.microseconds * 1000,
         )
+        return hb.HeartbeatResponse(ack=hb.BeatAck(sequence=beat.sequence, receive_time=received))
+
+
+class _Stream:
+    """One open stream's beats and writes, run by the handler's own task: it reads the agent's
+    beats and writes each ack itself. A stop cancels that task (and only that: the handler
+    tells it from a cancellation of the call by `uncancel`); a push of new assignments starts a
+    short task that writes them. Writes never overlap (one lock; uncontended but for a push)."""
+
+    __slots__ = ("_context", "_lock", "_owner", "_pusher", "_session", "_stopping", "_task")
+
+    def __init__(
+        self, owner: HeartbeatStream, context: Context, session: Session, task: asyncio.Task[Any]
+    ) -> None:
+        self._owner = owner
+        self._context = context
+        self._session = session
+        self._task = task
+        self._lock = asyncio.Lock()
+        self._pusher: asyncio.Task[None] | None = None
+        self._stopping = False  # this stream cancelled its task for a stop
+
+    # SessionListener
+
+    def stop_requested(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._task.cancel()
+
+    def assignments_pushed(self) -> None:
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.ensure_future(self._push())
+
+    async def _push(self) -> None:
+        session = self._session
+        while session.take_push():
+            async with self._lock:
+                await self._context.write(self._owner._assignments(session.node_id))
+
+    async def read_beats(self, requests: AsyncIterator[hb.HeartbeatRequest]) -> Stop | None:
+        """Reads and acks beats until the agent closes the stream (None) or the session is
+        stopped (its Stop). A bad beat raises."""
+        session = self._session
+        session.listen(self)
+        try:
+            await self._read(requests, session.node_id)
+        except asyncio.CancelledError:
+            if not self._stopping or self._task.uncancel() > 0:
+                raise  # the call itself was cancelled
+            assert session.stopped is not None
+            return session.stopped
+        finally:
+            session.listen(None)
+        return None
+
+    async def _read(self, requests: AsyncIterator[hb.HeartbeatRequest], node_id: str) -> None:
+        owner = self._owner
+        s = owner._settings
+        bucket = owner._bucket()
         last_sequence = -1
         received_beat = metrics.HEARTBEATS.inc  # bound once: a beat costs one unlabelled inc()
+        lock = self._lock
+        write = self._context.write
         async for request in requests:
             if request.WhichOneof("kind") != "beat":
                 raise InvalidArgumentError.single("beat", "after hello, only beats may be sent")
@@ -217,24 +282,15 @@ class HeartbeatStream:
                     metadata={"heartbeat_interval_s": f"{s.interval_s:g}"},
                 )
             received_beat()
-            self._nodes.beat(node_id)
-            if beat.replicas:  # level-triggered: applying an unchanged report changes nothing
-                self._deployments.report(node_id, [report_of(r) for r in beat.replicas])
-            received = timestamp_pb2.Timestamp()
-            received.FromDatetime(self._clock.now())
-            ack = hb.BeatAck(sequence=beat.sequence, receive_time=received)
-            await send(hb.HeartbeatResponse(ack=ack))
+            ack = owner._beat(node_id, beat)
+            async with lock:
+                await write(ack)
 
-
-async def _until_pushed(session: Session, reader: asyncio.Future[None]) -> None:
-    """Returns when the reader ends, the session stops or new assignments are pushed. The task
-    waiting for a push never outlives this call, even when the call is cancelled (a task left
-    pending is logged as destroyed when it is collected)."""
-    pushed = asyncio.ensure_future(session.assignments_changed.wait())
-    try:
-        await asyncio.wait((reader, session.stopped, pushed), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        await _settle(pushed)
+    async def settle(self) -> None:
+        """Ends a push being written, if any (an agent that left fails it: no news)."""
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None:
+            await _settle(pusher)
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:

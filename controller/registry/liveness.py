@@ -175,18 +175,13 @@ class Liveness:
 
     def _judge(self, node_id: str, entry: _Entry, now: float) -> Transition | None:
         silent = now - entry.last_beat
-        why = (
-            "no heartbeat since the controller started"
-            if entry.restored
-            else f"no heartbeat for {silent:.1f}s"
-        )
         if entry.status is NodeStatus.READY and silent >= self.settings.suspect_after_s:
-            return self._set(node_id, entry, NodeStatus.SUSPECT, why)
+            return self._set(node_id, entry, NodeStatus.SUSPECT, _silence(entry, silent))
         if entry.status is NodeStatus.SUSPECT and silent >= self.settings.offline_after_s:
             if self._suspected_since is not None:
                 return None  # the fault is more likely ours; keep the node SUSPECT
-            return self._set(node_id, entry, NodeStatus.OFFLINE, why)
-        return None
+            return self._set(node_id, entry, NodeStatus.OFFLINE, _silence(entry, silent))
+        return None  # a node that beat meanwhile (the common case): no reason to format
 
     def _judge_self(self, now: float) -> None:
         s = self.settings
@@ -225,3 +220,9 @@ class Liveness:
         self._counts[status] += 1
         entry.status = status
         return Transition(node_id, status, reason)
+
+
+def _silence(entry: _Entry, silent: float) -> str:
+    if entry.restored:
+        return "no heartbeat since the controller started"
+    return f"no heartbeat for {silent:.1f}s"

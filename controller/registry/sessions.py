@@ -2,15 +2,19 @@
 
 A newer stream for a node replaces the older one, which is told to stop (its handler ends it
 with ABORTED). The controller can also ask every stream to stop and have its agent reconnect
-(on shutdown, and on each stream's jittered lifetime timer)."""
+(on shutdown, and on each stream's jittered lifetime timer).
+
+A session is plain state plus one listener (the stream holding it): a stop or a push calls the
+listener at once, so a stream waits for nothing but its agent's next message (no task, future or
+event per stream to wait on)."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 
 class StopKind(enum.Enum):
@@ -24,19 +28,50 @@ class Stop:
     reason: str
 
 
-@dataclass(eq=False)
+class SessionListener(Protocol):
+    def stop_requested(self) -> None:
+        """The session was stopped (`Session.stopped` says why)."""
+
+    def assignments_pushed(self) -> None:
+        """The node's assignments changed (`Session.take_push` says whether still due)."""
+
+
 class Session:
-    node_id: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    stopped: asyncio.Future[Stop] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    # Set when the node's assignments changed; the stream then sends the new set.
-    assignments_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    __slots__ = ("_listener", "_pushed", "id", "node_id", "stopped")
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.id = uuid.uuid4().hex
+        self.stopped: Stop | None = None  # set once, by the first stop
+        self._pushed = False  # the node's assignments changed since the stream last sent them
+        self._listener: SessionListener | None = None
+
+    def listen(self, listener: SessionListener | None) -> None:
+        """Calls `listener` on each later stop and push, and at once for what is already due
+        (None: no more calls)."""
+        self._listener = listener
+        if listener is not None:
+            if self.stopped is not None:
+                listener.stop_requested()
+            elif self._pushed:
+                listener.assignments_pushed()
 
     def stop(self, kind: StopKind, reason: str) -> None:
-        if not self.stopped.done():
-            self.stopped.set_result(Stop(kind, reason))
+        if self.stopped is None:
+            self.stopped = Stop(kind, reason)
+            if self._listener is not None:
+                self._listener.stop_requested()
+
+    def push(self) -> None:
+        """The node's assignments changed; the stream then sends the new set."""
+        self._pushed = True
+        if self._listener is not None:
+            self._listener.assignments_pushed()
+
+    def take_push(self) -> bool:
+        """Whether a push is due (and no longer, once asked)."""
+        pushed, self._pushed = self._pushed, False
+        return pushed
 
 
 class Sessions:
@@ -71,7 +106,7 @@ class Sessions:
         for node_id in node_ids:
             session = self._by_node.get(node_id)
             if session is not None:
-                session.assignments_changed.set()
+                session.push()
 
     def reconnect_all(self, reason: str) -> None:
         for session in list(self._by_node.values()):

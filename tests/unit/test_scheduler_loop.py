@@ -121,10 +121,7 @@ class Plane:
 
     def told(self) -> set[str]:
         """The nodes whose sessions were told their assignments changed (and clears them)."""
-        told = {n for n, s in self.open_sessions.items() if s.assignments_changed.is_set()}
-        for session in self.open_sessions.values():
-            session.assignments_changed.clear()
-        return told
+        return {n for n, s in self.open_sessions.items() if s.take_push()}
 
     def status(self, node_id: str) -> NodeStatus | None:
         """The node's status as the scheduler sees it (staged, not yet persisted)."""
