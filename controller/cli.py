@@ -5,11 +5,10 @@ running controller (controller/ctl/)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
-from controller import __version__, security_cli
+from controller import __version__, event_loop, security_cli
 from controller.agent.settings import AgentSettings, SettingsError
 from controller.config import Config, ConfigError
 from controller.ctl.commands import add_commands as add_operator_commands
@@ -54,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from controller.store.base import StoreInUseError
 
         try:
-            asyncio.run(serve(config))
+            event_loop.run(serve(config), event_loop.resolve(config.event_loop))
         except ConfigError as exc:  # a key or certificate file that cannot be used
             print(f"automator67: invalid configuration: {exc}", file=sys.stderr)
             return 2
@@ -81,7 +80,8 @@ def _agent(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     from controller.agent.runner import run_agent  # grpc is imported only when running
 
-    return asyncio.run(run_agent(settings))
+    loop = event_loop.resolve(settings.event_loop, "A67_AGENT_EVENT_LOOP")
+    return event_loop.run(run_agent(settings), loop)
 
 
 if __name__ == "__main__":

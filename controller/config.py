@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller import event_loop as loops
 from controller import flags
 
 
@@ -31,6 +32,11 @@ class Config:
     host: str = _setting("127.0.0.1", "A67_HOST", "address to listen on (0.0.0.0 or :: for all)")
     port: int = _setting(50051, "PORT", "gRPC port; 0 picks a free one (logged at start)")
     log_level: str = _setting("info", "LOG_LEVEL", "debug, info, warning or error")
+    event_loop: str = _setting(
+        "auto",
+        "A67_EVENT_LOOP",
+        "asyncio event loop: auto (uvloop when installed), uvloop or asyncio",
+    )
     data_dir: Path = _setting(
         Path("data"), "A67_DATA_DIR", "folder for the embedded store and keys"
     )
@@ -230,6 +236,10 @@ class Config:
                 f"A67_HEALTH_PORT must be between 0 (off) and 65535 and differ from PORT, "
                 f"A67_METRICS_PORT and A67_HTTP_PORT, not {self.health_port}"
             )
+        try:
+            loops.resolve(self.event_loop)
+        except loops.EventLoopError as exc:
+            raise ConfigError(str(exc)) from None
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
                 f"LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}"

@@ -402,6 +402,7 @@ async def serve(config: Config) -> None:
                 "replica": controller.leadership.replica_id,
                 "nodes": controller.nodes.stats().total,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
+                "event_loop": type(loop).__module__.split(".")[0],  # uvloop or asyncio
             }
         },
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller import event_loop as loops
 from controller import flags
 from controller.agent.drivers import DRIVERS
 
@@ -99,6 +100,16 @@ class AgentSettings:
     log_level: str = field(
         default="info", metadata=_meta("A67_AGENT_LOG_LEVEL", "debug, info, warning or error")
     )
+    # Not uvloop by default: its child processes run Python's at-fork hooks, in which gRPC's
+    # crash (the exec driver's commands died of SIGSEGV); the standard loop forks without them.
+    event_loop: str = field(
+        default="asyncio",
+        metadata=_meta(
+            "A67_AGENT_EVENT_LOOP",
+            "asyncio event loop: asyncio, uvloop (not with the exec driver) or auto (uvloop when "
+            "installed)",
+        ),
+    )
     # Security (README "Security"): the bearer token, and TLS to the controller.
     token: str = field(
         default="",
@@ -181,6 +192,15 @@ class AgentSettings:
             raise SettingsError("A67_AGENT_RPC_TIMEOUT_S must be in (0, 600]")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("A67_AGENT_LOG_LEVEL must be debug, info, warning or error")
+        try:
+            loop = loops.resolve(self.event_loop, "A67_AGENT_EVENT_LOOP")
+        except loops.EventLoopError as exc:
+            raise SettingsError(str(exc)) from None
+        if loop == "uvloop" and self.driver == "exec":
+            raise SettingsError(
+                "A67_AGENT_EVENT_LOOP: the exec driver needs the asyncio loop (under uvloop the "
+                "commands it starts can crash as they fork)"
+            )
         if len(self.token) > 8192 or any(c.isspace() for c in self.token):
             raise SettingsError("A67_AGENT_TOKEN must be one JWT, without spaces")
         if bool(self.tls_cert_file) != bool(self.tls_key_file) or (

@@ -26,6 +26,8 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from controller import event_loop  # asyncio.run on the chosen loop, as the controller runs
+
 PAGE = 50
 SERVICE = "automator67.v1.NodeService"
 
@@ -102,9 +104,10 @@ async def serve(port: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+        event_loop.run(serve(args.port), args.event_loop)
     return 0
 
 

@@ -353,14 +353,17 @@ def etcd(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def bare_unary(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
+def bare_unary(
+    workdir: Path, *, timeout_s: float = 60.0, event_loop: str = "asyncio"
+) -> Iterator[Server]:
     """The unary floor (bare_unary.py: grpc.aio and the NodeService stubs, nothing else) on a
     free port of 127.0.0.1, SERVING when yielded; stopped on exit."""
     port = free_port()
     log_path = workdir / "bare.log"
+    command = [sys.executable, str(BENCH_DIR / "bare_unary.py"), "--port", str(port)]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "bare_unary.py"), "--port", str(port)],
+            [*command, "--event-loop", event_loop],
             cwd=ROOT,
             env=controller_env("warning"),
             stdin=subprocess.DEVNULL,

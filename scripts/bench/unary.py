@@ -234,6 +234,7 @@ def unary(
     concurrency: int = 16,
     server_args: Sequence[str] = (),
     baseline: bool = True,
+    event_loop: str = "auto",
 ) -> dict[str, Any]:
     """Every call at every load, `runs` windows each, on one controller with `nodes` nodes;
     with `baseline`, each window again on the bare grpc.aio server right after, and the ratios."""
@@ -242,12 +243,14 @@ def unary(
         "rates": list(rates),
         "filter": LIST_FILTER,
         "server_args": list(server_args),
+        "event_loop": resolve_loop(event_loop),
         "calls": {},
     }
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(common.workdir("unary"))
-        server = stack.enter_context(common.controller(tmp, server_args))
-        bare = stack.enter_context(common.bare_unary(tmp)) if baseline else None
+        loop = result["event_loop"]  # both servers on the same loop
+        server = stack.enter_context(common.controller(tmp, [*server_args, "--event-loop", loop]))
+        bare = stack.enter_context(common.bare_unary(tmp, event_loop=loop)) if baseline else None
         started = time.perf_counter()
         ids, _ = asyncio.run(fleet.register_nodes(server.address, nodes, server.metadata))
         common.log(f"unary: registered {nodes} nodes in {time.perf_counter() - started:.1f}s")
@@ -299,6 +302,13 @@ def unary(
     return result
 
 
+def resolve_loop(choice: str) -> str:
+    """`choice` as the controller resolves it ("auto": uvloop when installed), for both."""
+    from controller.event_loop import resolve
+
+    return resolve(choice)
+
+
 def ratios(ours: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
     """The controller's figures over the bare server's (medians over the runs)."""
     return {
@@ -341,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="saturated: per process")
     parser.add_argument("--auth", choices=("jwt", "off"), default="jwt")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare grpc.aio floor")
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="both servers' loop (auto: uvloop when installed, as the controller's default)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
@@ -353,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         server_args=["--auth", args.auth],
         baseline=not args.no_baseline,
+        event_loop=resolve_loop(args.event_loop),
     )
     print(report.unary_table(result))
     if args.json:

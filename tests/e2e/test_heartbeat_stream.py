@@ -197,6 +197,8 @@ async def test_beats_carrying_load_and_replica_reports_are_accepted(
     agent_stub: AgentServiceAsyncStub,
 ) -> None:
     node = await register_node(node_stub)
+    watch = Watch(node_stub)
+    await watch.state()
     agent = await Agent.connect(agent_stub, node.id)
     deployment_id = str(uuid.uuid4())
     every_state = [
@@ -226,6 +228,8 @@ async def test_beats_carrying_load_and_replica_reports_are_accepted(
 
     assert [ack.sequence for ack in acks] == [1, 2, 3, 4]
     assert not agent.call.done()
+    # READY is persisted moments after the stream opens (reads are soon consistent): wait for it.
+    await watch.status_change(node.id, READY)
     assert (await get_node(node_stub, node.id)).status == READY
 
 
