@@ -74,8 +74,17 @@ class Collection(Generic[T]):
 
     async def load(self) -> None:
         """Fills the index from the store; the feed applies what changes after (call the feed's
-        `start_at` with the revision read before this)."""
-        self.index.load(await self.table.list_all())
+        `start_at` with the revision read before this).
+
+        The feed is shared by every view of the process, and the views load one after another:
+        while an earlier one loaded, the feed may already have handed this one changes of its
+        kind. The store's state read now is at least as new as those, so it replaces them."""
+        resources = await self.table.list_all()
+        if len(self.index) == 0:
+            self.index.load(resources)  # one pass, the usual start
+            return
+        for resource in resources:
+            self.index.put(resource)
 
     def get(self, resource_id: str, field: str) -> T:
         """The resource as last persisted (see `published`)."""

@@ -86,6 +86,34 @@ async def test_a_write_on_one_replica_is_read_and_watched_on_the_other(
     assert a.nodes.liveness.status(node.id) is None
 
 
+async def test_a_replica_that_starts_while_another_writes_loads_every_deployment(
+    pair: tuple[Replica, Replica], store_url: str
+) -> None:
+    """The start loads the nodes, then the deployments, through one feed: a deployment written
+    between the two reaches the deployments' view from the feed before that view's load, which
+    must then still take every deployment (a restarted replica once failed to start here)."""
+    a, _ = pair
+    before = await a.deployments.create(DeploymentSpec(name="before", image="nginx"))
+    store = open_store(store_url)
+    await store.open()
+    feed = ChangeFeed(store, poll_s=60.0)
+    try:
+        nodes = NodeRegistry(store, FakeClock(), feed=feed)
+        deployments = DeploymentRegistry(store, FakeClock(), feed)
+        await nodes.load()
+        between = await a.deployments.create(DeploymentSpec(name="between", image="nginx"))
+        await feed.caught_up()  # the feed hands `between` to the deployments' view, not loaded
+
+        await deployments.load()
+
+        assert {d.name for d in deployments.latest()} == {"before", "between"}
+        assert deployments.get(between.id).revision == between.revision
+        assert deployments.get(before.id).revision == before.revision
+    finally:
+        await feed.stop()
+        await store.close()
+
+
 async def test_the_other_replica_follows_on_its_own_once_started(
     pair: tuple[Replica, Replica],
 ) -> None:

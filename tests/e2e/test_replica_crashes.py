@@ -1,9 +1,9 @@
 """Crash rounds in the spirit of etcd's robustness tests: creates, etag-checked updates and
 deletes go to all three replicas on one PostgreSQL while replicas are killed with SIGKILL and
 restarted at random. Afterwards every acknowledged write is there (and every acknowledged
-delete is not), no etag check was lost (each deployment holds the value of its last
-acknowledged update, or of a later attempt whose reply the crash ate), and the change log has
-no repeated revision and no gap."""
+delete is not; a delete whose reply a crash ate may have been made or not), no etag check was
+lost (each deployment holds the value of its last acknowledged update, or of a later attempt
+whose reply the crash ate), and the change log has no repeated revision and no gap."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ class Ledger:
     value: dict[str, int] = field(default_factory=dict)  # id -> replicas last acknowledged
     tried: dict[str, set[int]] = field(default_factory=dict)  # id -> values sent after that
     deleted: set[str] = field(default_factory=set)
+    # Deletes sent whose reply the crash ate: each may or may not have been made.
+    maybe_deleted: set[str] = field(default_factory=set)
     refused_etags: int = 0  # updates refused with ABORTED (a stale etag)
 
 
@@ -120,8 +122,21 @@ async def one_step(
         ledger.value[dep_id] = value
         ledger.tried[dep_id] = set()
         return
+    ledger.maybe_deleted.add(dep_id)
     await stub.DeleteDeployment(dpb.DeleteDeploymentRequest(deployment_id=dep_id), timeout=5)
     ledger.deleted.add(dep_id)
+
+
+def stopped_then_removed(url: str, dep_id: str) -> bool:
+    """Whether the change log holds a STOPPING version of the deployment, then its removal."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT deleted, data->>'status' FROM changes"
+            " WHERE kind = 'deployment' AND resource_id = %s ORDER BY revision",
+            (dep_id,),
+        ).fetchall()
+    statuses = [status for deleted, status in rows if not deleted]
+    return bool(rows) and bool(rows[-1][0]) and "STOPPING" in statuses
 
 
 async def test_acknowledged_writes_survive_replicas_killed_at_random(
@@ -165,6 +180,11 @@ async def test_acknowledged_writes_survive_replicas_killed_at_random(
         if dep_id in ledger.deleted:
             # Deleting is STOPPING, then removal (nothing runs): gone, or on its way out.
             assert dep_id not in stored or stored[dep_id].status == STOPPING, name
+            continue
+        if dep_id in ledger.maybe_deleted and dep_id not in stored:
+            # A delete whose reply was lost was made: the log shows it asked (STOPPING), then
+            # the removal. Anything else is a lost create.
+            assert stopped_then_removed(url, dep_id), f"acknowledged create of {name} lost"
             continue
         assert dep_id in stored, f"acknowledged create of {name} lost"
         allowed = {ledger.value[dep_id], *ledger.tried.get(dep_id, set())}
