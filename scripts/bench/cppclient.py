@@ -260,6 +260,12 @@ def run_fleet(
         finally:
             client.stop()
     latencies = latencies_of(result["latency_us"])
+    run.acked_total = result["acked_total"]
+    common.log(
+        f"  compiled client: {result['acked_total']:,} of {result['sent_total']:,} beats acked"
+        f" in all, {result['cpu_window_s']:.2f} s CPU in the window (getrusage),"
+        f" max RSS {result['max_rss_kb'] / 1024:.0f} MB, {result['channels']} connections"
+    )
     return streams.summarize(
         run, [result], latencies, settings, (server_cpu, client_cpu), baseline_rss_mb
     )

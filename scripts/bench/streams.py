@@ -263,6 +263,9 @@ class FleetRun:
     rss_per_stream_kb: float = float("nan")
     client_cpu_pct: float = 0.0
     client_cpu_us_per_beat: float = float("nan")
+    # Beats acked at all, in the window or not (the compiled client counts them; -1: not
+    # counted): a server far behind acks none in the window but may still ack.
+    acked_total: int = -1
     window_wall: tuple[float, float] = (0.0, 0.0)  # the window in wall-clock seconds
     error_kinds: dict[str, int] = field(default_factory=dict)
 

@@ -143,6 +143,8 @@ struct Stats {
   int64_t reconnects = 0;
   int64_t sent_in_window = 0;
   int64_t acked_in_window = 0;
+  int64_t sent_total = 0;   // beats, in and out of the window (a server far behind acks
+  int64_t acked_total = 0;  // none in the window, but may ack later ones)
   std::map<std::string, int64_t> error_kinds;
   Histogram latencies;
 
@@ -157,6 +159,8 @@ struct Stats {
     reconnects += o.reconnects;
     sent_in_window += o.sent_in_window;
     acked_in_window += o.acked_in_window;
+    sent_total += o.sent_total;
+    acked_total += o.acked_total;
     for (const auto& [k, n] : o.error_kinds) error_kinds[k] += n;
     latencies.Merge(o.latencies);
   }
@@ -536,6 +540,7 @@ class Stream : public StreamBase {
     in_flight_scheduled_ = scheduled;
     in_flight_counted_ = worker_->shared().InWindow(scheduled);
     if (in_flight_counted_) stats.sent_in_window++;
+    stats.sent_total++;
     beat_in_flight_ = true;
     P::Beat(&request_, ident_, ++sequence_);
     if (write_busy_) {
@@ -591,8 +596,9 @@ class Stream : public StreamBase {
     } else if (state == State::kOpen && (reply == Reply::kAck || reply == Reply::kEither) &&
                beat_in_flight_) {
       beat_in_flight_ = false;
+      Stats& stats = worker_->stats();
+      stats.acked_total++;
       if (in_flight_counted_) {
-        Stats& stats = worker_->stats();
         stats.acked_in_window++;
         stats.latencies.Record(Now() - in_flight_scheduled_);
       }
@@ -691,6 +697,9 @@ int RunProtocol(const Config& config, const std::vector<Ident>& idents) {
     // default).
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 16 * 1024 * 1024);
+    // No BDP pings: beats are tiny, the default windows suffice, and a server that polices
+    // pings (grpc-go's, in etcd) may end a connection that sends them often with GOAWAY.
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     auto channel =
         grpc::CreateCustomChannel(config.address, grpc::InsecureChannelCredentials(), args);
     stubs.push_back(P::NewStub(channel));
@@ -750,7 +759,8 @@ int RunProtocol(const Config& config, const std::vector<Ident>& idents) {
   out << "{\"event\": \"result\", \"open_at_end\": " << open_at_end
       << ", \"opened_total\": " << s.opened_total << ", \"errors\": " << s.errors
       << ", \"reconnects\": " << s.reconnects << ", \"sent_in_window\": " << s.sent_in_window
-      << ", \"acked_in_window\": " << s.acked_in_window << ", \"error_kinds\": {";
+      << ", \"acked_in_window\": " << s.acked_in_window << ", \"sent_total\": " << s.sent_total
+      << ", \"acked_total\": " << s.acked_total << ", \"error_kinds\": {";
   bool first = true;
   for (const auto& [k, n] : s.error_kinds) {
     out << (first ? "" : ", ") << JsonString(k) << ": " << n;
