@@ -77,25 +77,37 @@ class Rule:
     mutating: bool
 
 
+# The rules are few and immutable: each call gets a shared one (a heartbeat stream holds its
+# rule for its whole life, so a new one per call cost ~300 bytes per stream).
+_OPEN = Rule(None, mutating=False)
+_REFLECTION = Rule(_READERS, mutating=False)
+# Beats change liveness, but a line per beat would drown the audit log; the stream's open and
+# close are logged by the heartbeat stream itself.
+_HEARTBEAT = Rule(frozenset({Role.ADMIN, Role.NODE}), mutating=False)
+_REGISTER = Rule(frozenset({Role.ADMIN, Role.AGENT_BOOTSTRAP}), mutating=True)
+_SERVICE_RULES = {
+    service: (Rule(readers, mutating=False), Rule(writers, mutating=True))
+    for service, (readers, writers) in _SERVICES.items()
+}
+_OTHER = Rule(_ADMIN, mutating=True)
+
+
 def rule_for(method: str) -> Rule:
     """The rule for a full method name, `/package.Service/Method`."""
     service, _, name = method.lstrip("/").partition("/")
     if service == HEALTH_SERVICE:
-        return Rule(None, mutating=False)
+        return _OPEN
     if service in REFLECTION_SERVICES:
-        return Rule(_READERS, mutating=False)
+        return _REFLECTION
     if method == HEARTBEAT:
-        # Beats change liveness, but a line per beat would drown the audit log; the stream's
-        # open and close are logged by the heartbeat stream itself.
-        return Rule(frozenset({Role.ADMIN, Role.NODE}), mutating=False)
+        return _HEARTBEAT
     if method == REGISTER_NODE:
-        return Rule(frozenset({Role.ADMIN, Role.AGENT_BOOTSTRAP}), mutating=True)
-    if service in _SERVICES:
-        readers, writers = _SERVICES[service]
-        if name.startswith(_READ_VERBS):
-            return Rule(readers, mutating=False)
-        return Rule(writers, mutating=True)
-    return Rule(_ADMIN, mutating=True)
+        return _REGISTER
+    rules = _SERVICE_RULES.get(service)
+    if rules is not None:
+        read, write = rules
+        return read if name.startswith(_READ_VERBS) else write
+    return _OTHER
 
 
 def allowed(principal: Principal, rule: Rule) -> bool:
