@@ -12,9 +12,11 @@
 //   -> {"event": "result", ...}                                        at END + grace
 // Latency is measured from the moment a beat was *scheduled* to its ack (no coordinated
 // omission): a stream whose previous beat is unacknowledged owes the beat and sends it right
-// after that ack. A stream that breaks is reopened after a jittered pause (0.5-1.5 s); the
-// beats it misses meanwhile are not sent. Streams that could not be opened in the open phase
-// are left out of the run, as the Python client does (scripts/bench/streams.py, pacer.py).
+// after that ack. A paced stream's beats start a random fraction of an interval after its own
+// open (the closed loop starts once every stream was tried). A stream that breaks is reopened
+// after a jittered pause (0.5-1.5 s); the beats it misses meanwhile are not sent. Streams that
+// could not be opened in the open phase are left out of the run, as the Python client does
+// (scripts/bench/streams.py, pacer.py).
 //
 // Built by scripts/bench/loadclient/Makefile (run on demand by cppclient.py).
 
@@ -432,11 +434,8 @@ class Worker {
         if (s->state == StreamBase::State::kOpening) s->Cancel("TimeoutError");
         continue;
       }
-      if (config_.mode == "paced") {
-        timers_.push({now + Jitter(0, config_.interval_s), i, false});
-      } else if (s->state == StreamBase::State::kOpen) {
-        s->Beat(now);
-      }
+      // Paced streams beat since their open; the closed loop starts now.
+      if (config_.mode == "closed" && s->state == StreamBase::State::kOpen) s->Beat(now);
     }
   }
 
@@ -589,6 +588,13 @@ class Stream : public StreamBase {
       stats.opened_total++;
       if (!settled) {
         worker_->OpenSettled(this, true);
+        // Paced: its beats start one random fraction of an interval after its own open, not
+        // after the whole open phase (50,000 opens take minutes: a lease would expire and a
+        // node go SUSPECT meanwhile).
+        if (worker_->config().mode == "paced") {
+          worker_->Schedule(Now() + worker_->Jitter(0, worker_->config().interval_s), index,
+                            false);
+        }
       } else {
         stats.reconnects++;
         if (worker_->Pacing() && worker_->config().mode == "closed") Send(Now());
