@@ -19,6 +19,7 @@ end it with RESOURCE_EXHAUSTED."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import random
@@ -89,6 +90,7 @@ class HeartbeatStream:
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
+        self._lifetimes = _Lifetimes()
         self._interval = duration_pb2.Duration()
         self._interval.FromTimedelta(timedelta(seconds=settings.interval_s))
 
@@ -106,12 +108,7 @@ class HeartbeatStream:
         task = asyncio.current_task()
         assert task is not None
         stream = _Stream(self, context, session, task)
-        lifetime = asyncio.get_running_loop().call_later(
-            self._settings.max_age_s * random.uniform(0.9, 1.1),
-            session.stop,
-            StopKind.RECONNECT,
-            "stream lifetime reached",
-        )
+        lifetime = self._lifetimes.add(self._settings.max_age_s * random.uniform(0.9, 1.1), session)
         try:
             await context.write(self._session_start(session, status))
             session.take_push()  # the set sent next is current
@@ -136,7 +133,7 @@ class HeartbeatStream:
         finally:
             metrics.HEARTBEAT_STREAMS_OPEN.dec()
             metrics.HEARTBEAT_STREAM_ENDS.labels(ended).inc()
-            lifetime.cancel()
+            self._lifetimes.cancel(lifetime)
             session.listen(None)  # no stop cancels this task from here on, no push starts
             if self._sessions.close(session):
                 self._nodes.stream_closed(node_id, reason, planned=planned)
@@ -203,6 +200,58 @@ class HeartbeatStream:
             nanos=since_epoch.microseconds * 1000,
         )
         return hb.HeartbeatResponse(ack=hb.BeatAck(sequence=beat.sequence, receive_time=received))
+
+
+class _Lifetimes:
+    """Each stream's end of life (then asked to reconnect), in one heap with one timer for all:
+    a timer per stream cost ~600 bytes. A stream that ends first empties its entry, which stays
+    in the heap until due or until the heap is compacted (when most entries are empty)."""
+
+    __slots__ = ("_due", "_empty", "_heap", "_sequence", "_timer")
+
+    def __init__(self) -> None:
+        self._heap: list[list[Any]] = []  # [due (loop time), sequence, session or None]
+        self._sequence = 0
+        self._empty = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = math.inf
+
+    def add(self, after_s: float, session: Session) -> list[Any]:
+        """Asks `session` to reconnect after `after_s`; the entry to `cancel` if it ends first."""
+        loop = asyncio.get_running_loop()
+        self._sequence += 1
+        entry = [loop.time() + after_s, self._sequence, session]
+        heapq.heappush(self._heap, entry)
+        if self._empty > 1024 and self._empty * 2 > len(self._heap):
+            self._heap = [e for e in self._heap if e[2] is not None]
+            heapq.heapify(self._heap)
+            self._empty = 0
+        self._arm(loop)
+        return entry
+
+    def cancel(self, entry: list[Any]) -> None:
+        if entry[2] is not None:
+            entry[2] = None
+            self._empty += 1
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self._heap[0][0] if self._heap else math.inf
+        if due < self._due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._due = loop.call_at(due, self._expire, loop), due
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer, self._due = None, math.inf
+        now = loop.time()
+        while self._heap and self._heap[0][0] <= now:
+            entry = heapq.heappop(self._heap)
+            session, entry[2] = entry[2], None
+            if session is None:
+                self._empty -= 1
+            else:
+                session.stop(StopKind.RECONNECT, "stream lifetime reached")
+        self._arm(loop)
 
 
 class _Stream:

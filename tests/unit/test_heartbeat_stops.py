@@ -172,3 +172,44 @@ async def test_pushed_assignments_reach_an_idle_agent_once_per_push_burst(plane:
     assert agent.kinds()[-1] == "ack"
     handler.cancel()
     await asyncio.wait((handler,))
+
+
+async def test_lifetimes_ask_each_live_stream_to_reconnect_once_due() -> None:
+    """One heap and one timer for every stream's lifetime: due sessions are asked to reconnect
+    in order, those that ended first are not, and emptied entries are compacted away."""
+    from controller.api.heartbeat_stream import _Lifetimes
+    from controller.registry.sessions import Session
+
+    class Told:
+        def __init__(self) -> None:
+            self.stopped = asyncio.Event()
+
+        def stop_requested(self) -> None:
+            self.stopped.set()
+
+        def assignments_pushed(self) -> None:
+            pass
+
+    lifetimes = _Lifetimes()
+    sessions = [Session(f"n{i}") for i in range(4)]
+    last = Told()
+    sessions[0].listen(last)
+    dues = (0.2, 0.01, 60, 0.05)
+    entries = [lifetimes.add(after_s, s) for after_s, s in zip(dues, sessions, strict=True)]
+    lifetimes.cancel(entries[3])  # this stream ended first
+    lifetimes.cancel(entries[3])  # twice is once
+    await asyncio.wait_for(last.stopped.wait(), 5)
+    assert [s.stopped.reason if s.stopped else None for s in sessions] == [
+        "stream lifetime reached",
+        "stream lifetime reached",
+        None,
+        None,
+    ]
+    lifetimes.cancel(entries[0])  # the stream ends after its stop: nothing left to count
+    assert lifetimes._empty == 0 and len(lifetimes._heap) == 1
+
+    many = [lifetimes.add(60, Session(f"m{i}")) for i in range(3000)]
+    for entry in many:
+        lifetimes.cancel(entry)
+    lifetimes.add(60, Session("last"))  # most entries are empty: compacted
+    assert len(lifetimes._heap) == 2 and lifetimes._empty == 0
