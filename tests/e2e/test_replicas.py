@@ -144,21 +144,30 @@ async def test_every_replica_answers_sees_every_write_and_agrees_on_one_leader(
     assert leader in {"r1", "r2", "r3"}
     assert [(await cluster.stats(r)).replica_id for r in cluster.replicas] == ["r1", "r2", "r3"]
 
-    async with open_channel(r2.address) as watching, open_channel(r1.address) as writing:
-        watch = nsg.NodeServiceStub(watching).WatchNodes(npb.WatchNodesRequest())
-        async for event in watch:
-            if event.type == npb.NODE_EVENT_TYPE_SYNCED:
-                break
+    async with (
+        open_channel(r2.address) as watching,
+        open_channel(r1.address) as writing,
+        open_channel(r3.address) as reading,
+    ):
+        # r2 is watched; r3 is read once its feed has the write (a watch says when).
+        watches = [
+            nsg.NodeServiceStub(channel).WatchNodes(npb.WatchNodesRequest())
+            for channel in (watching, reading)
+        ]
+        for watch in watches:
+            async for event in watch:
+                if event.type == npb.NODE_EVENT_TYPE_SYNCED:
+                    break
         registered = await nsg.NodeServiceStub(writing).RegisterNode(
             npb.RegisterNodeRequest(node=seed_node())
         )
-        async with asyncio.timeout(WAIT_S):  # seen on r2, pushed by the change feed
-            async for event in watch:
-                if event.node.id == registered.node.id:
-                    assert event.type == npb.NODE_EVENT_TYPE_ADDED
-                    break
-        watch.cancel()
-    async with open_channel(r3.address) as reading:
+        for watch in watches:
+            async with asyncio.timeout(WAIT_S):  # pushed by each replica's change feed
+                async for event in watch:
+                    if event.node.id == registered.node.id:
+                        assert event.type == npb.NODE_EVENT_TYPE_ADDED
+                        break
+            watch.cancel()
         got = await nsg.NodeServiceStub(reading).GetNode(
             npb.GetNodeRequest(node_id=registered.node.id)
         )
