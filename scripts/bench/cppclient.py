@@ -33,12 +33,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import common
-
-if TYPE_CHECKING:
-    import streams
+import fleet_run
 
 SOURCE_DIR = common.BENCH_DIR / "loadclient"
 SOURCES = (
@@ -115,10 +113,10 @@ def command(
     protocol: str,
     address: str,
     idents_path: Path,
-    settings: streams.Settings,
+    settings: fleet_run.Settings,
     seed: int = 1,
 ) -> list[str]:
-    """The client's command line for a run with `settings` (streams.Settings)."""
+    """The client's command line for a run with `settings` (fleet_run.Settings)."""
     return [
         str(exe),
         "--protocol",
@@ -228,13 +226,12 @@ def run_fleet(
     protocol: str,
     idents: Sequence[str],
     tokens: Sequence[str],
-    settings: streams.Settings,
+    settings: fleet_run.Settings,
     baseline_rss_mb: float,
-) -> streams.FleetRun:
+) -> fleet_run.FleetRun:
     """streams.run_fleet with the compiled client: one process for every stream. Returns a
-    streams.FleetRun measured the same way (the server's and the client's CPU from /proc over
+    fleet_run.FleetRun measured the same way (the server's and the client's CPU from /proc over
     the same window)."""
-    import streams  # here: streams imports this module
 
     exe = binary()
     with tempfile.TemporaryDirectory(prefix="a67-loadclient-") as tmp:
@@ -244,14 +241,14 @@ def run_fleet(
         try:
             deadline = time.monotonic() + settings.open_timeout_s + 120
             opened = client.expect("opened", deadline, server)
-            run = streams.FleetRun(streams_open=opened["opened"], open_s=opened["seconds"])
+            run = fleet_run.FleetRun(streams_open=opened["opened"], open_s=opened["seconds"])
             start = time.monotonic() + settings.warmup_s
             end = start + settings.duration_s
             client.send(f"window {start:.6f} {end:.6f}")
-            streams.sleep_until(start)
+            fleet_run.sleep_until(start)
             server_cpu0, client_cpu0 = common.cpu_seconds(server.pid), common.cpu_of([client.pid])
             wall0 = time.time()
-            streams.sleep_until(end)
+            fleet_run.sleep_until(end)
             run.window_wall = (wall0, time.time())
             server_cpu = common.cpu_seconds(server.pid) - server_cpu0
             client_cpu = common.cpu_of([client.pid]) - client_cpu0
@@ -266,6 +263,6 @@ def run_fleet(
         f" in all, {result['cpu_window_s']:.2f} s CPU in the window (getrusage),"
         f" max RSS {result['max_rss_kb'] / 1024:.0f} MB, {result['channels']} connections"
     )
-    return streams.summarize(
+    return fleet_run.summarize(
         run, [result], latencies, settings, (server_cpu, client_cpu), baseline_rss_mb
     )
