@@ -223,6 +223,11 @@ class Cluster:
     def _show_nodes(self) -> dict[str, str]:
         return {n.id[:8]: node_pb2.NodeStatus.Name(n.status)[12:] for n in self.nodes.values()}
 
+    def notify(self) -> None:
+        """Wakes `until`'s waiters to check again: for conditions that read state the cluster's
+        watches do not bring (a test's own sampler)."""
+        self._notify()
+
     def _notify(self) -> None:
         # Wakes every waiter; later waiters wait on a fresh event.
         news, self._news = self._news, asyncio.Event()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest_asyncio
@@ -46,11 +46,13 @@ SERVING = (dpb.REPLICA_STATE_ASSIGNED, dpb.REPLICA_STATE_STARTING, dpb.REPLICA_S
 
 class Sampler:
     """Connects to every stand-in whose port file exists, again and again; `samples` holds,
-    per round, the versions that answered."""
+    per round, the versions that answered. `on_sample` is called after each round (the
+    cluster's waiters wake on it: no watch event says that a stand-in answers)."""
 
-    def __init__(self, port_dir: Path) -> None:
+    def __init__(self, port_dir: Path, on_sample: Callable[[], None]) -> None:
         self.port_dir = port_dir
         self.samples: list[list[str]] = []
+        self._on_sample = on_sample
         self._task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
@@ -66,6 +68,7 @@ class Sampler:
             files = [p for p in self.port_dir.iterdir() if not p.name.startswith(".")]
             answers = await asyncio.gather(*(_ask(p) for p in files))
             self.samples.append(sorted(a for a in answers if a is not None))
+            self._on_sample()
             await asyncio.sleep(0.05)
 
 
@@ -127,7 +130,7 @@ async def fleet(
     await start_fleet(cluster_client, start_agent, 2, driver="exec", cpu_cores=4)
     port_dir = tmp_path / "ports"
     port_dir.mkdir()
-    sampler = Sampler(port_dir)
+    sampler = Sampler(port_dir, cluster.notify)
     try:
         yield client, cluster, sampler
     finally:
