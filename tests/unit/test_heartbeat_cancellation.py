@@ -58,6 +58,9 @@ class Agent:
             self.wrote.clear()
             await asyncio.wait_for(self.wrote.wait(), 5)
 
+    def kinds(self) -> list[str]:
+        return [str(r.WhichOneof("kind")) for r in self.written]
+
 
 def hello(node_id: str) -> hb.HeartbeatRequest:
     return hb.HeartbeatRequest(hello=hb.AgentHello(node_id=node_id, agent_version="t"))

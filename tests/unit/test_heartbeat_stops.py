@@ -8,7 +8,6 @@ behind. Real registries on SQLite, a fake gRPC context (the agent's side)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from automator67.v1 import heartbeat_pb2 as hb
@@ -16,42 +15,13 @@ from automator67.v1 import heartbeat_pb2 as hb
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.clock import FakeClock
 from controller.errors import ConflictError
-from controller.models import Capabilities, NodeSpec, NodeStatus
+from controller.models import NodeStatus
 from controller.registry.deployments import DeploymentRegistry
 from controller.registry.nodes import NodeRegistry
 from controller.registry.sessions import Sessions, StopKind
 from controller.store.base import Store
 
-SPEC = NodeSpec("render", "https://e", "", Capabilities(cpu_cores=1, memory_gb=1))
-
-
-class Agent:
-    """The agent's side: requests the test feeds, responses the handler wrote."""
-
-    def __init__(self) -> None:
-        self.requests: asyncio.Queue[hb.HeartbeatRequest | None] = asyncio.Queue()
-        self.written: list[hb.HeartbeatResponse] = []
-        self.wrote = asyncio.Event()
-        self.write_blocks = False
-        self._never = asyncio.Event()
-
-    async def stream(self) -> AsyncIterator[hb.HeartbeatRequest]:
-        while (request := await self.requests.get()) is not None:
-            yield request
-
-    async def write(self, response: hb.HeartbeatResponse) -> None:  # the context's write
-        if self.write_blocks:
-            await self._never.wait()  # a client that stopped reading
-        self.written.append(response)
-        self.wrote.set()
-
-    async def wait_written(self, count: int) -> None:
-        while len(self.written) < count:
-            self.wrote.clear()
-            await asyncio.wait_for(self.wrote.wait(), 5)
-
-    def kinds(self) -> list[str]:
-        return [str(r.WhichOneof("kind")) for r in self.written]
+from .test_heartbeat_cancellation import SPEC, Agent, beat
 
 
 class Plane:
@@ -78,10 +48,6 @@ async def plane(store: Store, clock: FakeClock) -> Plane:
     sessions = Sessions()
     stream = HeartbeatStream(nodes, deployments, sessions, StreamSettings(interval_s=1), clock)
     return Plane(nodes, sessions, stream)
-
-
-def beat(sequence: int) -> hb.HeartbeatRequest:
-    return hb.HeartbeatRequest(beat=hb.Beat(sequence=sequence))
 
 
 async def test_beats_are_acked_in_order_by_the_handler_alone(plane: Plane) -> None:
