@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from controller.models import DrainState, Node, NodeStatus, Resources
+from controller.models import Node, NodeStatus, Resources
+from controller.registry.node_updates import draining
 
 SCALE = 1000
 
@@ -50,7 +51,7 @@ class NodeTally:
         _add(self._by_status, node.status.value, sign)
         _add(self._by_provider, node.provider, sign)
         _add(self._by_region, node.region, sign)
-        if node.drain is not None and node.drain.state is DrainState.DRAINING:
+        if draining(node):
             self.draining += sign
         caps = node.capabilities
         cpu = sign * round(caps.cpu_cores * SCALE)
