@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
 
 from automator67.v1 import (
     deployment_pb2,
@@ -14,7 +13,6 @@ from automator67.v1 import (
     node_pb2,
     node_service_pb2,
 )
-from google.protobuf import timestamp_pb2
 
 from controller.api.node_update_convert import drain_to_pb
 from controller.api.rollout_convert import (
@@ -25,6 +23,7 @@ from controller.api.rollout_convert import (
     health_of,
     update_strategy_of,
 )
+from controller.api.timestamps import timestamp_pb
 from controller.errors import InvalidArgumentError
 from controller.models import (
     Capabilities,
@@ -55,14 +54,6 @@ _STRATEGIES = {
     deployment_pb2.PLACEMENT_STRATEGY_BINPACK: PlacementStrategy.BINPACK,
 }
 _STRATEGY_VALUES = {v: k for k, v in _STRATEGIES.items()}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 # Nodes
@@ -112,9 +103,9 @@ def node_to_pb(node: Node) -> node_pb2.Node:
         labels=dict(node.labels),
         status=node_status_pb(node.status),
         has_credentials=node.credentials is not None,
-        create_time=_timestamp(node.create_time),
-        update_time=_timestamp(node.update_time),
-        last_heartbeat_time=_timestamp(node.last_heartbeat_time),
+        create_time=timestamp_pb(node.create_time),
+        update_time=timestamp_pb(node.update_time),
+        last_heartbeat_time=timestamp_pb(node.last_heartbeat_time),
         etag=str(node.revision),
         unschedulable=node.unschedulable,
         drain=drain_to_pb(node.drain),
@@ -134,7 +125,7 @@ def node_bytes(node: Node, without_heartbeat: bytes) -> bytes:
     messages concatenate as a merge, so the heartbeat time is appended as a message of its own."""
     if node.last_heartbeat_time is None:
         return without_heartbeat
-    beat = node_pb2.Node(last_heartbeat_time=_timestamp(node.last_heartbeat_time))
+    beat = node_pb2.Node(last_heartbeat_time=timestamp_pb(node.last_heartbeat_time))
     return without_heartbeat + beat.SerializeToString()
 
 
@@ -221,13 +212,13 @@ def _deployment_pb(dep: Deployment) -> deployment_pb2.Deployment:
         status_reason=dep.status_reason,
         status_reason_code=dep.status_reason_code,
         node_ids=list(dep.node_ids),
-        create_time=_timestamp(dep.create_time),
-        update_time=_timestamp(dep.update_time),
+        create_time=timestamp_pb(dep.create_time),
+        update_time=timestamp_pb(dep.update_time),
         etag=str(dep.revision),
         replica_statuses=[_replica_pb(r) for r in dep.replica_set],
         history=[
             deployment_pb2.StatusChange(
-                status=_deployment_status_pb(h.status), reason=h.reason, time=_timestamp(h.time)
+                status=_deployment_status_pb(h.status), reason=h.reason, time=timestamp_pb(h.time)
             )
             for h in dep.history
         ],

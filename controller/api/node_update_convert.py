@@ -3,11 +3,10 @@ convert.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from automator67.v1 import node_pb2, node_service_pb2
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
+from controller.api.timestamps import timestamp_pb
 from controller.errors import InvalidArgumentError
 from controller.models import Drain, frozen_map
 from controller.registry.node_updates import DrainRequest, NodeChanges
@@ -34,22 +33,14 @@ def _seconds(duration: duration_pb2.Duration) -> float:
     return float(duration.seconds) + duration.nanos / 1e9
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def drain_to_pb(drain: Drain | None) -> node_pb2.NodeDrain | None:
     if drain is None:
         return None
     return node_pb2.NodeDrain(
         state=node_pb2.DrainState.Value(f"DRAIN_STATE_{drain.state.value}"),
-        start_time=_timestamp(drain.start_time),
-        deadline=_timestamp(drain.deadline),
-        end_time=_timestamp(drain.end_time),
+        start_time=timestamp_pb(drain.start_time),
+        deadline=timestamp_pb(drain.deadline),
+        end_time=timestamp_pb(drain.end_time),
         replicas_remaining=drain.remaining,
         replicas_moved=drain.moved,
         replicas_stopped=drain.stopped,

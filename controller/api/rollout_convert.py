@@ -5,11 +5,11 @@ rollout history."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from automator67.v1 import deployment_pb2
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
+from controller.api.timestamps import timestamp_pb
 from controller.errors import InvalidArgumentError
 from controller.models import (
     Deployment,
@@ -110,14 +110,6 @@ def health_check_pb(check: HealthCheck | None) -> deployment_pb2.HealthCheck | N
     )
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _rollout_pb(r: Rollout) -> deployment_pb2.Rollout:
     return deployment_pb2.Rollout(
         generation=r.generation,
@@ -125,8 +117,8 @@ def _rollout_pb(r: Rollout) -> deployment_pb2.Rollout:
         spec_hash=spec_hash(r.template),
         image=r.template.image,
         command=list(r.template.command),
-        start_time=_timestamp(r.start_time),
-        end_time=_timestamp(r.end_time),
+        start_time=timestamp_pb(r.start_time),
+        end_time=timestamp_pb(r.end_time),
         outcome=deployment_pb2.RolloutOutcome.Value(f"ROLLOUT_OUTCOME_{r.outcome.value}"),
         reason=r.reason,
         message=r.message,
