@@ -40,7 +40,7 @@ from controller.registry.replicas import (
     apply_report,
     nodes_of,
 )
-from controller.registry.validation import validate_deployment
+from controller.registry.validation import validate_deployment, validate_mask
 from controller.store.base import Fence, Store
 
 FILTER_FIELDS = {
@@ -189,14 +189,7 @@ class DeploymentRegistry:
             raise FailedPreconditionError(
                 f"deployment {deployment_id!r} is being deleted", reason="DEPLOYMENT_DELETING"
             )
-        if not paths:
-            raise InvalidArgumentError.single("update_mask", "name at least one field to change")
-        unknown = [p for p in paths if p not in UPDATABLE]
-        if unknown:
-            allowed = ", ".join(sorted(UPDATABLE))
-            raise InvalidArgumentError.single(
-                "update_mask", f"cannot update {unknown[0]!r}; updatable: {allowed}"
-            )
+        validate_mask(paths, UPDATABLE)
         merged = replace(_spec_of(current), **{p: getattr(spec, p) for p in paths})
         validate_deployment(merged)
         changed = [p for p in paths if getattr(merged, p) != getattr(current, p)]

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from controller.errors import FailedPreconditionError, InvalidArgumentError
 from controller.models import Drain, DrainState, Node, NodeSpec, frozen_map
-from controller.registry.validation import validate_node
+from controller.registry.validation import validate_mask, validate_node
 
 DEFAULT_DRAIN_TIMEOUT_S = 3600.0  # Nomad's default drain deadline
 MAX_DRAIN_TIMEOUT_S = 30 * 24 * 3600.0
@@ -44,14 +44,7 @@ class NodeChanges:
 
 def apply_update(node: Node, changes: NodeChanges, paths: Sequence[str], now: datetime) -> Node:
     """The node after the update, or an InvalidArgumentError / FailedPreconditionError."""
-    if not paths:
-        raise InvalidArgumentError.single("update_mask", "name at least one field to change")
-    unknown = [p for p in paths if p not in UPDATABLE]
-    if unknown:
-        allowed = ", ".join(sorted(UPDATABLE))
-        raise InvalidArgumentError.single(
-            "update_mask", f"cannot update {unknown[0]!r}; updatable: {allowed}"
-        )
+    validate_mask(paths, UPDATABLE)
     updated = node
     if "labels" in paths:
         spec = NodeSpec(node.provider, node.endpoint, node.region, node.capabilities)

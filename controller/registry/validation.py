@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 
 from controller.errors import FieldViolation, InvalidArgumentError
 from controller.models import DeploymentSpec, NodeSpec
@@ -76,6 +76,18 @@ class _Checker:
     def raise_if_any(self) -> None:
         if self.violations:
             raise InvalidArgumentError(self.violations)
+
+
+def validate_mask(paths: Sequence[str], updatable: Set[str]) -> None:
+    """An update mask names at least one field, and only fields in `updatable`."""
+    if not paths:
+        raise InvalidArgumentError.single("update_mask", "name at least one field to change")
+    unknown = [p for p in paths if p not in updatable]
+    if unknown:
+        allowed = ", ".join(sorted(updatable))
+        raise InvalidArgumentError.single(
+            "update_mask", f"cannot update {unknown[0]!r}; updatable: {allowed}"
+        )
 
 
 def validate_node(spec: NodeSpec, root: str = "node") -> None:
