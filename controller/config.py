@@ -79,7 +79,9 @@ class Config:
         0.0, "A67_OFFLINE_AFTER_S", "a node with no beat for this long is OFFLINE; 0: 3 x interval"
     )
     failover_grace_s: float = _setting(
-        60.0, "A67_FAILOVER_GRACE_S", "after a restart, how long alive nodes have to reconnect"
+        60.0,
+        "A67_FAILOVER_GRACE_S",
+        "after a restart, how long alive nodes keep their status to reconnect",
     )
     self_suspicion_fraction: float = _setting(
         0.5,

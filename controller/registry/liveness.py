@@ -10,8 +10,10 @@ Deadlines sit in one heap with one live entry per node (`_Entry.due`; older entr
 stale and skipped); a beat only updates the node's `last_beat`, so the per-beat cost is O(1)
 and the heap is touched about once per `suspect_after_s` per node.
 
-After a restart, nodes that were alive get `failover_grace_s` before they can go OFFLINE (the
-controller was away, not them). When most of the fleet goes
+After a restart, nodes that were alive keep their status for `failover_grace_s` (the controller
+was away, not them): a silent one is SUSPECT when the grace ends and OFFLINE `offline_after_s -
+suspect_after_s` later. So a fleet that reconnects within the grace, however slowly (a 50,000-node
+storm takes a minute), is never written SUSPECT and back. When most of the fleet goes
 quiet at once, the controller suspects itself and marks no node OFFLINE until the fleet
 recovers or `self_suspicion_max_s` passes."""
 
@@ -94,9 +96,9 @@ class Liveness:
         self._entries[node_id] = entry
         self._counts[status] += 1
         if restored and status in _ALIVE:
-            # A virtual last beat, placed so that the usual deadlines put it OFFLINE exactly
-            # `failover_grace_s` from now if its agent never comes back.
-            entry.last_beat += self.settings.failover_grace_s - self.settings.offline_after_s
+            # A virtual last beat, placed so that the usual deadlines judge it first when the
+            # failover grace ends: SUSPECT then (if READY), OFFLINE offline - suspect later.
+            entry.last_beat += self.settings.failover_grace_s - self.settings.suspect_after_s
             entry.restored = True
             self._schedule(node_id, entry)
 

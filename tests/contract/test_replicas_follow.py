@@ -274,10 +274,13 @@ async def test_the_leader_gives_a_dead_replicas_nodes_the_failover_grace_then_of
     view_a.live_replicas = frozenset({"a"})
     a.nodes.reconsider()
     assert a.nodes.liveness.status(node.id) is NodeStatus.READY
-    grace = a.nodes.liveness.settings.failover_grace_s
-    clock.advance(grace - 1)
+    settings = a.nodes.liveness.settings
+    clock.advance(settings.failover_grace_s - 1)
     a.nodes.sweep()
-    assert a.nodes.liveness.status(node.id) is not NodeStatus.OFFLINE
+    assert a.nodes.liveness.status(node.id) is NodeStatus.READY  # not judged in the grace
+    clock.advance(1 + settings.offline_after_s - settings.suspect_after_s - 1)
+    a.nodes.sweep()
+    assert a.nodes.liveness.status(node.id) is NodeStatus.SUSPECT
     clock.advance(2)
     a.nodes.sweep()
     await a.nodes.persist_statuses()
@@ -310,7 +313,8 @@ async def test_a_deposed_leaders_offline_verdict_is_not_written(judging: Judging
     view_a.live_replicas = frozenset({"a"})  # b looks dead to a, which believes it leads
     a.nodes.reconsider()
     view_a.epoch += 1  # but the store's lease moved on: a's fence is stale
-    clock.advance(a.nodes.liveness.settings.failover_grace_s + 1)
+    settings = a.nodes.liveness.settings
+    clock.advance(settings.failover_grace_s + settings.offline_after_s - settings.suspect_after_s)
     a.nodes.sweep()
 
     await a.nodes.persist_statuses()  # refused in the store, not raised
