@@ -8,6 +8,12 @@ idempotency view see one history, and a write made on another replica reaches th
 and watches the same way. A caller that gives up cannot leave a write half-applied: the feed,
 not the caller, applies it.
 
+A writer that has its changes at hand, decoded (a group commit's new nodes), hands them over
+with `wrote`: when they follow the position directly, with no revision missing (nothing else can
+then lie between), the feed applies them as read from the log, without reading back and decoding
+what this process just wrote; otherwise it reads the log up to the last of them. Either way the
+feed applies them, in order, under its one reader's lock.
+
 Who drives it: a writer catches the feed up to its own revision; `run()` (started by the server)
 catches it up whenever the store says another process wrote (PostgreSQL LISTEN/NOTIFY), and at
 least every `poll_s` in case a notification was lost (a broken connection)."""
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from controller.store.base import Change
@@ -74,28 +80,50 @@ class ChangeFeed:
         """Returns once every change up to `revision` is applied (-1: up to the latest in the
         store now); returns the position reached."""
         async with self._reading:
-            while revision < 0 or self.position < revision:
-                read = await self._read_once()
-                if revision < 0 and read < PAGE:
-                    break
-                if read == 0:  # committed, but not yet visible to this reader: look again
-                    await asyncio.sleep(0.001)
+            await self._catch_up_locked(revision)
         return self.position
+
+    async def wrote(self, changes: Sequence[Change]) -> int:
+        """`caught_up` to the last of `changes`, which this process just committed (in revision
+        order, each as the log holds it): applied from here if they directly follow the
+        position with no gap, else read from the log. Returns the position reached."""
+        if not changes:
+            return self.position
+        async with self._reading:
+            first, last = changes[0].revision, changes[-1].revision
+            if first == self.position + 1 and last - first == len(changes) - 1:
+                self._apply(changes)  # revisions consecutive from the position: nothing between
+            else:
+                await self._catch_up_locked(last)
+        return self.position
+
+    async def _catch_up_locked(self, revision: int) -> None:
+        while revision < 0 or self.position < revision:
+            read = await self._read_once()
+            if revision < 0 and read < PAGE:
+                break
+            if read == 0:  # committed, but not yet visible to this reader: look again
+                await asyncio.sleep(0.001)
 
     async def _read_once(self) -> int:
         """Reads and applies one page after the position; returns how many changes it held."""
         changes = await self._store.changes_since(self.position, PAGE)
+        self._apply(changes)
+        return len(changes)
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """Applies `changes`, the next ones of the log in revision order."""
+        followers = self._followers
         for change in changes:
-            follower = self._followers.get(change.kind)
+            follower = followers.get(change.kind)
             if follower is not None:
                 follower.apply(change)
             self.position = change.revision
         if changes:
-            for follower in self._followers.values():
+            for follower in followers.values():
                 follower.reached(self.position)
             for listener in self.on_caught_up:
                 listener(self.position)
-        return len(changes)
 
     def start(self) -> None:
         """Follows other processes' writes until `stop()`."""

@@ -3,8 +3,9 @@
 A create queues what it would store, and the first to find no write queued starts one
 (`Collection.start_write`: it runs under the collection's lock, whole, whatever its callers
 do, and `settle()` waits for it). When that write holds the lock it takes everything queued so
-far (at most `max_batch`), stores it with `Table.create_many` in one transaction, catches the
-change feed up to the last revision and only then answers each create: a create is
+far (at most `max_batch`), stores it with `Table.create_many` in one transaction, hands the
+change feed what it wrote (`ChangeFeed.wrote`: applied in revision order without reading the
+log back when nothing lies between) and only then answers each create: a create is
 acknowledged once durable and applied to the index, exactly as one written alone. Creates that
 arrive meanwhile queue for the next write. So under load transactions grow (one fsync for up
 to `MAX_BATCH` registrations) and at rest each create is a transaction of one, with no added
@@ -33,7 +34,7 @@ from typing import Generic
 from controller.errors import ControllerError, UnavailableError
 from controller.registry.collection import Collection
 from controller.registry.index import T
-from controller.store.base import RequestKey, RequestRecord
+from controller.store.base import Change, RequestKey, RequestRecord
 
 log = logging.getLogger("controller.group_commit")
 
@@ -78,16 +79,31 @@ class GroupCommit(Generic[T]):
         del self._queue[: self._max_batch]
         if self._queue:
             self._queue_write()
-        if batch:
-            await self._commit(batch)
+        if not batch:
+            return
+        results = await self._write_locked(batch)
+        if results is not None:
+            # Still under the lock: the next transaction waits for these answers, so at most
+            # ANSWERS_PER_TURN creates resume per turn of the loop (answered outside the lock,
+            # the next batch's answers overlapped them: the same rate, GetNodeStats p99 0.4-0.8 s
+            # instead of 80-90 ms).
+            await self._answer(batch, results)
 
-    async def _commit(self, batch: list[_Queued[T]]) -> None:
+    async def _write_locked(self, batch: list[_Queued[T]]) -> list[T | RequestRecord] | None:
+        """Stores the batch and catches the feed up to it; None (every create failed) if the
+        store refused it."""
         collection = self._collection
         try:
             results = await collection.table.create_many([(q.build(), q.request) for q in batch])
-            created = [r for r in results if not isinstance(r, RequestRecord)]
-            await collection.feed.caught_up(max((r.revision for r in created), default=0))
-            if len(created) < len(results):
+            # The new resources, as the log holds them, go to the feed without a read back.
+            await collection.feed.wrote(
+                [
+                    Change(r.revision, collection.kind, r.id, False, r)  # type: ignore[arg-type]
+                    for r in results
+                    if not isinstance(r, RequestRecord)
+                ]
+            )
+            if any(isinstance(r, RequestRecord) for r in results):
                 await collection.feed.caught_up()  # an earlier request may be another replica's
         except asyncio.CancelledError:
             _fail(batch, UnavailableError("the controller is stopping; retry"))
@@ -105,7 +121,11 @@ class GroupCommit(Generic[T]):
                     f" {len(batch)} failed: {type(exc).__name__}); retry"
                 ),
             )
-            return
+            return None
+        return results
+
+    async def _answer(self, batch: list[_Queued[T]], results: list[T | RequestRecord]) -> None:
+        collection = self._collection
         for n, (queued, result) in enumerate(zip(batch, results, strict=True)):
             if n and n % ANSWERS_PER_TURN == 0:
                 try:

@@ -70,6 +70,18 @@ def test_a_token_round_trips_with_each_key_kind(tmp_path: Path, kind: str, algor
     assert principal.token_id and principal.node_id is None
 
 
+@pytest.mark.parametrize("kind", ["ed25519", "rsa", "hmac"])
+def test_a_token_is_the_one_pyjwt_encode_makes_byte_for_byte(tmp_path: Path, kind: str) -> None:
+    keys = keys_of(tmp_path, kind)
+    issued = TokenIssuer(keys, SETTINGS, now=lambda: NOW).issue(Role.NODE, NODE_ID, 60)
+    made = claims(sub=NODE_ID, role="node", iat=int(NOW), nbf=int(NOW), exp=int(NOW) + 60)
+    made["jti"] = unverified_claims(issued)["jti"]
+
+    # Ed25519 and RSA PKCS#1 v1.5 signatures, like HMACs, are deterministic.
+    assert keys.signing_key is not None
+    assert issued == jwt.encode(made, keys.signing_key, algorithm=keys.algorithm)
+
+
 def test_a_node_token_names_its_node(tmp_path: Path) -> None:
     keys = keys_of(tmp_path, "ed25519")
     token = TokenIssuer(keys, SETTINGS).issue(Role.NODE, NODE_ID, 60)
