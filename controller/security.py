@@ -6,21 +6,27 @@ generated in the data dir (mode 0600) on first start, and authentication is on."
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import grpc
-from grpc import aio
-
-from controller import tls
-from controller.auth.interceptor import AuthInterceptor
 from controller.auth.keys import SigningKeys, signing_keys
 from controller.auth.principals import Role
 from controller.auth.tokens import TokenIssuer, TokenSettings, TokenVerifier
 from controller.config import Config
-from controller.crypto import AesGcmSealer, keys_file, load_sealer
 from controller.store import is_embedded
+
+# What only a serving controller uses (gRPC, TLS, the auth interceptor and through it the API
+# layer, the credential sealer) is imported where it is used: `automator67 token create`
+# imports this module for `issue_token` alone.
+if TYPE_CHECKING:
+    import grpc
+    from grpc import aio
+
+    from controller.auth.interceptor import AuthInterceptor
+    from controller.crypto import AesGcmSealer
 
 log = logging.getLogger("controller.auth")
 
@@ -65,6 +71,9 @@ class Security:
     @classmethod
     def load(cls, config: Config) -> Security:
         """Loads (or, first time, generates) the keys. Raises ConfigError."""
+        from controller import tls
+        from controller.crypto import keys_file, load_sealer
+
         generate = embedded_store(config)
         credentials = tls.server_credentials(config)
         sealer, sealer_generated = load_sealer(config, generate=generate)
@@ -80,6 +89,8 @@ class Security:
 
     def log_summary(self) -> None:
         """One line on how callers authenticate, with the command that makes an admin token."""
+        from controller import tls
+
         if self.keys is None:
             log.warning(
                 "authentication is OFF: anyone who reaches the port controls the fleet",
@@ -96,17 +107,21 @@ class Security:
         log.info("authentication is on", extra={"fields": fields})
 
     def interceptor(self) -> AuthInterceptor:
-        verifier = None
-        if self.keys is not None:
-            verifier = TokenVerifier(self.keys, token_settings(self.config))
-        return AuthInterceptor(verifier, self.config.max_streams_per_principal)
+        from controller.auth.interceptor import AuthInterceptor
+
+        return AuthInterceptor(self._verifier, self.config.max_streams_per_principal)
+
+    @functools.cached_property
+    def _verifier(self) -> TokenVerifier | None:
+        """One per controller: it also remembers the node tokens `node_token` issues."""
+        return TokenVerifier(self.keys, token_settings(self.config)) if self.keys else None
 
     def node_token(self, node_id: str) -> str:
         """A token for `node_id`'s agent, or "" when this controller cannot sign (verify-only
         keys, or authentication off)."""
         if self.keys is None or self.keys.signing_key is None:
             return ""
-        issuer = TokenIssuer(self.keys, token_settings(self.config))
+        issuer = TokenIssuer(self.keys, token_settings(self.config), verifier=self._verifier)
         return issuer.issue(Role.NODE, node_id, self.config.node_token_ttl_s)
 
     def add_port(self, server: aio.Server) -> int:

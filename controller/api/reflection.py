@@ -5,11 +5,16 @@ grpcio-reflection serializes descriptors with `CopyToProto`, which drops comment
 and the descriptors compiled into *_pb2.py carry none anyway. `scripts/generate_protos.py` also
 writes a descriptor set with source info (generated/automator67/v1/descriptors.binpb); this
 servicer answers file requests from it, and from the default pool for everything else
-(health, reflection, well-known types)."""
+(health, reflection, well-known types).
+
+The descriptor set (~190 KB) is read and parsed on the first file request, not at start: most
+controllers never see a reflection call. It is read with `pkgutil.get_data`, not
+`importlib.resources`, whose import (zipfile, readers, ~5-17 ms of CPU) would be start-up cost."""
 
 from __future__ import annotations
 
-from importlib import resources
+import pkgutil
+from functools import cached_property
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -23,10 +28,16 @@ DESCRIPTOR_SET = "descriptors.binpb"
 class DocumentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     def __init__(self, service_names: tuple[str, ...]) -> None:
         super().__init__(service_names)
-        data = resources.files("automator67.v1").joinpath(DESCRIPTOR_SET).read_bytes()
-        files = descriptor_pb2.FileDescriptorSet.FromString(data).file
-        self._documented = {f.name: f.SerializeToString() for f in files}
         self._default = descriptor_pool.Default()
+
+    @cached_property
+    def _documented(self) -> dict[str, bytes]:
+        """Each file of the descriptor set (with its comments), serialized, by name."""
+        data = pkgutil.get_data("automator67.v1", DESCRIPTOR_SET)
+        if data is None:  # a loader that cannot read package data
+            raise FileNotFoundError(f"automator67.v1/{DESCRIPTOR_SET}")
+        files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+        return {f.name: f.SerializeToString() for f in files}
 
     def _file_by_filename(self, request: Any, filename: str) -> Any:
         try:

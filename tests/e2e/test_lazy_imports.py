@@ -3,8 +3,9 @@ starts a real controller (Controller.start, as `automator67 serve` runs it) in a
 interpreter, checks that it answers SERVING, then lists which of the heavy optional modules it
 loaded: the HTTP gateway's aiohttp only with --http-port, prometheus_client only with
 --metrics-port, psycopg only for a postgresql:// store, OpenTelemetry only when traces are on,
-never the SDK's clients, the agent or the operator commands; PyJWT only once serving (a thread
-imports it after the start, or the first token does)."""
+never the SDK's clients, the agent or the operator commands (nor their parsers); PyJWT only once
+serving (a thread imports it after the start, or the first token does). Each other command
+imports what it needs: `token create` no gRPC, `nodes list` no server, store or keys."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import pytest
 
 from .controller_process import ROOT, controller_env
 
+# The other commands' parsers: controller/cli.py builds only the parser of the command it runs.
+PARSERS = ("controller.agent.settings", "controller.ctl.commands", "controller.security_cli")
 HEAVY = (
     "aiohttp",
     "prometheus_client",
@@ -33,6 +36,9 @@ HEAVY = (
     "controller.prometheus",
     "controller.agent.runner",
     "controller.ctl.run",
+    *PARSERS,
+    # Reflection reads its descriptor set with pkgutil, on the first reflection call.
+    "importlib.resources",
 )
 
 
@@ -114,7 +120,7 @@ CLI_HEAVY = (
     "controller.registry",
     "controller.store",
     "cryptography",
-    *HEAVY,
+    *(m for m in HEAVY if m not in PARSERS),
 )
 
 
@@ -147,3 +153,75 @@ def test_the_commands_parser_loads_nothing_of_the_server(argv: list[str]) -> Non
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_serve_builds_its_own_parser_alone() -> None:
+    assert loaded_by_command(["serve", "--help"], PARSERS) == []
+
+
+def loaded_by_command(argv: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` the `automator67` command `argv` has imported once it returns (its
+    exit status is not checked: a command that fails to connect has imported what it runs)."""
+    probe = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from controller.cli import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                main({argv!r})
+            except SystemExit:
+                pass
+        print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=controller_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+SERVER_SIDE = (
+    "controller.server",
+    "controller.api",
+    "controller.registry.nodes",
+    "controller.store.sqlite",
+    "controller.scheduler",
+    "controller.agent.settings",
+    "controller.agent.runner",
+    "controller.gateway.server",
+    "aiohttp",
+    "psycopg",
+    "opentelemetry",
+)
+
+
+def test_token_create_loads_no_grpc(tmp_path: Path) -> None:
+    from controller.auth.keys import DEFAULT_KEY_FILE, generate_ed25519_pem
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / DEFAULT_KEY_FILE).write_bytes(generate_ed25519_pem())
+    (data / DEFAULT_KEY_FILE).chmod(0o600)
+    argv = ["token", "create", "--role", "admin", "--data-dir", str(data)]
+    unwanted = ("grpc", "grpc_health", "controller.ctl", *SERVER_SIDE)
+    assert loaded_by_command(argv, (*unwanted, "jwt")) == ["jwt"]  # it signs: jwt is needed
+
+
+def test_nodes_list_loads_no_server_store_or_keys() -> None:
+    argv = ["nodes", "list", "--addr", f"127.0.0.1:{free_port()}"]  # nothing listens there
+    unwanted = (
+        "cryptography",
+        "jwt",
+        "controller.registry",
+        "controller.store",
+        "controller.security_cli",
+        *SERVER_SIDE,
+    )
+    assert loaded_by_command(argv, (*unwanted, "grpc")) == ["grpc"]  # it calls: grpc is needed
