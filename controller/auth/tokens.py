@@ -56,6 +56,7 @@ class TokenIssuer:
         keys: SigningKeys,
         settings: TokenSettings,
         now: Callable[[], float] = time.time,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         if keys.signing_key is None:
             raise ValueError("these keys can only verify tokens: no private key or secret")
@@ -63,6 +64,8 @@ class TokenIssuer:
         self._signing_key: Any = keys.signing_key
         self._settings = settings
         self._now = now
+        # Told of each token issued here: the one it would accept (see TokenVerifier.issued).
+        self._verifier = verifier
 
     def issue(self, role: Role, subject: str, ttl_s: float) -> str:
         """A token for `subject` with `role`, valid from now for `ttl_s` seconds."""
@@ -79,7 +82,10 @@ class TokenIssuer:
             "exp": now + int(ttl_s),
             "jti": uuid.uuid4().hex,
         }
-        return sign(claims, self._signing_key, self._keys.algorithm)
+        token = sign(claims, self._signing_key, self._keys.algorithm)
+        if self._verifier is not None:
+            self._verifier.issued(token, claims, self._keys, self._settings)
+        return token
 
 
 _HEADERS: dict[str, bytes] = {}  # algorithm -> the token's first segment
@@ -119,6 +125,26 @@ class TokenVerifier:
     def algorithm(self) -> str:
         return self._keys.algorithm
 
+    def issued(
+        self, token: str, claims: dict[str, Any], keys: SigningKeys, settings: TokenSettings
+    ) -> None:
+        """Remembers a token this process just signed from `claims` with these very keys and
+        settings, as if it had verified it (its claims are checked as `verify` checks them;
+        its signature is ours). A node's agent streams with its token right after
+        registering, so a fleet joining at once is not verified token by token (~100-200 us
+        each: 6 % of the controller's samples during a 10,000-node join). A token signed with
+        other keys or settings, or that `verify` would refuse, is not remembered."""
+        if keys is not self._keys or settings != self._settings:
+            return
+        try:
+            _check_claim_types(claims)
+        except InvalidTokenError:
+            return
+        principal = Principal(
+            subject=claims["sub"], role=Role(claims["role"]), token_id=claims["jti"]
+        )
+        self._remember(token, principal, float(claims["exp"]))
+
     def verify(self, token: str) -> Principal:
         """The principal the token names. Raises InvalidTokenError saying why not.
 
@@ -133,10 +159,13 @@ class TokenVerifier:
                 return principal
             del self._verified[token]
         principal, expires = self._verify(token)
+        self._remember(token, principal, expires)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires: float) -> None:
         self._verified[token] = (principal, expires)
         if len(self._verified) > CACHE_SIZE:
             self._verified.popitem(last=False)
-        return principal
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         if len(token) > MAX_TOKEN_CHARS:

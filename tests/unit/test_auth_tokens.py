@@ -270,3 +270,34 @@ def test_a_refused_token_is_never_remembered(tmp_path: Path) -> None:
     for _ in range(2):
         with pytest.raises(InvalidTokenError):
             verifier.verify(token)
+
+
+def test_a_token_issued_with_the_verifier_is_remembered_as_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = keys_of(tmp_path, "ed25519")
+    verifier = TokenVerifier(keys, SETTINGS)
+    token = TokenIssuer(keys, SETTINGS, verifier=verifier).issue(Role.NODE, NODE_ID, 60)
+    expected = TokenVerifier(keys, SETTINGS).verify(token)  # in full
+
+    def no_check(token: str) -> Any:
+        raise AssertionError("verified again")
+
+    monkeypatch.setattr(verifier, "_verify", no_check)
+    assert verifier.verify(token) == expected
+
+
+def test_a_token_the_verifier_would_not_accept_is_not_remembered(tmp_path: Path) -> None:
+    keys, other = keys_of(tmp_path / "a", "ed25519"), keys_of(tmp_path / "b", "ed25519")
+    verifier = TokenVerifier(keys, SETTINGS)
+    tokens = [
+        TokenIssuer(keys, SETTINGS, verifier=verifier).issue(Role.NODE, "not-a-node-id", 60),
+        TokenIssuer(other, SETTINGS, verifier=verifier).issue(Role.NODE, NODE_ID, 60),
+        TokenIssuer(keys, TokenSettings(issuer="else"), verifier=verifier).issue(
+            Role.NODE, NODE_ID, 60
+        ),
+    ]
+
+    for token in tokens:
+        with pytest.raises(InvalidTokenError):
+            verifier.verify(token)
