@@ -381,7 +381,11 @@ async def serve(config: Config) -> None:
     # The store's nodes and deployments, the registries and grpc live as long as the process:
     # moving them out of the collector's reach keeps full collections short (a full collection
     # of a 10,000-node heap stalled the loop for ~1 s); young collections run less often too.
-    gc.collect()
+    # The collection before the freeze is a young one: the start ran with the collector off, so
+    # all it made is in generation 0, and the imports' heap (~36,000 objects; a full collection
+    # found no garbage in it) need not be walked again before the first call is answered
+    # (~10 ms of CPU).
+    gc.collect(1)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     # The store's threads and grpc's poller hand results to the event loop through the GIL,
