@@ -189,5 +189,13 @@ class Store(Protocol):
     async def record_heartbeats(self, times: Mapping[str, datetime]) -> None:
         """Stores nodes' last-heartbeat times in one transaction, without a new revision or a
         change-log entry (like etcd's lease renewals, they are not changes watchers see).
-        Unknown node ids are ignored."""
+        Unknown node ids are ignored.
+
+        The times are kept apart from the nodes' documents (rewriting every document was the
+        cost of this call). A node read from `nodes` (`get`, `list_all`) has the newer of the
+        time recorded here and the `last_heartbeat_time` its last write carried, so a write
+        that carries an older time (a node from memory) does not take the recorded one back.
+        The change log holds what each write carried; a delete logs the node as reads last
+        returned it. Deleting a node forgets its recorded time: a node created later with the
+        same id has none."""
         ...

@@ -7,8 +7,9 @@ change log's sequence and committed before the next writer takes its own, so the
 becomes visible in revision order and a watcher resuming after revision N never misses a change
 that commits later with a smaller revision. The revision check of `update` and `delete` reads
 the row with `SELECT ... FOR UPDATE`, so it also holds for a writer that does not take the lock
-(heartbeats, re-encryption). Heartbeats lock their rows in id order, as `update_many` does, so
-the two cannot deadlock; a transaction that still fails to serialize is retried.
+(re-encryption). Heartbeats write only `node_heartbeats` rows, never a node's, so they neither
+wait for node writes nor hold them up; they upsert their rows in id order, so two replicas'
+batches cannot deadlock; a transaction that still fails to serialize is retried.
 
 Two connections: writes take turns on one (an asyncio lock, first come first served), which is
 also how `close` waits for the writes in progress; reads take turns on the other, so a read
@@ -225,14 +226,14 @@ class PostgresStore:
         stamps = [times[node_id].isoformat() for node_id in ids]
 
         async def write(conn: Connection) -> None:
-            # Lock in id order first (as update_many does), then set every time in one statement.
+            # The join drops unknown ids. A node deleted by another replica while this runs
+            # may leave its row behind: reads join from nodes, so it is never read, and a node
+            # created with that id removes it.
             await conn.execute(
-                "SELECT id FROM nodes WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,)
-            )
-            await conn.execute(
-                "UPDATE nodes SET data = jsonb_set(nodes.data, '{last_heartbeat_time}',"
-                " to_jsonb(t.time)) FROM unnest(%s::text[], %s::text[]) AS t(id, time)"
-                " WHERE nodes.id = t.id",
+                "INSERT INTO node_heartbeats (node_id, time)"
+                " SELECT t.id, t.time FROM unnest(%s::text[], %s::text[]) AS t(id, time)"
+                " JOIN nodes ON nodes.id = t.id ORDER BY t.id"
+                " ON CONFLICT (node_id) DO UPDATE SET time = excluded.time",
                 (ids, stamps),
             )
 
@@ -266,30 +267,29 @@ class PostgresTable(Generic[T]):
     def __init__(self, store: PostgresStore, layout: codec.Layout[T]) -> None:
         self._store = store
         self._layout: codec.Layout[T] = layout
+        self._select = _select(layout)
 
     @property
     def layout(self) -> codec.Layout[T]:
         return self._layout
 
     async def get(self, resource_id: str) -> T | None:
-        table = self._layout.table
+        decode = self._layout.decode
 
         async def query(conn: Connection) -> T | None:
-            cursor = await conn.execute(
-                f"SELECT revision, data::text FROM {table} WHERE id = %s", (resource_id,)
-            )
+            cursor = await conn.execute(f"{self._select} WHERE r.id = %s", (resource_id,))
             row = await cursor.fetchone()
-            return self._layout.decode(resource_id, int(row[0]), row[1]) if row else None
+            return decode(row[0], int(row[1]), row[2], row[3]) if row else None
 
         return await self._store.run(query)
 
     async def list_all(self) -> list[T]:
-        table = self._layout.table
+        decode = self._layout.decode
 
         async def query(conn: Connection) -> list[T]:
-            cursor = await conn.execute(f"SELECT id, revision, data::text FROM {table} ORDER BY id")
+            cursor = await conn.execute(f"{self._select} ORDER BY r.id")
             rows = await cursor.fetchall()
-            return [self._layout.decode(r[0], int(r[1]), r[2]) for r in rows]
+            return [decode(r[0], int(r[1]), r[2], r[3]) for r in rows]
 
         return await self._store.run(query)
 
@@ -329,10 +329,17 @@ class PostgresTable(Generic[T]):
         columns: dict[str, object] = {"id": resource.id, **layout.columns(resource)}
         names = ", ".join(["revision", *columns, "data"])
         marks = ", ".join(["c.revision", *("%s" for _ in columns), "c.data"])
+        # A node's new row takes the place of any heartbeat row its id left behind (see
+        # record_heartbeats): a new node has no recorded heartbeat.
+        clear = ""
+        cleared: tuple[str, ...] = ()
+        if layout.heartbeats:
+            clear = ", h AS (DELETE FROM node_heartbeats WHERE node_id = %s)"
+            cleared = (resource.id,)
         cursor = await conn.execute(
-            f"WITH c AS ({_LOG_PUT}) INSERT INTO {layout.table} ({names})"
+            f"WITH c AS ({_LOG_PUT}){clear} INSERT INTO {layout.table} ({names})"
             f" SELECT {marks} FROM c RETURNING revision",
-            (layout.kind, resource.id, layout.encode(resource), *columns.values()),
+            (layout.kind, resource.id, layout.encode(resource), *cleared, *columns.values()),
         )
         revision = await _returned(cursor)
         if request:
@@ -403,15 +410,21 @@ class PostgresTable(Generic[T]):
             if fence is not None:
                 await _check_fence(conn, fence)
             await self._check_revision(conn, resource_id, expect_revision)
+            if layout.heartbeats:  # the log keeps the node as reads returned it
+                beats = " hb AS (DELETE FROM node_heartbeats WHERE node_id = %s RETURNING time),"
+                source, document = "old LEFT JOIN hb ON TRUE", _WITH_HEARTBEAT
+                ids: tuple[str, ...] = (resource_id, resource_id)
+            else:
+                beats, source, document, ids = "", "old", "old.data", (resource_id,)
             cursor = await conn.execute(
-                f"WITH old AS (SELECT revision, data FROM {layout.table} WHERE id = %s),"
+                f"WITH old AS (SELECT revision, data FROM {layout.table} WHERE id = %s),{beats}"
                 " c AS (INSERT INTO changes"
                 "  (revision, kind, resource_id, deleted, data, prior_revision)"
-                f"  SELECT {_NEXT_REVISION}, %s, %s, TRUE, old.data, old.revision FROM old"
-                "  RETURNING revision),"
+                f"  SELECT {_NEXT_REVISION}, %s, %s, TRUE, {document}, old.revision"
+                f"  FROM {source} RETURNING revision),"
                 f" d AS (DELETE FROM {layout.table} WHERE id = %s)"
                 " SELECT revision FROM c",
-                (resource_id, layout.kind, resource_id, resource_id),
+                (*ids, layout.kind, resource_id, resource_id),
             )
             return await _returned(cursor)
 
@@ -454,6 +467,26 @@ _LOG_PUT = (
     f"INSERT INTO changes (revision, kind, resource_id, deleted, data) VALUES ({_NEXT_REVISION},"
     " %s, %s, FALSE, %s::jsonb) RETURNING revision, data"
 )
+
+
+# The node document `old.data` with the recorded heartbeat time `hb.time` in it if newer (as
+# `codec.with_heartbeat` does): the node as reads returned it.
+_WITH_HEARTBEAT = (
+    "CASE WHEN hb.time IS NOT NULL AND (old.data->>'last_heartbeat_time' IS NULL"
+    " OR hb.time::timestamptz > (old.data->>'last_heartbeat_time')::timestamptz)"
+    " THEN jsonb_set(old.data, '{last_heartbeat_time}', to_jsonb(hb.time)) ELSE old.data END"
+)
+
+
+def _select(layout: codec.Layout[T]) -> str:
+    """Selects (id, revision, document, recorded heartbeat time or NULL) of `layout`'s rows,
+    as `r`; add the WHERE and ORDER BY. A heartbeat row whose node is gone is never read."""
+    if layout.heartbeats:
+        return (
+            f"SELECT r.id, r.revision, r.data::text, h.time FROM {layout.table} AS r"
+            " LEFT JOIN node_heartbeats AS h ON h.node_id = r.id"
+        )
+    return f"SELECT r.id, r.revision, r.data::text, NULL FROM {layout.table} AS r"
 
 
 async def _check_fence(conn: Connection, fence: Fence) -> None:

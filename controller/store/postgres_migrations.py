@@ -63,4 +63,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE changes ALTER COLUMN revision DROP IDENTITY IF EXISTS;
     """,
+    # 5: nodes' last-heartbeat times as `record_heartbeats` records them, one small row each
+    # (rewriting every node's document to set them was most of the cost of recording them).
+    # Documents keep the time their revision carried; a read returns the newer of the two, so
+    # the times stored before this migration stay as they are. The time is the ISO 8601 text
+    # the documents hold, so a read returns exactly the value that was recorded.
+    """
+    CREATE TABLE node_heartbeats (
+        node_id TEXT COLLATE "C" PRIMARY KEY,
+        time    TEXT NOT NULL
+    );
+    """,
 ]

@@ -52,4 +52,14 @@ MIGRATIONS: list[str] = [
         expires_at REAL    NOT NULL
     );
     """,
+    # 4: nodes' last-heartbeat times as `record_heartbeats` records them, one small row each
+    # (rewriting every node's document to set them was most of the cost of recording them).
+    # Documents keep the time their revision carried; a read returns the newer of the two, so
+    # the times stored before this migration stay as they are.
+    """
+    CREATE TABLE node_heartbeats (
+        node_id TEXT PRIMARY KEY,
+        time    TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
