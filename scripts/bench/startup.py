@@ -37,12 +37,23 @@ import report
 BATCH = 5000  # nodes per transaction when filling the store
 
 
+def anonymous_mb(pid: int) -> float:
+    """The anonymous part of `pid`'s RSS, MiB (/proc/PID/smaps_rollup): the heaps, Python's
+    objects and thread stacks; the rest of the RSS is pages of mapped files (the interpreter,
+    gRPC core, cryptography's and other extensions' code), shared with every process that maps
+    them."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def start_once(
     tmp: Path, command: list[str], idle_s: float, log_name: str = "controller.log"
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     """Exec of `command` (which listens on port `{port}`) to SERVING in ms, the CPU it used to
     get there in ms (all its threads: less sensitive than the wall clock to a busy machine),
-    and its RSS in MB after `idle_s` of idling."""
+    and its RSS and the anonymous part of it in MB after `idle_s` of idling."""
     port = common.free_port()
     log_path = tmp / log_name
     with log_path.open("ab") as log:
@@ -61,7 +72,7 @@ def start_once(
         serving_ms = (time.perf_counter() - started) * 1000
         cpu_ms = common.cpu_seconds(proc.pid) * 1000
         time.sleep(idle_s)
-        return serving_ms, cpu_ms, common.rss_mb(proc.pid)
+        return serving_ms, cpu_ms, common.rss_mb(proc.pid), anonymous_mb(proc.pid)
     finally:
         common.stop_process(proc)
 
@@ -128,24 +139,27 @@ def startup(
     with common.workdir("startup") as tmp:
         ours = controller_command(tmp, server_args)
         compile_sources()
-        first_ms, _, _ = start_once(tmp, ours, 0.0)
+        first_ms, _, _, _ = start_once(tmp, ours, 0.0)
         fill_s = asyncio.run(fill_store(tmp / "data", nodes)) if nodes else 0.0
         if nodes:
             common.log(f"startup: {nodes:,} nodes written in {fill_s:.1f} s")
-        times, cpu, rss, bare_times, bare_cpu, bare_rss = [], [], [], [], [], []
+        times, cpu, rss, anon = [], [], [], []
+        bare_times, bare_cpu, bare_rss, bare_anon = [], [], [], []
         for run in range(runs):
             order = [False, True] if run % 2 else [True, False]
             for bare in order if baseline else [False]:
                 if bare:
-                    ms, cpu_ms, mb = start_once(tmp, bare_command(), idle_s, "bare.log")
+                    ms, cpu_ms, mb, anon_mb = start_once(tmp, bare_command(), idle_s, "bare.log")
                     bare_times.append(ms)
                     bare_cpu.append(cpu_ms)
                     bare_rss.append(mb)
+                    bare_anon.append(anon_mb)
                 else:
-                    ms, cpu_ms, mb = start_once(tmp, ours, idle_s)
+                    ms, cpu_ms, mb, anon_mb = start_once(tmp, ours, idle_s)
                     times.append(ms)
                     cpu.append(cpu_ms)
                     rss.append(mb)
+                    anon.append(anon_mb)
             floor = f" (bare grpc.aio {bare_times[-1]:.0f} ms)" if baseline else ""
             common.log(
                 f"startup: run {run + 1}/{runs}: SERVING after {times[-1]:.0f} ms{floor}, "
@@ -157,6 +171,7 @@ def startup(
         "exec_to_serving_ms": {k: round(v, 1) for k, v in common.spread(times).items()},
         "cpu_to_serving_ms": {k: round(v, 1) for k, v in common.spread(cpu).items()},
         "idle_rss_mb": {k: round(v, 1) for k, v in common.spread(rss).items()},
+        "idle_anonymous_mb": {k: round(v, 1) for k, v in common.spread(anon).items()},
         "first_start_ms": round(first_ms, 1),
         "idle_s": idle_s,
         "per_run": [
@@ -169,6 +184,7 @@ def startup(
             "exec_to_serving_ms": {k: round(v, 1) for k, v in common.spread(bare_times).items()},
             "cpu_to_serving_ms": {k: round(v, 1) for k, v in common.spread(bare_cpu).items()},
             "idle_rss_mb": {k: round(v, 1) for k, v in common.spread(bare_rss).items()},
+            "idle_anonymous_mb": {k: round(v, 1) for k, v in common.spread(bare_anon).items()},
         }
         result["ratio_to_bare"] = round(
             common.ratio(result["exec_to_serving_ms"], result["bare"]["exec_to_serving_ms"]), 2
@@ -199,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline=not args.no_baseline,
     )
     print(report.startup_table(result))
+    anon = [("controller", result)] + ([("bare", result["bare"])] if "bare" in result else [])
+    # The anonymous part of the idle RSS (heaps, objects, stacks); the rest is mapped files.
+    print(
+        "idle RSS anonymous MB (median): "
+        + ", ".join(f"{name} {r['idle_anonymous_mb']['median']:.1f}" for name, r in anon)
+    )
     if args.json:
         common.write_json(args.json, {"machine": common.machine(), "startup": result})
     return 0
