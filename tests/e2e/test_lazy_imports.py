@@ -225,3 +225,35 @@ def test_nodes_list_loads_no_server_store_or_keys() -> None:
         *SERVER_SIDE,
     )
     assert loaded_by_command(argv, (*unwanted, "grpc")) == ["grpc"]  # it calls: grpc is needed
+
+
+def test_the_agent_loads_no_server_store_or_keys() -> None:
+    """`automator67 agent` runs controller.agent.runner (it runs until stopped, so the probe
+    imports what it runs instead of running it)."""
+    unwanted = (
+        "cryptography",
+        "jwt",
+        "controller.registry",
+        "controller.store",
+        "controller.security_cli",
+        "controller.ctl.commands",
+        *(m for m in SERVER_SIDE if not m.startswith("controller.agent.")),
+    )
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from controller.cli import main
+        import controller.agent.runner
+        print(json.dumps([m for m in {list(unwanted)!r} if m in sys.modules]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=controller_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
