@@ -281,6 +281,11 @@ def join_once(
         "stats_p99_ms": round(common.percentile(ordered, 0.99) * 1000, 2),
         "stats_max_ms": round(ordered[-1] * 1000, 2) if ordered else float("nan"),
         "server_cpu_pct": round(server_cpu / elapsed * 100, 1),
+        # CPU per agent joined (on a shared machine steadier than rates: a starved server is
+        # slow, not costlier per agent); the client's says whether the load clients, not the
+        # server, could be the limit.
+        "server_cpu_us_per_agent": round(server_cpu / max(1, len(regs)) * 1e6),
+        "client_cpu_us_per_agent": round(client_cpu / max(1, len(regs)) * 1e6),
         "server_rss_mb": round(rss, 1),
         "client_cpu_pct": round(client_cpu / elapsed * 100, 1),
         "retries": retries,
@@ -320,7 +325,8 @@ def join(
             f"join: {w['registered']} registered in {w['all_registered_s']:.1f}s "
             f"({w['registrations_per_s']:.0f}/s, best second {w['best_second_registrations']}), "
             f"all READY in {w['all_ready_s']:.1f}s; GetNodeStats p99 {w['stats_p99_ms']:.1f} ms; "
-            f"server {w['server_cpu_pct']:.0f}% CPU; retries {w['retries']}, "
+            f"server {w['server_cpu_pct']:.0f}% CPU ({w['server_cpu_us_per_agent']} us per agent,"
+            f" clients {w['client_cpu_us_per_agent']} us); retries {w['retries']}, "
             f"errors {w['errors']} {w['error_kinds'] or ''} {w['retry_kinds'] or ''}"
         )
         windows.append(w)
@@ -342,6 +348,7 @@ def join_table(result: dict[str, Any]) -> str:
         "GetNodeStats p50 / p99 / max ms",
         "server CPU %",
         "client CPU %",
+        "server / client CPU per agent, us",
         "retries / errors",
     )
     r = result
@@ -355,6 +362,8 @@ def join_table(result: dict[str, Any]) -> str:
         f" / {common.fmt(r['stats_max_ms'], 0)}",
         common.fmt(r["server_cpu_pct"], 0),
         common.fmt(r["client_cpu_pct"], 0),
+        f"{common.fmt(r['server_cpu_us_per_agent'], 0)}"
+        f" / {common.fmt(r['client_cpu_us_per_agent'], 0)}",
         f"{common.fmt(r['retries'], 0)} / {common.fmt(r['errors'], 0)}",
     ]
     what = (
