@@ -21,8 +21,11 @@ Unary requests come with their half-close in one batch and are refused at once.
 
 It runs inside the request interceptor (`controller/api/interceptors.py`), which gives the call
 its request id and turns the errors raised here into statuses through the one error table. The
-principal is in `current_principal` for the whole call; the heartbeat stream reads it to keep a
-node token to its own node. With authentication off (`verifier` None) only auditing remains."""
+principal is set in `current_principal` here, in the call's own task, so it holds for the whole
+call; the heartbeat stream reads it to keep a node token to its own node. A unary call that
+mutates nothing (GetNode, ListNodes: the hot path) keeps its method's own handler, unwrapped;
+the others get their method's wrap, built once (`_Calls`), which bounds streams and audits.
+With authentication off (`verifier` None) only auditing remains."""
 
 from __future__ import annotations
 
@@ -81,6 +84,7 @@ class AuthInterceptor(ServerInterceptor):
         self._max_streams = max_streams_per_principal
         self.refusal_grace_s = refusal_grace_s
         self._open_streams: Counter[tuple[str, str]] = Counter()
+        self._calls = _Calls(self)
 
     async def intercept_service(
         self,
@@ -101,8 +105,11 @@ class AuthInterceptor(ServerInterceptor):
             grace_s = self.refusal_grace_s if handler.request_streaming else None
             refused = _Refused(refusal, principal, method, rule, grace_s)
             return refusing(handler, refused.refuse)
-        kind = (handler.request_streaming, handler.response_streaming)
-        return rewrap(handler, _Call(self, method, principal, rule, kind).wrap)
+        current_principal.set(principal)  # in the call's task: the behavior runs in it too
+        streaming = handler.request_streaming or handler.response_streaming
+        if not rule.mutating and not (streaming and principal is not None):
+            return handler  # nothing to bound or audit: no wrap, no per-call cost
+        return self._calls.wrapped(method, rule, handler)
 
     def authenticate(self, metadata: Metadata, method: str) -> Principal | None:
         """The caller, or None when authentication is off. Raises UnauthenticatedError."""
@@ -186,53 +193,55 @@ class _Refused:
         raise self._refusal
 
 
-class _Call:
-    """One authorized call as the interceptor wraps it."""
+class _Calls:
+    """The authorized calls' handlers, wrapped once per method (the principal and request id
+    come from the call's context variables): a call bounds its streams and audits."""
 
-    def __init__(
-        self,
-        interceptor: AuthInterceptor,
-        method: str,
-        principal: Principal | None,
-        rule: Rule,
-        kind: tuple[bool, bool],
-    ) -> None:
+    def __init__(self, interceptor: AuthInterceptor) -> None:
         self._interceptor = interceptor
-        self._method = method
-        self._principal = principal
-        self._rule = rule
-        self._request_streaming, self._response_streaming = kind
+        # Per method: the handler last wrapped and its wrap (the registered handler is the same
+        # object on every call, so this is a lookup after the first).
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    def wrap(self, behavior: Behavior) -> Behavior:
+    def wrapped(self, method: str, rule: Rule, handler: Handler) -> Handler:
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        kind = (handler.request_streaming, handler.response_streaming)
+        wrap = rewrap(handler, lambda behavior: self._wrap(behavior, method, rule, kind))
+        self._wrapped[method] = (handler, wrap)
+        return wrap
+
+    def _wrap(
+        self, behavior: Behavior, method: str, rule: Rule, kind: tuple[bool, bool]
+    ) -> Behavior:
+        interceptor = self._interceptor
+        request_streaming, response_streaming = kind
+        streaming = request_streaming or response_streaming
+
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            principal = self._principal
+            principal = current_principal.get()
             stream_key: tuple[str, str] | None = None
             response: Any = None
             result = "OK"
-            token = None
             try:
-                if principal is not None and (self._request_streaming or self._response_streaming):
+                if principal is not None and streaming:
                     try:
-                        stream_key = self._interceptor.open_stream(principal)
+                        stream_key = interceptor.open_stream(principal)
                     except ResourceExhaustedError:
-                        if self._request_streaming:  # as a refused request stream
-                            await first_message_or_end(request, self._interceptor.refusal_grace_s)
+                        if request_streaming:  # as a refused request stream
+                            await first_message_or_end(request, interceptor.refusal_grace_s)
                         raise
-                token = current_principal.set(principal)
-                response = await run(behavior, request, context, self._response_streaming)
+                response = await run(behavior, request, context, response_streaming)
                 return response
             except BaseException as error:
                 result = outcome_of(error, context)
                 raise
             finally:
-                if token is not None:
-                    current_principal.reset(token)
                 if stream_key is not None:
-                    self._interceptor.close_stream(stream_key)
-                if self._rule.mutating:
-                    target = audit.resource_id(
-                        None if self._request_streaming else request, response
-                    )
-                    audit.record(principal, self._method, target, result, request_id_var.get())
+                    interceptor.close_stream(stream_key)
+                if rule.mutating:
+                    target = audit.resource_id(None if request_streaming else request, response)
+                    audit.record(principal, method, target, result, request_id_var.get())
 
         return wrapped

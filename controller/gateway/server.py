@@ -13,10 +13,11 @@ certificates) when the gRPC port does.
 
 Forwarded as metadata: `authorization`, `x-request-id`, `traceparent`, `tracestate`, every
 `Grpc-Metadata-KEY` header as KEY (grpc-gateway's convention), and the caller's address as
-`x-forwarded-for`. Answered: the call's `x-request-id` as a header, other response metadata as
-`Grpc-Metadata-KEY`. Server streams (watches) are newline-delimited JSON, one
-`{"result": ...}` per message and a final `{"error": ...}` line if the stream fails after it
-started (grpc-gateway's format); an error before the first message is a plain error answer."""
+`x-forwarded-for`. Answered: the call's `x-request-id` as a header (from the trailers of a unary
+call, the initial metadata of a stream), other initial metadata as `Grpc-Metadata-KEY`. Server
+streams (watches) are newline-delimited JSON, one `{"result": ...}` per message and a final
+`{"error": ...}` line if the stream fails after it started (grpc-gateway's format); an error
+before the first message is a plain error answer."""
 
 from __future__ import annotations
 
@@ -177,8 +178,10 @@ class HttpGateway:
         try:
             response = await call
         except aio.AioRpcError as error:
-            return _error_response(from_rpc_error(error), error.initial_metadata())
-        headers = _headers_of(await call.initial_metadata())
+            return _error_response(from_rpc_error(error), _metadata_of_call(error))
+        headers = _headers_of(
+            (*(await call.initial_metadata() or ()), *_request_id(await call.trailing_metadata()))
+        )
         status = 200
         if route.rpc == HEALTH_CHECK and response.status != response.SERVING:
             status = 503  # so load balancers and probes read it from the status line
@@ -201,7 +204,7 @@ class HttpGateway:
             except StopAsyncIteration:
                 first = None
             except aio.AioRpcError as error:
-                return _error_response(from_rpc_error(error), error.initial_metadata())
+                return _error_response(from_rpc_error(error), _metadata_of_call(error))
             response = web.StreamResponse(headers=_headers_of(await call.initial_metadata()))
             response.content_type = NDJSON_TYPE
             await response.prepare(request)
@@ -261,6 +264,16 @@ def _timeout_of(request: web.Request) -> float | None:
         )
         raise from_domain(errors.InvalidArgumentError([violation]))
     return int(match.group(1)) * _TIMEOUT_UNITS_S[match.group(2)]
+
+
+def _request_id(trailers: Any) -> tuple[tuple[str, str], ...]:
+    """The request id a call with one response sends in its trailers (a stream sends it in its
+    initial metadata: `api/interceptors.py`)."""
+    return tuple((key, value) for key, value in trailers or () if key == REQUEST_ID)
+
+
+def _metadata_of_call(error: aio.AioRpcError) -> tuple[Any, ...]:
+    return (*(error.initial_metadata() or ()), *_request_id(error.trailing_metadata()))
 
 
 def _headers_of(metadata: Any) -> dict[str, str]:

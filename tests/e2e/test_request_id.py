@@ -1,5 +1,6 @@
-"""Request ids: the caller's `x-request-id` comes back in the initial metadata and is on every
-server log line of its request; a call without one gets a fresh id."""
+"""Request ids: the caller's `x-request-id` comes back (in the trailing metadata of a unary call,
+the initial metadata of a response stream) and is on every server log line of its request; a
+call without one gets a fresh id."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ async def test_the_callers_request_id_comes_back(node_stub: NodeServiceAsyncStub
 
     await call
 
-    assert request_id_in(await call.initial_metadata()) == "op-42.retry:1"
+    assert request_id_in(await call.trailing_metadata()) == "op-42.retry:1"
 
 
 async def test_a_call_without_a_request_id_gets_a_fresh_one(
@@ -64,7 +65,7 @@ async def test_a_call_without_a_request_id_gets_a_fresh_one(
     await first
     await second
 
-    ids = {request_id_in(await call.initial_metadata()) for call in (first, second)}
+    ids = {request_id_in(await call.trailing_metadata()) for call in (first, second)}
 
     assert len(ids) == 2
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
@@ -76,7 +77,7 @@ async def test_a_request_id_that_is_not_sane_is_replaced(node_stub: NodeServiceA
 
     await call
 
-    returned = request_id_in(await call.initial_metadata())
+    returned = request_id_in(await call.trailing_metadata())
     assert returned != unsafe
     assert re.fullmatch(r"[0-9a-f]{32}", returned)
 
@@ -92,7 +93,7 @@ async def test_a_failed_call_returns_its_request_id_and_logs_the_failure_with_it
     error = await rpc_error(call)
 
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert request_id_in(error.initial_metadata()) == request_id
+    assert request_id_in(error.trailing_metadata()) == request_id
     line = await log_line(controller, request_id, "rpc failed")
     assert line["method"] == "/automator67.v1.NodeService/GetNode"
     assert line["code"] == "NOT_FOUND"
@@ -111,7 +112,7 @@ async def test_every_log_line_of_a_request_carries_its_id(
         await other
 
         line = await log_line(process, request_id, "rpc done")
-        other_id = request_id_in(await other.initial_metadata())
+        other_id = request_id_in(await other.trailing_metadata())
         await log_line(process, other_id, "rpc done")
 
     assert line["method"] == "/automator67.v1.NodeService/GetNodeStats"
@@ -129,4 +130,14 @@ async def test_health_checks_get_request_ids_too(controller: ControllerProcess) 
             health_pb2.HealthCheckRequest(), metadata=((KEY, "probe-1"),)
         )
         await call
-        assert request_id_in(await call.initial_metadata()) == "probe-1"
+        assert request_id_in(await call.trailing_metadata()) == "probe-1"
+
+
+async def test_a_response_stream_gets_its_request_id_before_its_first_message(
+    node_stub: NodeServiceAsyncStub,
+) -> None:
+    call = node_stub.WatchNodes(pb.WatchNodesRequest(), metadata=((KEY, "watch-1"),))
+    try:
+        assert request_id_in(await call.initial_metadata()) == "watch-1"
+    finally:
+        call.cancel()

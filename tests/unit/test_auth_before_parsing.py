@@ -208,7 +208,8 @@ async def test_a_refused_call_gets_a_request_id_and_is_counted(server: Server) -
     error = await call(server.address, REGISTER, b"", (("x-request-id", "refused-1"),))
 
     assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert (REQUEST_ID_KEY, "refused-1") in tuple(error.initial_metadata() or ())
+    trailers: Any = error.trailing_metadata() or ()  # (key, value) pairs at run time
+    assert (REQUEST_ID_KEY, "refused-1") in tuple(trailers)
     # The handler counts in its `finally`, which may run after the client has the status: no
     # event marks it, so it is checked every 10 ms, within a bound.
     async with asyncio.timeout(10):
