@@ -27,7 +27,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,10 @@ def bare_command() -> list[str]:
     return [sys.executable, str(common.BENCH_DIR / "bare_unary.py"), "--port", "{port}"]
 
 
-async def fill_store(data_dir: Path, count: int) -> float:
+async def fill_store(data_dir: Path, count: int, beats: bool = False) -> float:
     """Writes `count` READY nodes (as fleet.py's, each with an id and times) into the store of
-    `data_dir` through the store's contract; returns the seconds it took."""
+    `data_dir` through the store's contract, with `beats` a later heartbeat time recorded for
+    each (`record_heartbeats`, as a running controller does); returns the seconds it took."""
     from controller.models import Capabilities, Node, NodeStatus
     from controller.store import open_store
 
@@ -123,6 +124,9 @@ async def fill_store(data_dir: Path, count: int) -> float:
                 for i in range(first, min(count, first + BATCH))
             ]
             await store.nodes.create_many([(node, None) for node in batch])
+            if beats:
+                later = now + timedelta(seconds=5)
+                await store.record_heartbeats({node.id: later for node in batch})
     finally:
         await store.close()
     return time.perf_counter() - started
@@ -134,13 +138,14 @@ def startup(
     idle_s: float = 2.0,
     server_args: Sequence[str] = (),
     nodes: int = 0,
+    beats: bool = False,
     baseline: bool = True,
 ) -> dict[str, Any]:
     with common.workdir("startup") as tmp:
         ours = controller_command(tmp, server_args)
         compile_sources()
         first_ms, _, _, _ = start_once(tmp, ours, 0.0)
-        fill_s = asyncio.run(fill_store(tmp / "data", nodes)) if nodes else 0.0
+        fill_s = asyncio.run(fill_store(tmp / "data", nodes, beats)) if nodes else 0.0
         if nodes:
             common.log(f"startup: {nodes:,} nodes written in {fill_s:.1f} s")
         times, cpu, rss, anon = [], [], [], []
@@ -201,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--nodes", type=int, default=0, help="nodes in the store (default 0)")
+    parser.add_argument(
+        "--recorded-heartbeats",
+        action="store_true",
+        help="record a heartbeat time for every node after writing it (a live fleet's store)",
+    )
     parser.add_argument("--idle-s", type=float, default=2.0, help="idle time before the RSS")
     parser.add_argument("--no-baseline", action="store_true", help="skip bare grpc.aio")
     parser.add_argument("--json", type=Path)
@@ -212,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_s=args.idle_s,
         server_args=args.server_args,
         nodes=args.nodes,
+        beats=args.recorded_heartbeats,
         baseline=not args.no_baseline,
     )
     print(report.startup_table(result))
