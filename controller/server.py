@@ -22,7 +22,7 @@ import socket
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from automator67.v1 import (
@@ -40,6 +40,7 @@ from controller import metrics, tracing
 from controller.api import reflection
 from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
+from controller.api.generic_only import GenericOnly
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
@@ -170,16 +171,20 @@ class Controller:
         node_servicer = NodeServicer(
             self.nodes, node_watch, self.security.node_token, self.leadership
         )
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, server)
-        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(heartbeats), server)
+        # Typed as the server: the generated add_* functions use only these two methods.
+        services = cast(aio.Server, GenericOnly(server))  # generic_only.py: a cost per call
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, services)
+        agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(heartbeats), services
+        )
         deployment_service_pb2_grpc.add_DeploymentServiceServicer_to_server(
             DeploymentServicer(
                 self.deployments,
                 Watch("deployment", self.deployments, DeploymentEvents(), changes),
             ),
-            server,
+            services,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable(server, (*SERVICES, health_name))
         self.port = self.security.add_port(server)  # TLS when configured
