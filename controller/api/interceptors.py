@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,11 +49,12 @@ _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def request_id_of(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-    """The caller's `x-request-id` if it is sane, else a new one."""
+    """The caller's `x-request-id` if it is sane, else a new one: 128 random bits in hex (the
+    shape of a uuid4's hex, at a fifth of its cost: no UUID object per call)."""
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and _VALID_REQUEST_ID.fullmatch(value):
             return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestInterceptor(ServerInterceptor):
