@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from itertools import islice
@@ -324,15 +323,15 @@ class Collection(Generic[T]):
 _ETAG = re.compile(r"[0-9]{1,19}")
 
 
+# What str(uuid.UUID(x)) == x accepts, at a tenth of its cost (every read checks an id).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def check_id(resource_id: str, field: str) -> None:
     """Ids are canonical lowercase UUIDs; anything else is INVALID_ARGUMENT on `field`."""
     if not resource_id:
         raise InvalidArgumentError.single(field, "is required")
-    try:
-        ok = str(uuid.UUID(resource_id)) == resource_id
-    except ValueError:
-        ok = False
-    if not ok:
+    if _CANONICAL_UUID.fullmatch(resource_id) is None:
         raise InvalidArgumentError.single(
             field, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000"
         )
