@@ -7,4 +7,5 @@ A command's flags are declared in `commands.py`, which imports nothing but argpa
 `A67_*` variables), and turns every failure into one line on stderr and an exit code
 (`failures.py`). `output.py` renders tables and proto3 JSON, `resolve.py` finds a resource by
 id prefix or name, `spec.py` reads a deployment from flags and a JSON/YAML file, `wait.py`
-follows a deployment on WatchDeployments until it runs or is gone."""
+follows a deployment on WatchDeployments until it runs or is gone, and `interrupt.py` makes
+Ctrl-C close a watch being followed (exit 130) instead of raising inside gRPC."""

@@ -13,7 +13,7 @@ from automator67.client import Client
 from automator67.v1 import deployment_pb2 as dpb
 from automator67.v1 import deployment_service_pb2 as ds
 
-from controller.ctl import resolve, spec
+from controller.ctl import interrupt, resolve, spec
 from controller.ctl.failures import usage
 from controller.ctl.output import (
     Column,
@@ -279,7 +279,7 @@ def watch_deployments(client: Client, args: argparse.Namespace, console: Console
     fmt = Format(args.output)
     columns = [Column("EVENT"), *(WIDE if fmt is Format.WIDE else COLUMNS)]
     follow = WatchPrinter(Table(columns, console.width), console)
-    with client.watch_deployments() as watch:
+    with client.watch_deployments() as watch, interrupt.closing(watch):
         for event in watch:
             if only is not None and event.deployment.id and event.deployment.id != only:
                 continue

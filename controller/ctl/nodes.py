@@ -13,7 +13,7 @@ from automator67.client import Client
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as ns
 
-from controller.ctl import resolve
+from controller.ctl import interrupt, resolve
 from controller.ctl.output import (
     Column,
     Console,
@@ -161,7 +161,7 @@ def watch_nodes(client: Client, args: argparse.Namespace, console: Console) -> N
     fmt = Format(args.output)
     columns = [Column("EVENT"), *(WIDE if fmt is Format.WIDE else COLUMNS)]
     follow = WatchPrinter(Table(columns, console.width), console)
-    with client.watch_nodes() as watch:
+    with client.watch_nodes() as watch, interrupt.closing(watch):
         for event in watch:
             if only is not None and event.node.id and event.node.id != only:
                 continue

@@ -23,11 +23,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING
 
 from automator67.v1 import deployment_pb2 as dpb
 from automator67.v1 import deployment_service_pb2 as ds
 
+from controller.ctl import interrupt
 from controller.ctl.failures import CommandError, ExitCode
 from controller.ctl.output import age, short
 
@@ -122,18 +123,15 @@ class Progress:
             self._stream.flush()
 
 
-class _Closable(Protocol):
-    def close(self) -> None: ...
-
-
 @contextlib.contextmanager
 def closed_after(
-    watch: _Closable, timeout_s: float, progress: Progress
+    watch: interrupt.Closable, timeout_s: float, progress: Progress
 ) -> Iterator[threading.Event]:
     """For a command that follows a watch until something happens: closes the watch after
     `timeout_s` (from a timer thread, since iterating a sync watch blocks), so its loop ends;
-    the event it yields says whether the timeout is why. On exit the timer is cancelled, the
-    watch closed and the progress line ended."""
+    the event it yields says whether the timeout is why. Ctrl-C closes it too, and ends the
+    command with KeyboardInterrupt (`interrupt.py`). On exit the timer is cancelled, the watch
+    closed and the progress line ended."""
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -144,7 +142,8 @@ def closed_after(
     timer.daemon = True
     timer.start()
     try:
-        yield timed_out
+        with interrupt.closing(watch):
+            yield timed_out
     finally:
         timer.cancel()
         watch.close()

@@ -223,3 +223,43 @@ async def test_an_async_watch_resumes_and_cancel_ends_a_waiting_read() -> None:
     watch.cancel()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(waiting, 5)
+
+
+def test_a_close_while_the_stream_opens_cancels_the_stream_it_opened() -> None:
+    # close() from another thread finds no call yet (start has not returned): the watch cancels
+    # the one it gets, so that no stream outlives it.
+    streams = Streams([ev(SYNCED, 1)])
+    watch = sync_watch(streams)
+
+    def start(revision: int) -> Any:
+        call = streams.start(revision)
+        watch.close()
+        return call
+
+    watch._start = start
+    assert list(watch) == []
+    assert streams.cancelled == 1
+
+
+def test_a_stream_that_ends_after_a_close_ends_the_watch_without_resuming(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watch: Watch[ns.WatchNodesResponse]
+    starts: list[int] = []
+
+    class EndsOnClose:  # the close (from another thread) lands while next() waits
+        def __next__(self) -> ns.WatchNodesResponse:
+            watch.close()
+            raise StopIteration
+
+        def cancel(self) -> bool:
+            return True
+
+    def start(revision: int) -> Any:
+        starts.append(revision)
+        return EndsOnClose()
+
+    watch = Watch(start, 0, _methods.NODE_EVENTS, _methods.node_reset, RESUME)
+    with caplog.at_level("WARNING", logger="automator67"):
+        assert list(watch) == []
+    assert starts == [0] and not caplog.records

@@ -146,6 +146,7 @@ class Watch(Generic[E]):
         self._make_reset = make_reset
         self._backoff = _Backoff(resume, rand)
         self._call: _SyncCall[E] | None = None
+        self._cancelled: _SyncCall[E] | None = None
         self._closed = threading.Event()
         self._pending: list[E] = []
 
@@ -161,6 +162,9 @@ class Watch(Generic[E]):
             if self._pending:
                 return self._pending.pop(0)
             if self._closed.is_set():
+                # A close() from another thread while the call was being opened found no call
+                # to cancel: cancel it here, so that no stream outlives the watch.
+                self._cancel_call()
                 raise StopIteration
             if self._call is None:
                 self._call = self._open()
@@ -168,6 +172,8 @@ class Watch(Generic[E]):
             try:
                 event = next(self._call)
             except StopIteration:
+                if self._closed.is_set():
+                    raise StopIteration from None
                 why: ApiError = UnavailableError("the watch stream ended")
             except grpc.RpcError as rpc_error:
                 if self._closed.is_set():
@@ -205,11 +211,15 @@ class Watch(Generic[E]):
         if self._closed.is_set():
             return
         self._closed.set()
-        call = self._call
-        if call is not None:
-            call.cancel()
+        self._cancel_call()
 
     cancel = close
+
+    def _cancel_call(self) -> None:
+        call = self._call
+        if call is not None and call is not self._cancelled:
+            self._cancelled = call
+            call.cancel()
 
     def __enter__(self) -> Watch[E]:
         return self
