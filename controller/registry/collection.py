@@ -42,6 +42,7 @@ from controller.registry.index import Index, T, Term
 from controller.store.base import Change, Fence, RequestKey, RequestRecord, Table
 
 R = TypeVar("R")
+PARSED_FILTERS = 256
 
 
 class Collection(Generic[T]):
@@ -63,6 +64,8 @@ class Collection(Generic[T]):
         self.events: EventHub[T] = EventHub()
         self.revision = 0  # every change of the log up to here is applied to the index
         self._filter_fields = filter_fields
+        # Filter text -> its terms: a client lists with the same few filters again and again.
+        self._parsed_filters: dict[str, list[Term]] = {}
         self._staged: dict[str, T] = {}  # id -> its last persisted state
         self._writing: dict[str, T] = {}  # the same, for the staged changes being written now
         self._written: dict[str, T] = {}  # id -> the content being written now
@@ -104,7 +107,7 @@ class Collection(Generic[T]):
         return self._staged.get(rid) or self._writing.get(rid) or resource
 
     def list(self, filter_text: str, page_size: int, page_token: str) -> paging.Page[T]:
-        terms = parse_filter(filter_text, self._filter_fields)
+        terms = self._terms_of_filter(filter_text)
         size = paging.page_size(page_size)
         after = paging.decode_token(page_token, filter_text)
         items = [self.published(r) for r in islice(self.index.query(terms, after), size + 1)]
@@ -113,6 +116,17 @@ class Collection(Generic[T]):
             items = items[:size]
             token = paging.encode_token(items[-1].id, filter_text)
         return paging.Page(items, token)
+
+    def _terms_of_filter(self, filter_text: str) -> list[Term]:
+        """The parsed terms of `filter_text` (not to be changed by the caller), parsed once while
+        the last `PARSED_FILTERS` distinct filters are kept. Raises as `parse_filter` does."""
+        terms = self._parsed_filters.get(filter_text)
+        if terms is None:
+            terms = parse_filter(filter_text, self._filter_fields)
+            if len(self._parsed_filters) >= PARSED_FILTERS:
+                self._parsed_filters.clear()  # many distinct filters: no point in keeping old ones
+            self._parsed_filters[filter_text] = terms
+        return terms
 
     async def write(self, section: Callable[[], Awaitable[R]], *, exclusive: bool = True) -> R:
         """Runs `section` whole, under the lock unless not `exclusive`, however the caller ends

@@ -28,6 +28,7 @@ from controller.models import (
     Secret,
     frozen_map,
 )
+from controller.registry.collection import PARSED_FILTERS
 from controller.registry.nodes import NodeRegistry
 from controller.store.base import Store
 
@@ -208,6 +209,22 @@ async def test_listing_with_a_filter_returns_exactly_the_matching_nodes(
     page = registry.list(text)
     assert keys(page.items) == keys([stored[i] for i in expected])
     assert page.next_page_token == ""
+
+
+async def test_the_same_filter_listed_again_and_again_gives_the_same_nodes(
+    fleet: tuple[NodeRegistry, list[Node]],
+) -> None:
+    # Each filter's terms are parsed once and kept (a bounded number of distinct filters).
+    registry, stored = fleet
+    wanted = keys([stored[0], stored[1]])
+    for _ in range(2):
+        assert keys(registry.list("provider = aws AND status = READY").items) == wanted
+    for i in range(PARSED_FILTERS + 10):  # more distinct filters than are kept
+        assert registry.list(f"labels.n{i} = x").items == []
+    assert keys(registry.list("provider = aws AND status = READY").items) == wanted
+    for _ in range(2):  # an invalid filter is refused every time, never kept
+        with pytest.raises(InvalidArgumentError):
+            registry.list("colour = red")
 
 
 async def test_listing_orders_nodes_by_id(fleet: tuple[NodeRegistry, list[Node]]) -> None:
