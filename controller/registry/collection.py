@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from itertools import islice
 from typing import Any, Generic, TypeVar
@@ -65,7 +65,7 @@ class Collection(Generic[T]):
         self.revision = 0  # every change of the log up to here is applied to the index
         self._filter_fields = filter_fields
         # Filter text -> its terms: a client lists with the same few filters again and again.
-        self._parsed_filters: dict[str, list[Term]] = {}
+        self._parsed_filters: dict[str, Sequence[Term]] = {}
         self._staged: dict[str, T] = {}  # id -> its last persisted state
         self._writing: dict[str, T] = {}  # the same, for the staged changes being written now
         self._written: dict[str, T] = {}  # id -> the content being written now
@@ -117,7 +117,7 @@ class Collection(Generic[T]):
             token = paging.encode_token(items[-1].id, filter_text)
         return paging.Page(items, token)
 
-    def _terms_of_filter(self, filter_text: str) -> list[Term]:
+    def _terms_of_filter(self, filter_text: str) -> Sequence[Term]:
         """The parsed terms of `filter_text` (not to be changed by the caller), parsed once while
         the last `PARSED_FILTERS` distinct filters are kept. Raises as `parse_filter` does."""
         terms = self._parsed_filters.get(filter_text)

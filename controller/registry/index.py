@@ -10,7 +10,7 @@ Not thread-safe: owned by the event loop."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from controller.models import Deployment, Node
@@ -91,7 +91,7 @@ class Index(Generic[T]):
         if self._on_change is not None:
             self._on_change(old, None)
 
-    def query(self, terms: list[Term], after_id: str = "") -> Iterator[T]:
+    def query(self, terms: Sequence[Term], after_id: str = "") -> Iterator[T]:
         """Resources matching every term, in id order, with id > `after_id`."""
         if terms:
             postings = sorted((self._postings.get(term, []) for term in set(terms)), key=len)
