@@ -314,11 +314,13 @@ def _decode_replica(d: dict[str, Any], template_generation: int) -> Replica:
 @dataclass(frozen=True)
 class Layout(Generic[K]):
     """How one kind maps to its table in every store: indexed columns beside the document.
-    `decode(id, revision, document, heartbeat)`: `heartbeat` is the recorded heartbeat time
-    (nodes, when `heartbeats`; else None)."""
+    `columns(resource)` has the keys `column_names`, in that order (a batch binds one prepared
+    statement). `decode(id, revision, document, heartbeat)`: `heartbeat` is the recorded
+    heartbeat time (nodes, when `heartbeats`; else None)."""
 
     kind: ResourceKind
     table: str
+    column_names: tuple[str, ...]
     columns: Callable[[K], dict[str, str]]
     encode: Callable[[K], str]
     decode: Callable[[str, int, str, str | None], K]
@@ -329,6 +331,7 @@ def node_layout(sealer: Sealer) -> Layout[Node]:
     return Layout(
         kind="node",
         table="nodes",
+        column_names=("status", "provider", "region"),
         columns=lambda n: {"status": n.status.value, "provider": n.provider, "region": n.region},
         encode=lambda n: encode_node(n, sealer),
         decode=lambda i, r, d, h: decode_node(i, r, d, sealer, h),
@@ -339,6 +342,7 @@ def node_layout(sealer: Sealer) -> Layout[Node]:
 DEPLOYMENT_LAYOUT: Layout[Deployment] = Layout(
     kind="deployment",
     table="deployments",
+    column_names=("status", "name"),
     columns=lambda d: {"status": d.status.value, "name": d.name},
     encode=encode_deployment,
     decode=lambda i, r, d, _: decode_deployment(i, r, d),

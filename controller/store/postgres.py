@@ -268,6 +268,11 @@ class PostgresTable(Generic[T]):
         self._store = store
         self._layout: codec.Layout[T] = layout
         self._select = _select(layout)
+        names = ["id", "revision", *layout.column_names, "data"]
+        self._insert_row = (
+            f"INSERT INTO {layout.table} ({', '.join(names)})"
+            f" VALUES ({', '.join(['%s'] * (len(names) - 1))}, %s::jsonb)"
+        )
 
     @property
     def layout(self) -> codec.Layout[T]:
@@ -309,19 +314,60 @@ class PostgresTable(Generic[T]):
     ) -> list[T | RequestRecord]:
         if not items:
             return []
+        return await self._store.transaction(
+            lambda conn: self._insert_many(conn, items), self._layout.kind
+        )
 
-        async def write(conn: Connection) -> list[T | RequestRecord]:
-            results: list[T | RequestRecord] = []
-            for resource, request in items:
-                earlier = await self._find_request(conn, request.request_id) if request else None
-                if earlier is not None:
-                    results.append(earlier)
-                else:
-                    revision = await self._insert(conn, resource, request)
-                    results.append(replace(resource, revision=revision))
-            return results
-
-        return await self._store.transaction(write, self._layout.kind)
+    async def _insert_many(
+        self, conn: Connection, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        """Inserts the items whose request id was not used before (earlier in the batch
+        included), with one statement per table for the whole batch (`executemany`: one
+        prepared statement, pipelined). Revisions are taken in item order from the log's
+        last, as one insert after another would take them: the caller holds the write lock."""
+        layout = self._layout
+        earlier = await self._find_requests(conn, [r.request_id for _, r in items if r])
+        results: list[T | RequestRecord] = []
+        changes: list[tuple[int, str, str, str]] = []
+        rows: list[tuple[object, ...]] = []
+        requests: list[tuple[str, str, str, str]] = []
+        cursor = await conn.execute(f"SELECT {_NEXT_REVISION} - 1")
+        revision = await _returned(cursor)
+        for resource, request in items:
+            if request:
+                found = earlier.get(request.request_id)
+                if found is not None:
+                    results.append(found)
+                    continue
+                earlier[request.request_id] = RequestRecord(request.fingerprint, resource.id)
+                requests.append(
+                    (layout.table, request.request_id, request.fingerprint, resource.id)
+                )
+            revision += 1
+            document = layout.encode(resource)
+            changes.append((revision, layout.kind, resource.id, document))
+            rows.append(_row(resource.id, revision, layout.columns(resource), document))
+            results.append(replace(resource, revision=revision))
+        async with conn.cursor() as cur:
+            if changes:
+                await cur.executemany(
+                    "INSERT INTO changes (revision, kind, resource_id, deleted, data)"
+                    " VALUES (%s, %s, %s, FALSE, %s::jsonb)",
+                    changes,
+                )
+                if layout.heartbeats:  # see _insert
+                    await cur.execute(
+                        "DELETE FROM node_heartbeats WHERE node_id = ANY(%s)",
+                        ([row[0] for row in rows],),
+                    )
+                await cur.executemany(self._insert_row, rows)
+            if requests:
+                await cur.executemany(
+                    "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    requests,
+                )
+        return results
 
     async def _insert(self, conn: Connection, resource: T, request: RequestKey | None) -> int:
         """Logs and inserts a new resource (and its request id); returns its revision."""
@@ -433,6 +479,19 @@ class PostgresTable(Generic[T]):
     async def find_request(self, request_id: str) -> RequestRecord | None:
         return await self._store.run(lambda conn: self._find_request(conn, request_id))
 
+    async def _find_requests(
+        self, conn: Connection, request_ids: Sequence[str]
+    ) -> dict[str, RequestRecord]:
+        """The records of those of `request_ids` used before, by request id."""
+        if not request_ids:
+            return {}
+        cursor = await conn.execute(
+            "SELECT request_id, fingerprint, resource_id FROM requests"
+            " WHERE scope = %s AND request_id = ANY(%s)",
+            (self._layout.table, list(request_ids)),
+        )
+        return {row[0]: RequestRecord(row[1], row[2]) for row in await cursor.fetchall()}
+
     async def _find_request(self, conn: Connection, request_id: str) -> RequestRecord | None:
         cursor = await conn.execute(
             "SELECT fingerprint, resource_id FROM requests WHERE scope = %s AND request_id = %s",
@@ -476,6 +535,13 @@ _WITH_HEARTBEAT = (
     " OR hb.time::timestamptz > (old.data->>'last_heartbeat_time')::timestamptz)"
     " THEN jsonb_set(old.data, '{last_heartbeat_time}', to_jsonb(hb.time)) ELSE old.data END"
 )
+
+
+def _row(
+    resource_id: str, revision: int, columns: dict[str, str], document: str
+) -> tuple[object, ...]:
+    """The parameters of `_insert_row`'s statement."""
+    return (resource_id, revision, *columns.values(), document)
 
 
 def _select(layout: codec.Layout[T]) -> str:

@@ -44,6 +44,7 @@ from controller.store.sqlite_migrations import MIGRATIONS
 
 R = TypeVar("R")
 READERS = 2  # read threads, each with its own connection; reads of a page take milliseconds
+IDS_PER_QUERY = 500  # request ids looked up per statement (SQLite binds at most 32,766)
 
 
 class SQLiteStore:
@@ -224,6 +225,7 @@ class SQLiteTable(Generic[T]):
         self._store = store
         self._layout: codec.Layout[T] = layout
         self._select = _select(layout)
+        self._insert_row = _insert_row(layout)
 
     @property
     def layout(self) -> codec.Layout[T]:
@@ -265,32 +267,61 @@ class SQLiteTable(Generic[T]):
             return []
 
         def write(conn: sqlite3.Connection) -> list[T | RequestRecord]:
-            results: list[T | RequestRecord] = []
-            for resource, request in items:
-                earlier = self._find_request(conn, request.request_id) if request else None
-                if earlier is not None:
-                    results.append(earlier)
-                else:
-                    results.append(_with_revision(resource, self._insert(conn, resource, request)))
-            return results
+            return self._insert_many(conn, items)
 
         return await self._store.run(lambda conn: _transaction(conn, write, self._layout.kind))
+
+    def _insert_many(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[T, RequestKey | None]]
+    ) -> list[T | RequestRecord]:
+        """Inserts the items whose request id was not used before (earlier in the batch
+        included), with one prepared statement per table for the whole batch: change-log rows,
+        resource rows, request rows. Revisions are taken in item order, as one insert after
+        another would take them (the writer holds the write lock)."""
+        layout = self._layout
+        earlier = self._find_requests(conn, [r.request_id for _, r in items if r])
+        results: list[T | RequestRecord] = []
+        changes: list[tuple[int, str, str, str]] = []
+        rows: list[tuple[object, ...]] = []
+        requests: list[tuple[str, str, str, str]] = []
+        revision = _last_revision(conn)
+        for resource, request in items:
+            if request:
+                found = earlier.get(request.request_id)
+                if found is not None:
+                    results.append(found)
+                    continue
+                earlier[request.request_id] = RequestRecord(request.fingerprint, resource.id)
+                requests.append(
+                    (layout.table, request.request_id, request.fingerprint, resource.id)
+                )
+            revision += 1
+            document = layout.encode(resource)
+            changes.append((revision, layout.kind, resource.id, document))
+            rows.append(_row(resource.id, revision, layout.columns(resource), document))
+            results.append(_with_revision(resource, revision))
+        if changes:
+            conn.executemany(
+                "INSERT INTO changes (revision, kind, resource_id, deleted, data)"
+                " VALUES (?, ?, ?, 0, ?)",
+                changes,
+            )
+            conn.executemany(self._insert_row, rows)
+        if requests:
+            conn.executemany(
+                "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
+                " VALUES (?, ?, ?, ?)",
+                requests,
+            )
+        return results
 
     def _insert(self, conn: sqlite3.Connection, resource: T, request: RequestKey | None) -> int:
         """Logs and inserts a new resource (and its request id); returns its revision."""
         layout = self._layout
         document = layout.encode(resource)
         revision = _log_change(conn, layout.kind, resource.id, document)
-        columns: dict[str, object] = {
-            "id": resource.id,
-            "revision": revision,
-            **layout.columns(resource),
-        }
-        columns["data"] = document
-        names = ", ".join(columns)
-        marks = ", ".join("?" for _ in columns)
         conn.execute(
-            f"INSERT INTO {layout.table} ({names}) VALUES ({marks})", tuple(columns.values())
+            self._insert_row, _row(resource.id, revision, layout.columns(resource), document)
         )
         if request:
             conn.execute(
@@ -363,6 +394,22 @@ class SQLiteTable(Generic[T]):
     async def find_request(self, request_id: str) -> RequestRecord | None:
         return await self._store.read(lambda conn: self._find_request(conn, request_id))
 
+    def _find_requests(
+        self, conn: sqlite3.Connection, request_ids: Sequence[str]
+    ) -> dict[str, RequestRecord]:
+        """The records of those of `request_ids` used before, by request id."""
+        found: dict[str, RequestRecord] = {}
+        for start in range(0, len(request_ids), IDS_PER_QUERY):
+            chunk: list[str] = list(request_ids[start : start + IDS_PER_QUERY])
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT request_id, fingerprint, resource_id FROM requests WHERE scope = ?"
+                f" AND request_id IN ({marks})",
+                [self._layout.table, *chunk],
+            ).fetchall()
+            found.update((row[0], RequestRecord(row[1], row[2])) for row in rows)
+        return found
+
     def _find_request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord | None:
         row = conn.execute(
             "SELECT fingerprint, resource_id FROM requests WHERE scope = ? AND request_id = ?",
@@ -388,6 +435,20 @@ class SQLiteTable(Generic[T]):
         return int(row[0]), str(row[1])
 
 
+def _insert_row(layout: codec.Layout[T]) -> str:
+    """Inserts one of `layout`'s rows; parameters: id, revision, the layout's columns in their
+    order, document."""
+    names = ["id", "revision", *layout.column_names, "data"]
+    return f"INSERT INTO {layout.table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+def _row(
+    resource_id: str, revision: int, columns: dict[str, str], document: str
+) -> tuple[object, ...]:
+    """The parameters of `_insert_row`'s statement."""
+    return (resource_id, revision, *columns.values(), document)
+
+
 def _select(layout: codec.Layout[T]) -> str:
     """Selects (id, revision, document, recorded heartbeat time or NULL) of `layout`'s rows,
     as `r`; add the WHERE and ORDER BY. A heartbeat row whose node is gone is never read."""
@@ -397,6 +458,13 @@ def _select(layout: codec.Layout[T]) -> str:
             " LEFT JOIN node_heartbeats AS h ON h.node_id = r.id"
         )
     return f"SELECT r.id, r.revision, r.data, NULL FROM {layout.table} AS r"
+
+
+def _last_revision(conn: sqlite3.Connection) -> int:
+    """The change log's last revision taken (the next is one more): AUTOINCREMENT never reuses
+    one, even after the rows that held it were deleted."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+    return int(row[0]) if row else 0
 
 
 # The current time in Unix seconds, with fractions, by SQLite's clock.

@@ -105,3 +105,22 @@ async def test_what_create_many_stored_survives_a_reopen(
     for i, resource in enumerate(created):
         assert await table.get(resource.id) == resource
         assert await table.find_request(f"req-{i}") == RequestRecord(f"fp-{i}", resource.id)
+
+
+async def test_a_large_create_many_replays_request_ids_wherever_they_are_in_it(
+    kind: Kind[Any], store: Store
+) -> None:
+    table = kind.table(store)
+    earlier = await table.create(kind.new(), RequestKey("req-700", "fp-old"))
+    new = [kind.new() for _ in range(1_000)]
+
+    results = await table.create_many(
+        [(resource, RequestKey(f"req-{i}", f"fp-{i}")) for i, resource in enumerate(new)]
+    )
+
+    assert results[700] == RequestRecord("fp-old", earlier.id)
+    created = stored(results[:700] + results[701:])
+    assert [c.revision for c in created] == [earlier.revision + i for i in range(1, 1_000)]
+    assert await store.revision() == earlier.revision + 999
+    assert await table.find_request("req-999") == RequestRecord("fp-999", new[999].id)
+    assert await table.get(new[999].id) == replace(new[999], revision=earlier.revision + 999)
