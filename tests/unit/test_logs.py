@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from controller.logs import JsonFormatter, TextFormatter, request_id_var
-from controller.models import Capabilities, Credentials, Node, Secret
+from controller.models import Capabilities, Credentials, Node, NodeStatus, Secret
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -142,3 +142,43 @@ def test_a_text_line_outside_a_request_has_no_brackets() -> None:
     line = TextFormatter().format(record("hello"))
     assert "[" not in line
     assert line.endswith("INFO    controller.test hello")
+
+
+def written_by_json(made: logging.LogRecord) -> str:
+    """The line as json.dumps(default=str) writes it (what every line was before orjson)."""
+    line: dict[str, Any] = {
+        "time": datetime.fromtimestamp(made.created, UTC).isoformat(timespec="milliseconds"),
+        "level": made.levelname.lower(),
+        "logger": made.name,
+        "msg": made.getMessage(),
+        **getattr(made, "fields", {}),
+    }
+    return json.dumps(line, default=str)
+
+
+SAME_AS_JSON: dict[str, logging.LogRecord] = {
+    "plain fields": record("x", fields={"s": "a", "i": 3, "f": 0.1, "b": True, "n": None}),
+    "a tiny and a huge float": record("x", fields={"tiny": 1e-07, "huge": 1e300}),
+    "an integer past 64 bits": record("x", fields={"big": 2**70}),
+    "text past ASCII": record("héllo ✓", fields={"who": "zoë"}),
+    "a string enum": record("x", fields={"status": NodeStatus.READY}),
+    "a nested mapping": record("x", fields={"labels": {"zone": "a"}}),
+}
+
+
+@pytest.mark.parametrize("made", SAME_AS_JSON.values(), ids=list(SAME_AS_JSON))
+def test_a_json_line_says_what_json_dumps_says(made: logging.LogRecord) -> None:
+    line = JsonFormatter().format(made)
+    assert line.isascii()
+    assert json.loads(line) == json.loads(written_by_json(made))
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1767323045.678, 1767323045.9994999, 1767323045.9995, 1767323045.9999996, 1e9 + 0.5],
+)
+def test_the_time_of_a_json_line_is_the_iso_time_to_the_millisecond(created: float) -> None:
+    made = record("x")
+    made.created = created
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert as_json(made)["time"] == expected
