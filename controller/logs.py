@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,7 +74,8 @@ class JsonFormatter(logging.Formatter):
         line.update(_fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        if _PLAIN.issuperset(map(type, line.values())):
+        types = set(map(type, line.values()))
+        if types <= _PLAIN and (float not in types or _finite(line.values())):
             try:
                 text = orjson.dumps(line).decode()
             except orjson.JSONEncodeError:  # an integer past 64 bits: json writes it
@@ -81,6 +84,11 @@ class JsonFormatter(logging.Formatter):
                 if text.isascii():  # else json's escapes: ASCII whatever stderr's encoding
                     return text
         return json.dumps(line, default=str)
+
+
+def _finite(values: Iterable[object]) -> bool:
+    """No float value is NaN or infinite (orjson writes those as null, json as NaN)."""
+    return all(math.isfinite(v) for v in values if type(v) is float)
 
 
 _LEVELS = {level: logging.getLevelName(level).lower() for level in (10, 20, 30, 40, 50)}

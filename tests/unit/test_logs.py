@@ -166,6 +166,11 @@ SAME_AS_JSON: dict[str, logging.LogRecord] = {
 }
 
 
+def test_a_float_that_is_not_a_number_is_written_as_json_writes_it() -> None:
+    made = record("x", fields={"ms": float("nan"), "top": float("inf")})
+    assert JsonFormatter().format(made) == written_by_json(made)
+
+
 @pytest.mark.parametrize("made", SAME_AS_JSON.values(), ids=list(SAME_AS_JSON))
 def test_a_json_line_says_what_json_dumps_says(made: logging.LogRecord) -> None:
     line = JsonFormatter().format(made)
