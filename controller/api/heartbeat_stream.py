@@ -141,7 +141,10 @@ class HeartbeatStream:
 
     async def _hello(self, requests: AsyncIterator[hb.HeartbeatRequest]) -> hb.AgentHello:
         try:
-            first = await asyncio.wait_for(anext(requests), self._settings.hello_timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the read in a task of
+            # its own (5 % of the controller's samples while 50,000 streams opened).
+            async with asyncio.timeout(self._settings.hello_timeout_s):
+                first = await anext(requests)
         except StopAsyncIteration:
             raise InvalidArgumentError.single("hello", "the stream ended before hello") from None
         except TimeoutError:

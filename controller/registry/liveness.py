@@ -12,10 +12,13 @@ and the heap is touched about once per `suspect_after_s` per node.
 
 After a restart, nodes that were alive keep their status for `failover_grace_s` (the controller
 was away, not them): a silent one is SUSPECT when the grace ends and OFFLINE `offline_after_s -
-suspect_after_s` later. So a fleet that reconnects within the grace, however slowly (a 50,000-node
-storm takes a minute), is never written SUSPECT and back. When most of the fleet goes
-quiet at once, the controller suspects itself and marks no node OFFLINE until the fleet
-recovers or `self_suspicion_max_s` passes."""
+suspect_after_s` later. A large fleet's grace is longer: the nodes restored together get at least
+one second per `failover_reconnects_per_s` of them (as Nomad's heartbeat TTL grows with the
+fleet), since they cannot all reconnect at once (50,000 streams took 80-170 s to open on two
+shared cores, while half the fleet was written SUSPECT and back after 60 s). So a fleet that
+reconnects within its grace, however slowly, is never written SUSPECT and back. When most of
+the fleet goes quiet at once, the controller suspects itself and marks no node OFFLINE until
+the fleet recovers or `self_suspicion_max_s` passes."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class LivenessSettings:
     suspect_after_s: float = 7.5
     offline_after_s: float = 15.0
     failover_grace_s: float = 60.0
+    failover_reconnects_per_s: float = 250.0  # a large fleet's grace: see the module's doc
     self_suspicion_fraction: float = 0.5
     self_suspicion_min_nodes: int = 3
     self_suspicion_max_s: float = 300.0
@@ -51,6 +55,20 @@ class Transition:
     reason: str
 
 
+class _Failover:
+    """Nodes restored together (within a second of each other): their grace grows with them."""
+
+    __slots__ = ("count", "last", "start")
+
+    def __init__(self, now: float) -> None:
+        self.start = self.last = now
+        self.count = 0
+
+    def end(self, settings: LivenessSettings) -> float:
+        grace = max(settings.failover_grace_s, self.count / settings.failover_reconnects_per_s)
+        return self.start + grace
+
+
 class _Entry:
     __slots__ = ("connected", "due", "last_beat", "last_beat_wall", "restored", "status")
 
@@ -58,7 +76,7 @@ class _Entry:
         self.status = status
         self.last_beat = now  # monotonic; for restored nodes, a virtual beat (see `track`)
         self.last_beat_wall: datetime | None = None
-        self.restored = False
+        self.restored: _Failover | None = None  # restored, and silent since
         self.connected = False
         self.due: float | None = None  # of its live heap entry; other entries are stale
 
@@ -72,6 +90,7 @@ class Liveness:
         self._counts = dict.fromkeys(NodeStatus, 0)
         self._suspected_since: float | None = None
         self._dirty_beats: set[str] = set()
+        self._failover: _Failover | None = None  # the latest nodes restored together
 
     # Questions
 
@@ -92,14 +111,21 @@ class Liveness:
     def track(self, node_id: str, status: NodeStatus, *, restored: bool = False) -> None:
         """Starts tracking a node. `restored`: loaded at start-up, so if it was alive it gets
         the failover grace instead of being judged by beats this process never saw."""
-        entry = _Entry(status, self._clock.monotonic())
+        now = self._clock.monotonic()
+        entry = _Entry(status, now)
         self._entries[node_id] = entry
         self._counts[status] += 1
         if restored and status in _ALIVE:
             # A virtual last beat, placed so that the usual deadlines judge it first when the
             # failover grace ends: SUSPECT then (if READY), OFFLINE offline - suspect later.
+            # (A large fleet's grace ends later: `_judge` moves the virtual beat then.)
             entry.last_beat += self.settings.failover_grace_s - self.settings.suspect_after_s
-            entry.restored = True
+            failover = self._failover
+            if failover is None or now - failover.last > 1.0:
+                failover = self._failover = _Failover(now)
+            failover.count += 1
+            failover.last = now
+            entry.restored = failover
             self._schedule(node_id, entry)
 
     def forget(self, node_id: str) -> None:
@@ -134,7 +160,7 @@ class Liveness:
     def _beat(self, node_id: str, entry: _Entry, reason: str) -> Transition | None:
         entry.last_beat = self._clock.monotonic()
         entry.last_beat_wall = self._clock.now()
-        entry.restored = False
+        entry.restored = None
         self._dirty_beats.add(node_id)
         if entry.status is NodeStatus.READY:
             if entry.due is None:
@@ -176,6 +202,11 @@ class Liveness:
         return beats
 
     def _judge(self, node_id: str, entry: _Entry, now: float) -> Transition | None:
+        if entry.restored is not None:
+            end = entry.restored.end(self.settings)
+            if now < end:  # a large fleet's grace: judged again when it ends
+                entry.last_beat = end - self.settings.suspect_after_s
+                return None
         silent = now - entry.last_beat
         if entry.status is NodeStatus.READY and silent >= self.settings.suspect_after_s:
             return self._set(node_id, entry, NodeStatus.SUSPECT, _silence(entry, silent))
@@ -225,6 +256,6 @@ class Liveness:
 
 
 def _silence(entry: _Entry, silent: float) -> str:
-    if entry.restored:
+    if entry.restored is not None:
         return "no heartbeat since the controller started"
     return f"no heartbeat for {silent:.1f}s"

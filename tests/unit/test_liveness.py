@@ -222,3 +222,32 @@ def test_a_node_back_from_suspect_is_judged_by_its_new_beats() -> None:
     run(liveness, clock, "n", ["connect", 5, "beat", 1, "break", 1.5, 0.5, "connect"])
     clock.advance(7.5)
     assert liveness.sweep() == [Transition("n", S, "no heartbeat for 7.5s")]
+
+
+def test_a_large_restored_fleet_gets_a_grace_that_grows_with_it() -> None:
+    # 100 nodes at 1 reconnect/s: 100 s of grace, not 60 (the fleet cannot all reconnect at once).
+    clock = FakeClock()
+    settings = LivenessSettings(failover_grace_s=60, failover_reconnects_per_s=1)
+    liveness = Liveness(settings, clock)
+    for i in range(100):
+        liveness.track(f"n{i}", R if i % 2 == 0 else S, restored=True)
+    clock.advance(99.9)
+    assert liveness.sweep() == []
+    clock.advance(0.1)
+    suspect = liveness.sweep()
+    assert len(suspect) == 50
+    assert {t.status for t in suspect} == {S}
+    assert suspect[0].reason == "no heartbeat since the controller started"
+
+
+def test_nodes_restored_later_get_a_grace_of_their_own() -> None:
+    # A leader taking over a dead replica's nodes later: their own count, from their own start.
+    clock = FakeClock()
+    settings = LivenessSettings(failover_grace_s=60, failover_reconnects_per_s=1)
+    liveness = Liveness(settings, clock)
+    for i in range(100):
+        liveness.track(f"a{i}", R, restored=True)
+    clock.advance(30)
+    liveness.track("b", R, restored=True)
+    clock.advance(60)
+    assert liveness.sweep() == [Transition("b", S, "no heartbeat since the controller started")]
