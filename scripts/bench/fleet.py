@@ -140,11 +140,17 @@ def controller_target(
 ) -> streams.Target:
     """The controller, with `n` nodes registered through RegisterNode (their agent tokens kept).
 
-    `restored`: the fleet is then marked READY in the store and the controller restarted on it,
-    as after a restart with a live fleet: the streams then open without a status transition.
+    `restored`: the fleet is then marked READY in the store, held by the controller (its
+    replica id, kept across the restart as a replica's host:port is), and the controller restarted
+    on it, as after a restart with a live fleet: the streams then open without a status
+    transition and without a claim (a node held by another replica id is rewritten, with its
+    change logged, when its stream opens: a write per node that a real restart does not make).
     (A fresh fleet's first connections each wake the scheduler, whose pass costs O(nodes): see
     docs/benchmarks.md. `restored` measures the steady state at N without that storm.)
     `gc_stats`: the controller runs through gcstats.py, which logs its long collections."""
+
+    if restored:
+        server_args = [*server_args, "--replica-id", RESTORED_REPLICA_ID]
 
     @contextlib.contextmanager
     def session(tmp: Path, count: int) -> Iterator[tuple[common.Server, streams.Prepared]]:
@@ -163,9 +169,12 @@ def controller_target(
     return streams.Target("controller", "fleet:ControllerDriver", session)
 
 
+RESTORED_REPLICA_ID = "bench-restored"
+
+
 async def mark_ready(data_dir: Path) -> int:
-    """Marks every node READY through the store's contract (controller/store/base.py), with the
-    controller stopped."""
+    """Marks every node READY and held by RESTORED_REPLICA_ID through the store's contract
+    (controller/store/base.py), with the controller stopped."""
     from controller.models import NodeStatus
     from controller.store import open_store
 
@@ -173,7 +182,10 @@ async def mark_ready(data_dir: Path) -> int:
     await store.open()
     try:
         nodes = await store.nodes.list_all()
-        ready = [dataclasses.replace(n, status=NodeStatus.READY) for n in nodes]
+        ready = [
+            dataclasses.replace(n, status=NodeStatus.READY, holder=RESTORED_REPLICA_ID)
+            for n in nodes
+        ]
         written = await store.nodes.update_many(ready)
         return sum(1 for n in written if n is not None)
     finally:

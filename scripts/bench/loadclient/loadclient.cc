@@ -143,7 +143,7 @@ struct Stats {
   int64_t opened_total = 0;
   int64_t errors = 0;
   int64_t reconnects = 0;
-  int64_t sent_in_window = 0;
+  int64_t sent_in_window = 0;  // beats due in the window: sent, or owed behind an unacked one
   int64_t acked_in_window = 0;
   int64_t sent_total = 0;   // beats, in and out of the window (a server far behind acks
   int64_t acked_total = 0;  // none in the window, but may ack later ones)
@@ -481,11 +481,14 @@ class Stream : public StreamBase {
 
   void Beat(double scheduled) override {
     if (state != State::kOpen) return;  // broken: the beats it misses are not sent
+    // Due in the window when scheduled in it, sent or owed: a server far behind (acks later
+    // than the window and its grace) loses the beats it never let the stream send.
+    if (worker_->shared().InWindow(scheduled)) worker_->stats().sent_in_window++;
     if (beat_in_flight_) {
       owed_.push_back(scheduled);
       return;
     }
-    Send(scheduled);
+    Send(scheduled, true);
   }
 
   void Cancel(const char* reason) override {
@@ -534,11 +537,12 @@ class Stream : public StreamBase {
   bool state_busy() const { return state == State::kOpening || state == State::kOpen ||
                                    state == State::kEnding; }
 
-  void Send(double scheduled) {
+  // `due_counted`: Beat() counted it in sent_in_window already (paced beats, owed ones too).
+  void Send(double scheduled, bool due_counted = false) {
     Stats& stats = worker_->stats();
     in_flight_scheduled_ = scheduled;
     in_flight_counted_ = worker_->shared().InWindow(scheduled);
-    if (in_flight_counted_) stats.sent_in_window++;
+    if (in_flight_counted_ && !due_counted) stats.sent_in_window++;
     stats.sent_total++;
     beat_in_flight_ = true;
     P::Beat(&request_, ident_, ++sequence_);
@@ -611,7 +615,7 @@ class Stream : public StreamBase {
       if (!owed_.empty()) {
         double next = owed_.front();
         owed_.pop_front();
-        Send(next);
+        Send(next, true);
       } else if (worker_->config().mode == "closed") {
         Send(Now());
       }
