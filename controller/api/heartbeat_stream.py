@@ -25,12 +25,12 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from automator67.v1 import deployment_pb2
 from automator67.v1 import heartbeat_pb2 as hb
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from grpc import aio
 
 from controller import metrics
@@ -41,6 +41,7 @@ from controller.api.convert import (
     node_status_pb,
     report_of,
 )
+from controller.api.timestamps import timestamp_pb
 from controller.clock import Clock
 from controller.errors import (
     ConflictError,
@@ -57,7 +58,6 @@ from controller.registry.validation import MAX_DISK_GB, MAX_MEMORY_GB
 from controller.token_bucket import TokenBucket
 
 HEALTH_VALUES = frozenset(deployment_pb2.ReplicaHealth.values())
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 log = logging.getLogger("controller.heartbeat")
 Context = aio.ServicerContext[Any, Any]
@@ -197,11 +197,7 @@ class HeartbeatStream:
         self._nodes.beat(node_id)
         if beat.replicas:  # level-triggered: applying an unchanged report changes nothing
             self._deployments.report(node_id, [report_of(r) for r in beat.replicas])
-        since_epoch = self._clock.now() - _EPOCH
-        received = timestamp_pb2.Timestamp(
-            seconds=since_epoch.days * 86400 + since_epoch.seconds,
-            nanos=since_epoch.microseconds * 1000,
-        )
+        received = timestamp_pb(self._clock.now())
         return hb.HeartbeatResponse(ack=hb.BeatAck(sequence=beat.sequence, receive_time=received))
 
 
