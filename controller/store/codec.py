@@ -334,6 +334,15 @@ class Layout(Generic[K]):
     decode: Callable[[str, int, str, str | None], K]
     heartbeats: bool = False  # rows of `node_heartbeats` belong to this kind's rows
 
+    @property
+    def row_names(self) -> tuple[str, ...]:
+        """The columns of a row as an insert names them, in `row`'s order."""
+        return ("id", "revision", *self.column_names, "data")
+
+    def row(self, resource: K, revision: int, document: str) -> tuple[object, ...]:
+        """The parameters of an insert of `row_names` for `resource`, stored as `document`."""
+        return (resource.id, revision, *self.columns(resource).values(), document)
+
 
 def node_layout(sealer: Sealer) -> Layout[Node]:
     return Layout(

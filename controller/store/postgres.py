@@ -268,7 +268,7 @@ class PostgresTable(Generic[T]):
         self._store = store
         self._layout: codec.Layout[T] = layout
         self._select = _select(layout)
-        names = ["id", "revision", *layout.column_names, "data"]
+        names = layout.row_names
         self._insert_row = (
             f"INSERT INTO {layout.table} ({', '.join(names)})"
             f" VALUES ({', '.join(['%s'] * (len(names) - 1))}, %s::jsonb)"
@@ -346,7 +346,7 @@ class PostgresTable(Generic[T]):
             revision += 1
             document = layout.encode(resource)
             changes.append((revision, layout.kind, resource.id, document))
-            rows.append(_row(resource.id, revision, layout.columns(resource), document))
+            rows.append(layout.row(resource, revision, document))
             results.append(replace(resource, revision=revision))
         async with conn.cursor() as cur:
             if changes:
@@ -535,13 +535,6 @@ _WITH_HEARTBEAT = (
     " OR hb.time::timestamptz > (old.data->>'last_heartbeat_time')::timestamptz)"
     " THEN jsonb_set(old.data, '{last_heartbeat_time}', to_jsonb(hb.time)) ELSE old.data END"
 )
-
-
-def _row(
-    resource_id: str, revision: int, columns: dict[str, str], document: str
-) -> tuple[object, ...]:
-    """The parameters of `_insert_row`'s statement."""
-    return (resource_id, revision, *columns.values(), document)
 
 
 def _select(layout: codec.Layout[T]) -> str:

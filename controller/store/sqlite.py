@@ -298,7 +298,7 @@ class SQLiteTable(Generic[T]):
             revision += 1
             document = layout.encode(resource)
             changes.append((revision, layout.kind, resource.id, document))
-            rows.append(_row(resource.id, revision, layout.columns(resource), document))
+            rows.append(layout.row(resource, revision, document))
             results.append(_with_revision(resource, revision))
         if changes:
             conn.executemany(
@@ -320,9 +320,7 @@ class SQLiteTable(Generic[T]):
         layout = self._layout
         document = layout.encode(resource)
         revision = _log_change(conn, layout.kind, resource.id, document)
-        conn.execute(
-            self._insert_row, _row(resource.id, revision, layout.columns(resource), document)
-        )
+        conn.execute(self._insert_row, layout.row(resource, revision, document))
         if request:
             conn.execute(
                 "INSERT INTO requests (scope, request_id, fingerprint, resource_id)"
@@ -438,15 +436,8 @@ class SQLiteTable(Generic[T]):
 def _insert_row(layout: codec.Layout[T]) -> str:
     """Inserts one of `layout`'s rows; parameters: id, revision, the layout's columns in their
     order, document."""
-    names = ["id", "revision", *layout.column_names, "data"]
+    names = layout.row_names
     return f"INSERT INTO {layout.table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-
-
-def _row(
-    resource_id: str, revision: int, columns: dict[str, str], document: str
-) -> tuple[object, ...]:
-    """The parameters of `_insert_row`'s statement."""
-    return (resource_id, revision, *columns.values(), document)
 
 
 def _select(layout: codec.Layout[T]) -> str:
