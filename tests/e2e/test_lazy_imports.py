@@ -143,16 +143,7 @@ def test_the_commands_parser_loads_nothing_of_the_server(argv: list[str]) -> Non
         print(json.dumps([m for m in {list(CLI_HEAVY)!r} if m in sys.modules]))
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        env=controller_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert probed(probe) == []
 
 
 def test_serve_builds_its_own_parser_alone() -> None:
@@ -174,6 +165,12 @@ def loaded_by_command(argv: list[str], modules: tuple[str, ...]) -> list[str]:
         print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))
         """
     )
+    return probed(probe)
+
+
+def probed(probe: str) -> list[str]:
+    """The JSON list `probe` (Python code run in a fresh interpreter, as a command starts)
+    prints on its last line."""
     out = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=ROOT,
@@ -183,8 +180,8 @@ def loaded_by_command(argv: list[str], modules: tuple[str, ...]) -> list[str]:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
-    return loaded
+    printed: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return printed
 
 
 SERVER_SIDE = (
@@ -247,13 +244,4 @@ def test_the_agent_loads_no_server_store_or_keys() -> None:
         print(json.dumps([m for m in {list(unwanted)!r} if m in sys.modules]))
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        env=controller_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert probed(probe) == []
