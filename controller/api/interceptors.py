@@ -108,8 +108,6 @@ def _wrap(
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             else:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            if unary:
-                return await behavior(checked(request), context)
             request = CheckedRequests(request) if request_streaming else checked(request)
             return await run(behavior, request, context, response_streaming)
         except ControllerError as exc:
