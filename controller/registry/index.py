@@ -2,9 +2,14 @@
 
 Each resource is filed under index terms such as ("status", "READY") or ("labels.zone", "a").
 A query is a conjunction of terms; it walks the smallest matching posting list in id order and
-looks each id up in the other terms' lists (a binary search), so listing by a field never scans
-every resource. Each resource may also carry one derived value (what readers are sent, encoded:
-`derived`), computed at most once per revision and dropped when the resource changes or goes.
+keeps the ids that the other terms' postings hold, so listing by a field never scans every
+resource. Membership is checked in a set kept beside a posting list once a query needed it (and
+then kept as the list changes), and the walk is made of C iterators (map, filter): a page of 50
+out of candidates that match 1 in 3 costs ~150 set lookups, not ~150 Python iterations with a binary
+search per other term (~2/3 of a ListNodes' own time before).
+
+Each resource may also carry one derived value (what readers are sent, encoded: `derived`),
+computed at most once per revision and dropped when the resource changes or goes.
 Not thread-safe: owned by the event loop."""
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Index(Generic[T]):
         self._by_id: dict[str, T] = {}
         self._ids: list[str] = []  # sorted
         self._postings: dict[Term, list[str]] = {}  # each sorted
+        # The same ids as a set, for the terms that queries checked membership in.
+        self._members: dict[Term, set[str]] = {}
         self._derived: dict[str, tuple[int, Any]] = {}  # id -> (revision, derived value)
 
     def __len__(self) -> int:
@@ -72,8 +79,11 @@ class Index(Generic[T]):
         self.remove(resource.id)
         self._by_id[resource.id] = resource
         bisect.insort(self._ids, resource.id)
+        members = self._members
         for term in set(self._terms_of(resource)):
             bisect.insort(self._postings.setdefault(term, []), resource.id)
+            if term in members:
+                members[term].add(resource.id)
         if self._on_change is not None:
             self._on_change(None, resource)
 
@@ -83,26 +93,41 @@ class Index(Generic[T]):
             return
         self._derived.pop(resource_id, None)
         _discard(self._ids, resource_id)
+        members = self._members
         for term in set(self._terms_of(old)):
             posting = self._postings[term]
             _discard(posting, resource_id)
+            if term in members:
+                members[term].discard(resource_id)
             if not posting:
                 del self._postings[term]
+                members.pop(term, None)
         if self._on_change is not None:
             self._on_change(old, None)
 
     def query(self, terms: Sequence[Term], after_id: str = "") -> Iterator[T]:
-        """Resources matching every term, in id order, with id > `after_id`."""
+        """Resources matching every term, in id order, with id > `after_id`. Lazy: the index
+        must not change while the result is iterated."""
+        ids = self._ids
+        others: list[Term] = []
         if terms:
-            postings = sorted((self._postings.get(term, []) for term in set(terms)), key=len)
-            ids, others = postings[0], postings[1:]
-        else:
-            ids, others = self._ids, []
-        by_id = self._by_id
-        for i in range(bisect.bisect_right(ids, after_id), len(ids)):
-            resource_id = ids[i]
-            if all(_contains(posting, resource_id) for posting in others):
-                yield by_id[resource_id]
+            postings = self._postings
+            distinct = sorted(set(terms), key=lambda term: len(postings.get(term, ())))
+            ids = postings.get(distinct[0], [])
+            others = distinct[1:] if ids else []
+        candidates: Iterator[str] = map(
+            ids.__getitem__, range(bisect.bisect_right(ids, after_id), len(ids))
+        )
+        for term in others:
+            candidates = filter(self._members_of(term).__contains__, candidates)
+        return map(self._by_id.__getitem__, candidates)
+
+    def _members_of(self, term: Term) -> set[str]:
+        """The ids filed under `term`, as a set (made on first use, then kept up to date)."""
+        members = self._members.get(term)
+        if members is None:
+            members = self._members[term] = set(self._postings.get(term, ()))
+        return members
 
     def derived(self, resource: T, make: Callable[[T], R]) -> R:
         """`make(resource)`, computed once per (id, revision) while the id is indexed and kept
@@ -122,11 +147,6 @@ class Index(Generic[T]):
 
 def _id_of(resource: Node | Deployment) -> str:
     return resource.id
-
-
-def _contains(ids: list[str], resource_id: str) -> bool:
-    i = bisect.bisect_left(ids, resource_id)
-    return i < len(ids) and ids[i] == resource_id
 
 
 def _discard(ids: list[str], resource_id: str) -> None:

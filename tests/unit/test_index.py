@@ -3,6 +3,7 @@ and walk ids in order after a cursor."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -298,3 +299,40 @@ def test_load_fills_only_an_empty_index(fleet: Index[Node]) -> None:
         fleet.load([node("z")])
     with pytest.raises(ValueError, match="twice"):
         Index(terms_of).load([node("z"), node("z")])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_intersections_follow_changes_made_between_queries(seed: int) -> None:
+    """Queries keep sets beside the postings they check membership in; puts, moves and removals
+    made after (and between) queries must reach them: every query matches a brute-force scan."""
+    rng = random.Random(seed)
+    index: Index[Node] = Index(terms_of)
+    live: dict[str, Node] = {}
+    statuses = [NodeStatus.READY, NodeStatus.PENDING, NodeStatus.OFFLINE]
+
+    def term() -> Term:
+        field = rng.choice(["status", "provider", "labels.zone"])
+        if field == "status":
+            return (field, rng.choice(statuses).value)
+        return (field, rng.choice(["aws", "gcp"]) if field == "provider" else rng.choice("ab"))
+
+    for _ in range(600):
+        if rng.random() < 0.6 or not live:
+            made = node(
+                f"n{rng.randrange(40):02d}",
+                rng.choice(["aws", "gcp"]),
+                rng.choice(statuses),
+                **({"zone": rng.choice("ab")} if rng.random() < 0.7 else {}),
+            )
+            index.put(made)
+            live[made.id] = made
+        else:
+            gone = rng.choice(sorted(live))
+            index.remove(gone)
+            del live[gone]
+        terms = [term() for _ in range(rng.randrange(4))]
+        after = rng.choice(["", "n10", "n25", "n39"])
+        expected = sorted(
+            n.id for n in live.values() if n.id > after and set(terms) <= set(terms_of(n))
+        )
+        assert ids(index.query(terms, after)) == expected
