@@ -9,7 +9,7 @@ from automator67.v1 import node_service_pb2 as pb
 from automator67.v1 import node_service_pb2_grpc
 from grpc import aio
 
-from controller.api import convert
+from controller.api import convert, encoded
 from controller.api.node_update_convert import node_update
 from controller.api.watch import Watch
 from controller.models import Node
@@ -17,6 +17,11 @@ from controller.registry.leadership import Leadership
 from controller.registry.nodes import NodeRegistry
 
 Context = aio.ServicerContext[Any, Any]
+
+# Field numbers of the responses answered already encoded (`encoded.py`), from the contract.
+_GET_NODE = pb.GetNodeResponse.DESCRIPTOR.fields_by_name["node"].number
+_LIST_NODES = pb.ListNodesResponse.DESCRIPTOR.fields_by_name["nodes"].number
+_NEXT_PAGE_TOKEN = pb.ListNodesResponse.DESCRIPTOR.fields_by_name["next_page_token"].number
 
 
 class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
@@ -39,24 +44,24 @@ class NodeServicer(node_service_pb2_grpc.NodeServiceServicer):
         token = self._agent_token(node.id) if self._agent_token else ""
         return pb.RegisterNodeResponse(node=convert.node_to_pb(node), agent_token=token)
 
-    async def GetNode(self, request: pb.GetNodeRequest, context: Context) -> pb.GetNodeResponse:
-        response = pb.GetNodeResponse()
-        response.node.MergeFromString(self._encoded(self._nodes.get(request.node_id)))
-        return response
+    @encoded.answers_encoded
+    async def GetNode(  # type: ignore[override]  # a GetNodeResponse, serialized
+        self, request: pb.GetNodeRequest, context: Context
+    ) -> bytes:
+        return encoded.field(_GET_NODE, self._encoded(self._nodes.get(request.node_id)))
 
-    async def ListNodes(
+    @encoded.answers_encoded
+    async def ListNodes(  # type: ignore[override]  # a ListNodesResponse, serialized
         self, request: pb.ListNodesRequest, context: Context
-    ) -> pb.ListNodesResponse:
+    ) -> bytes:
         page = self._nodes.list(request.filter, request.page_size, request.page_token)
-        response = pb.ListNodesResponse(next_page_token=page.next_page_token)
-        add = response.nodes.add
-        for node in page.items:
-            add().MergeFromString(self._encoded(node))
-        return response
+        nodes = encoded.repeated(_LIST_NODES, map(self._encoded, page.items))
+        token = page.next_page_token
+        return nodes + encoded.field(_NEXT_PAGE_TOKEN, token.encode()) if token else nodes
 
     def _encoded(self, node: Node) -> bytes:
         """The node's message, serialized; converted once per change of the node, not per read
-        (parsing it back into the response is done in C, converting is not)."""
+        (the response is framed from these bytes, `encoded.py`)."""
         return convert.node_bytes(
             node, self._nodes.derived(node, convert.node_without_heartbeat_bytes)
         )
