@@ -27,9 +27,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from controller.auth.keys import read_secret_file
 from controller.config import Config, ConfigError
@@ -41,6 +39,13 @@ _FORMAT = 1
 _NONCE_BYTES = 12
 _VERSION = 1
 _SETTING = "A67_CREDENTIAL_KEYS_FILE"
+_KEY_BYTES = 32  # AES-256
+
+# cryptography (~10 ms of import and ~8 MB of its library's pages) is imported on the first
+# seal or unseal, not at start: `load_keys` checks everything AESGCM would (32 bytes of key),
+# so a start with an unusable key file still fails.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
 @dataclass(frozen=True)
@@ -52,35 +57,51 @@ class CredentialKey:
 
 def new_key() -> CredentialKey:
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    return CredentialKey(f"k-{secrets.token_hex(4)}", AESGCM.generate_key(bit_length=256), created)
+    # What AESGCM.generate_key(bit_length=256) returns: 32 bytes of os.urandom.
+    return CredentialKey(f"k-{secrets.token_hex(4)}", secrets.token_bytes(_KEY_BYTES), created)
 
 
 class AesGcmSealer:
-    """A `Sealer` over a key ring: seals with the newest key, opens with any."""
+    """A `Sealer` over a key ring: seals with the newest key, opens with any. Each key's AESGCM
+    is made on its first use."""
 
     def __init__(self, keys: list[CredentialKey]) -> None:
         if not keys:
             raise ValueError("a key ring needs at least one key")
-        self._keys = {k.id: AESGCM(k.key) for k in keys}
+        if any(len(k.key) not in (16, 24, 32) for k in keys):  # as AESGCM(key) checks
+            raise ValueError("AESGCM key must be 128, 192, or 256 bits.")
+        self._secrets = {k.id: k.key for k in keys}
+        self._keys: dict[str, AESGCM] = {}
         self.current_key_id = keys[-1].id
         self.key_ids = tuple(k.id for k in keys)
 
+    def _aead(self, key_id: str) -> AESGCM | None:
+        aead = self._keys.get(key_id)
+        if aead is None and key_id in self._secrets:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            aead = self._keys[key_id] = AESGCM(self._secrets[key_id])
+        return aead
+
     def seal(self, plaintext: str) -> Sealed:
         nonce = os.urandom(_NONCE_BYTES)
-        aead = self._keys[self.current_key_id]
+        aead = self._aead(self.current_key_id)
+        assert aead is not None  # the newest key is in the ring
         ciphertext = aead.encrypt(nonce, plaintext.encode(), self.current_key_id.encode())
         return Sealed(self.current_key_id, bytes([_VERSION]) + nonce + ciphertext)
 
     def unseal(self, sealed: Sealed) -> str:
         if sealed.key_id == PlaintextSealer.KEY_ID:
             return sealed.blob.decode()
-        aead = self._keys.get(sealed.key_id)
+        aead = self._aead(sealed.key_id)
         if aead is None:
             raise ValueError(f"no credential key {sealed.key_id!r} in the key file")
         blob = sealed.blob
         if len(blob) < 1 + _NONCE_BYTES or blob[0] != _VERSION:
             raise ValueError("a sealed credential is malformed")
         nonce, ciphertext = blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
+        from cryptography.exceptions import InvalidTag
+
         try:
             return aead.decrypt(nonce, ciphertext, sealed.key_id.encode()).decode()
         except InvalidTag:
@@ -105,8 +126,8 @@ def load_keys(path: Path) -> list[CredentialKey]:
         ]
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise ConfigError(f"{_SETTING}: {path} is not a credential key file") from None
-    if not keys or any(len(k.key) != 32 or not k.id for k in keys):
-        raise ConfigError(f"{_SETTING}: {path} needs keys of 32 bytes with ids")
+    if not keys or any(len(k.key) != _KEY_BYTES or not k.id for k in keys):
+        raise ConfigError(f"{_SETTING}: {path} needs keys of {_KEY_BYTES} bytes with ids")
     if len({k.id for k in keys}) != len(keys):
         raise ConfigError(f"{_SETTING}: {path} repeats a key id")
     return keys

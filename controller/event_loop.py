@@ -10,10 +10,14 @@ uvloop does with less Python per turn (docs/benchmarks.md, "uvloop").
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+# asyncio (~20 ms of import) only when a loop runs: the commands' parsers (`automator67 --help`,
+# `serve`'s configuration) and `token create` use this module's names alone.
+if TYPE_CHECKING:
+    import asyncio
 
 R = TypeVar("R")
 CHOICES = ("auto", "uvloop", "asyncio")
@@ -40,10 +44,14 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
 
         return uvloop.new_event_loop
+    import asyncio
+
     return asyncio.new_event_loop
 
 
 def run(main: Coroutine[Any, Any, R], loop: str) -> R:
     """`asyncio.run(main)` on `loop` ("uvloop" or "asyncio", from `resolve`)."""
+    import asyncio
+
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         return runner.run(main)

@@ -15,9 +15,7 @@ goes to stderr."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import getpass
 import re
 import sys
 from datetime import UTC, datetime, timedelta
@@ -105,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.keys_command == "rotate":
             _rotate(config)
         else:
+            import asyncio  # only here: the other commands run no loop
+
             return asyncio.run(_reencrypt(config))
     except (ConfigError, ValueError) as error:
         print(f"automator67 {args.command}: {error}", file=sys.stderr)
@@ -254,6 +254,8 @@ def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> No
 
 
 def _user() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

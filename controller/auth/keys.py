@@ -10,14 +10,11 @@ A67_JWT_ALGORITHM names another one of the same family; tokens never choose it."
 
 from __future__ import annotations
 
+import binascii
 import logging
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from controller.config import Config, ConfigError
 from controller.files import write_private_file
@@ -34,16 +31,73 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 ALGORITHMS = tuple(a for family in FAMILIES.values() for a in family)
 
+# An unencrypted Ed25519 key in PKCS#8 PEM, as `generate_ed25519_pem` and `openssl genpkey
+# -algorithm ed25519` write it: one line of base64 for 48 bytes of DER, this prefix (version 0,
+# the Ed25519 OID, an octet string in an octet string) and the 32-byte seed. Any 32 bytes are a
+# valid Ed25519 private key, so a file of exactly this form is one cryptography loads; it is
+# read without cryptography (~10 ms of import and ~8 MB of its library's pages at start), and
+# the key objects are made on first use. Any other file goes through cryptography at start.
+_PEM_BEGIN = b"-----BEGIN PRIVATE KEY-----"
+_PEM_END = b"-----END PRIVATE KEY-----"
+_ED25519_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_ED25519_SEED_BYTES = 32
 
-@dataclass(frozen=True)
+
 class SigningKeys:
-    """`signing_key` is None when only verification is possible."""
+    """The algorithm and the keys that sign and verify with it. `signing_key` is None when only
+    verification is possible. Keys read from an Ed25519 seed (`from_ed25519_seed`) become
+    cryptography's key objects on first use."""
 
-    algorithm: str
-    verifying_key: Any  # a public key object, or the HMAC secret
-    signing_key: Any | None  # a private key object, or the HMAC secret
-    source: str  # the file the keys came from, for log lines
-    generated: bool = False  # created by this call
+    __slots__ = ("_seed", "_signing_key", "_verifying_key", "algorithm", "generated", "source")
+
+    def __init__(
+        self,
+        algorithm: str,
+        verifying_key: Any,  # a public key object, or the HMAC secret
+        signing_key: Any | None,  # a private key object, or the HMAC secret
+        source: str,  # the file the keys came from, for log lines
+        generated: bool = False,  # created by this call
+    ) -> None:
+        self.algorithm = algorithm
+        self._verifying_key = verifying_key
+        self._signing_key = signing_key
+        self.source = source
+        self.generated = generated
+        self._seed: bytes | None = None
+
+    @classmethod
+    def from_ed25519_seed(
+        cls, seed: bytes, algorithm: str, source: str, generated: bool = False
+    ) -> SigningKeys:
+        if len(seed) != _ED25519_SEED_BYTES:
+            raise ValueError(f"an Ed25519 seed is {_ED25519_SEED_BYTES} bytes")
+        keys = cls(algorithm, None, None, source, generated)
+        keys._seed = seed
+        return keys
+
+    @property
+    def signing_key(self) -> Any | None:
+        if self._seed is not None:
+            self._load_seed()
+        return self._signing_key
+
+    @property
+    def verifying_key(self) -> Any:
+        if self._seed is not None:
+            self._load_seed()
+        return self._verifying_key
+
+    def _load_seed(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        seed = self._seed
+        if seed is not None:  # else another thread just did it
+            key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+            self._signing_key, self._verifying_key = key, key.public_key()
+            self._seed = None
+
+    def __repr__(self) -> str:  # never the keys
+        return f"SigningKeys(algorithm={self.algorithm!r}, source={self.source!r})"
 
 
 def default_key_file(config: Config) -> Path:
@@ -70,11 +124,15 @@ def signing_keys(config: Config, *, generate: bool) -> SigningKeys:
             )
         write_private_file(path, generate_ed25519_pem(), overwrite=False)
         keys = _private(path, config.jwt_algorithm, "A67_DATA_DIR")
-        return SigningKeys(keys.algorithm, keys.verifying_key, keys.signing_key, str(path), True)
+        keys.generated = True
+        return keys
     return _private(path, config.jwt_algorithm, "A67_DATA_DIR")
 
 
 def generate_ed25519_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     return ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -108,6 +166,8 @@ def _pick(family: str, wanted: str, setting: str) -> str:
 
 
 def _family(key: Any, setting: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
         return "ed25519"
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
@@ -117,11 +177,35 @@ def _family(key: Any, setting: str) -> str:
     raise ConfigError(f"{setting}: only Ed25519 and RSA keys are supported")
 
 
+def ed25519_seed(pem: bytes) -> bytes | None:
+    """The seed of an Ed25519 key in exactly the PEM form of `_ED25519_PKCS8_PREFIX`'s comment
+    (a final newline or none), or None for anything else."""
+    lines = pem.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if len(lines) != 3 or lines[0] != _PEM_BEGIN or lines[2] != _PEM_END or len(lines[1]) != 64:
+        return None
+    try:
+        der = binascii.a2b_base64(lines[1], strict_mode=True)
+    except binascii.Error:
+        return None
+    prefix = _ED25519_PKCS8_PREFIX
+    if len(der) != len(prefix) + _ED25519_SEED_BYTES or not der.startswith(prefix):
+        return None
+    return der[len(prefix) :]
+
+
 def _private(path: Path, algorithm: str, setting: str) -> SigningKeys:
     data = read_secret_file(path, setting)
+    seed = ed25519_seed(data)
+    if seed is not None:
+        return SigningKeys.from_ed25519_seed(seed, _pick("ed25519", algorithm, setting), str(path))
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(f"{setting}: {path} is not an unencrypted PEM private key") from None
     family = _family(key, setting)
     public = key.public_key()
@@ -131,9 +215,12 @@ def _private(path: Path, algorithm: str, setting: str) -> SigningKeys:
 def _public(path: Path, algorithm: str) -> SigningKeys:
     setting = "A67_JWT_PUBLIC_KEY_FILE"
     data = read_secret_file(path, setting)
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(f"{setting}: {path} is not a PEM public key") from None
     return SigningKeys(_pick(_family(key, setting), algorithm, setting), key, None, str(path))
 

@@ -3,6 +3,7 @@ every unusable key file stops the start with one line naming its setting."""
 
 from __future__ import annotations
 
+import base64
 import stat
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from controller.auth.keys import DEFAULT_KEY_FILE, signing_keys
+from controller.auth.keys import DEFAULT_KEY_FILE, ed25519_seed, signing_keys
 from controller.config import Config, ConfigError, parse_config
 
 
@@ -58,6 +59,43 @@ def test_a_configured_rsa_key_is_used_and_nothing_is_generated(tmp_path: Path) -
 
     assert keys.algorithm == "PS256" and keys.source == path
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_an_ed25519_key_read_without_cryptography_is_the_key_cryptography_reads(
+    tmp_path: Path, final_newline: bool
+) -> None:
+    # keys.py reads the one PEM form it writes (PKCS#8, unencrypted) by hand, so that the start
+    # does not import cryptography: the key it makes must be the one cryptography would load.
+    key = ed25519.Ed25519PrivateKey.generate()
+    path = write_pem(tmp_path / "k.pem", key)
+    pem = Path(path).read_bytes()
+    assert ed25519_seed(pem) == key.private_bytes_raw()
+    if not final_newline:
+        Path(path).write_bytes(pem.rstrip(b"\n"))
+
+    keys = signing_keys(Config(jwt_private_key_file=path), generate=False)
+
+    assert keys.algorithm == "EdDSA" and keys.source == path and "k.pem" in repr(keys)
+    assert keys.signing_key.private_bytes_raw() == key.private_bytes_raw()
+    assert keys.verifying_key.public_bytes_raw() == key.public_key().public_bytes_raw()
+
+
+def test_a_pem_of_the_same_shape_but_another_key_goes_through_cryptography(
+    tmp_path: Path,
+) -> None:
+    # 48 bytes of DER in the Ed25519 PEM's shape, with another OID: not taken for an Ed25519
+    # seed, so cryptography reads it and refuses it, as any file that is not a key.
+    pem = write_pem(tmp_path / "k.pem", ed25519.Ed25519PrivateKey.generate())
+    lines = Path(pem).read_bytes().split(b"\n")
+    der = bytearray(base64.b64decode(lines[1]))
+    der[10] ^= 0xFF  # inside the algorithm's OID
+    lines[1] = base64.b64encode(bytes(der))
+    Path(pem).write_bytes(b"\n".join(lines))
+    assert ed25519_seed(Path(pem).read_bytes()) is None
+
+    with pytest.raises(ConfigError, match="A67_JWT_PRIVATE_KEY_FILE"):
+        signing_keys(Config(jwt_private_key_file=pem), generate=False)
 
 
 def rsa_1024(tmp_path: Path) -> dict[str, Any]:
