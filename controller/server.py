@@ -36,7 +36,7 @@ from automator67.v1 import (
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from controller import metrics, tracing
+from controller import gc_policy, metrics, tracing
 from controller.api import reflection
 from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
@@ -50,6 +50,7 @@ from controller.auth import tokens
 from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
 from controller.config import Config, ConfigError
+from controller.gc_policy import Churn, GcPolicy, GcSettings
 from controller.health_port import HealthPort
 from controller.models import PlacementStrategy
 from controller.registry.changes import ChangeLog
@@ -383,16 +384,16 @@ async def serve(config: Config) -> None:
         await controller.start()
     finally:
         gc.enable()
-    # The store's nodes and deployments, the registries and grpc live as long as the process:
-    # moving them out of the collector's reach keeps full collections short (a full collection
-    # of a 10,000-node heap stalled the loop for ~1 s); young collections run less often too.
-    # The collection before the freeze is a young one: the start ran with the collector off, so
-    # all it made is in generation 0, and the imports' heap (~36,000 objects; a full collection
-    # found no garbage in it) need not be walked again before the first call is answered
-    # (~10 ms of CPU).
-    gc.collect(1)
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    # What the start made lives as long as the process, and so does what each stream holds: both
+    # are frozen out of the collector's reach (gc_policy.py).
+    gc_policy.after_start()
+    sessions = controller.sessions
+    gc_task = asyncio.create_task(
+        GcPolicy(GcSettings(), controller.clock).run(
+            lambda: Churn(sessions.opened, sessions.closed, len(sessions))
+        ),
+        name="gc-policy",
+    )
     # The store's threads and grpc's poller hand results to the event loop through the GIL,
     # which a busy loop (watchers streaming a fleet) holds up to the switch interval (5 ms by
     # default) at each hand-off: 1 ms cut RegisterNode's p99 under 100 replaying watchers ~2x.
@@ -418,6 +419,7 @@ async def serve(config: Config) -> None:
     if controller.security.keys is not None:  # PyJWT, imported once serving (auth/tokens.py)
         loop.run_in_executor(None, tokens.warm_up)
     await stopping.wait()
+    gc_task.cancel()
     log.info("shutting down", extra={"fields": {"grace_s": config.shutdown_grace_s}})
     await controller.stop()
     log.info("stopped")

@@ -77,12 +77,15 @@ class Session:
 class Sessions:
     def __init__(self) -> None:
         self._by_node: dict[str, Session] = {}
+        self.opened = 0  # sessions opened since the start (the GC policy reads the churn)
+        self.closed = 0
 
     def __len__(self) -> int:
         return len(self._by_node)
 
     def open(self, node_id: str) -> Session:
         session = Session(node_id)
+        self.opened += 1
         older = self._by_node.get(node_id)
         if older is not None:
             older.stop(StopKind.REPLACED, "replaced by a newer heartbeat stream for this node")
@@ -91,6 +94,7 @@ class Sessions:
 
     def close(self, session: Session) -> bool:
         """Forgets the session; True if it was still the node's current one."""
+        self.closed += 1
         if self._by_node.get(session.node_id) is session:
             del self._by_node[session.node_id]
             return True
