@@ -185,6 +185,16 @@ class Config:
     max_streams_per_principal: int = _setting(
         100, "A67_MAX_STREAMS_PER_PRINCIPAL", "open streams one token subject may hold at once"
     )
+    admission_max_inflight: int = _setting(
+        64,
+        "A67_ADMISSION_MAX_INFLIGHT",
+        "registrations and heartbeat stream opens handled at once (others wait); 0: no bound",
+    )
+    admission_max_queued: int = _setting(
+        20000,
+        "A67_ADMISSION_MAX_QUEUED",
+        "registrations and stream opens waiting for admission; more get RESOURCE_EXHAUSTED",
+    )
     tls_cert_file: str = _setting(
         "", "A67_TLS_CERT_FILE", "PEM certificate chain; with A67_TLS_KEY_FILE, serve TLS only"
     )
@@ -332,6 +342,13 @@ class Config:
             )
         if not 1 <= self.max_streams_per_principal <= 1_000_000:
             raise ConfigError("A67_MAX_STREAMS_PER_PRINCIPAL must be between 1 and 1000000")
+        if not 0 <= self.admission_max_inflight <= 100_000 or not (
+            0 <= self.admission_max_queued <= 1_000_000
+        ):
+            raise ConfigError(
+                "A67_ADMISSION_MAX_INFLIGHT must be in [0, 100000], "
+                "A67_ADMISSION_MAX_QUEUED in [0, 1000000]"
+            )
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ConfigError("A67_TLS_CERT_FILE and A67_TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
+from controller.admission import AdmissionState
 from controller.config import ConfigError
 from controller.models import DeploymentStatus, NodeStatus
 from controller.registry.deployments import DeploymentStats
@@ -192,6 +193,8 @@ class StateSource:
 
     nodes: Callable[[], NodeStats]
     deployments: Callable[[], DeploymentStats]
+    # Registrations and stream opens waiting for admission (controller/admission.py).
+    admission: Callable[[], AdmissionState] | None = None
 
 
 class StateCollector:
@@ -245,6 +248,8 @@ class StateCollector:
             "Replicas placed on a node, in total",
             value=deployments.replicas_placed,
         )
+        if self._source.admission is not None:
+            yield from _admission_metrics(self._source.admission())
 
     def _stats(self) -> tuple[NodeStats, DeploymentStats]:
         def read() -> tuple[NodeStats, DeploymentStats]:
@@ -268,6 +273,30 @@ class StateCollector:
             return answer.result(self._timeout_s)
         finally:
             answer.cancel()
+
+
+def _admission_metrics(state: AdmissionState) -> Iterable[Metric]:
+    """Plain ints, read from the scrape's thread as they are."""
+    yield GaugeMetricFamily(
+        f"{PREFIX}_admission_inflight",
+        "Registrations and heartbeat stream opens being handled now (at most the bound)",
+        value=state.inflight,
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_admission_queued",
+        "Registrations and heartbeat stream opens waiting for admission now",
+        value=state.queued,
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_admission_admitted",
+        "Registrations and heartbeat stream opens admitted",
+        value=state.admitted,
+    )
+    yield CounterMetricFamily(
+        f"{PREFIX}_admission_rejected",
+        "Registrations and heartbeat stream opens refused (RESOURCE_EXHAUSTED): the queue was full",
+        value=state.rejected,
+    )
 
 
 def _running_in(loop: asyncio.AbstractEventLoop) -> bool:

@@ -37,9 +37,12 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from controller import gc_policy, metrics, tracing
+from controller.admission import Gate
 from controller.api import reflection
+from controller.api.admission import JOIN_METHODS, AdmissionInterceptor
 from controller.api.agent_servicer import AgentServicer
 from controller.api.deployment_servicer import DeploymentServicer
+from controller.api.exempt import ExemptQueues
 from controller.api.generic_only import GenericOnly
 from controller.api.heartbeat_stream import HeartbeatStream, StreamSettings
 from controller.api.interceptors import RequestInterceptor
@@ -130,6 +133,10 @@ class Controller:
         # Metrics hang off the domain's events: the registry and the scheduler know no metrics.
         self.nodes.on_transition.append(metrics.node_transition)
         self.scheduler.on_pass.append(metrics.scheduler_pass)
+        # Registrations and stream opens handled at once, the rest parked (controller/admission.py).
+        self.admission = Gate(
+            config.admission_max_inflight, config.admission_max_queued, self.clock
+        )
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self.metrics: Exporter | None = None
@@ -137,7 +144,7 @@ class Controller:
             metrics.enable()
             from controller.prometheus import Exporter, StateSource
 
-            source = StateSource(self.nodes.stats, self.deployments.stats)
+            source = StateSource(self.nodes.stats, self.deployments.stats, self.admission.state)
             self.metrics = Exporter(config.host, config.metrics_port, source)
         self._server: aio.Server | None = None
         # Plaintext, health only, from the same servicer (controller/health_port.py).
@@ -156,7 +163,12 @@ class Controller:
         # The span of a call sits inside the request interceptor, which names its request id.
         spans = [self.tracing.server_interceptor()] if self.tracing is not None else []
         server = aio.server(
-            interceptors=[RequestInterceptor(), *spans, self.security.interceptor()],
+            interceptors=[
+                RequestInterceptor(),
+                AdmissionInterceptor(self.admission, JOIN_METHODS),
+                *spans,
+                self.security.interceptor(),
+            ],
             options=server_options(self.config),
         )
         heartbeats = HeartbeatStream(
@@ -173,7 +185,8 @@ class Controller:
             self.nodes, node_watch, self.security.node_token, self.leadership
         )
         # Typed as the server: the generated add_* functions use only these two methods.
-        services = cast(aio.Server, GenericOnly(server))  # generic_only.py: a cost per call
+        # generic_only.py: a cost per call; exempt.py: operators' reads accepted apart.
+        services = cast(aio.Server, GenericOnly(cast(aio.Server, ExemptQueues(server))))
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(node_servicer, services)
         agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(heartbeats), services

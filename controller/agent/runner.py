@@ -42,7 +42,14 @@ from controller import __version__
 from controller.agent.backoff import Backoff, Random
 from controller.agent.drivers import make_driver
 from controller.agent.load import HostLoad
-from controller.agent.session import BeatStream, EndKind, SessionEnd, end_of_error, run_session
+from controller.agent.session import (
+    BeatStream,
+    EndKind,
+    SessionEnd,
+    end_of_error,
+    retry_after,
+    run_session,
+)
 from controller.agent.settings import AgentSettings
 from controller.agent.state import (
     AgentState,
@@ -118,6 +125,7 @@ class Agent:
         self.settings = settings
         self._load = load or HostLoad().sample
         self._backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, rand)
+        self._rand = rand
         self._client: Callable[[str], ControllerApi] = client or self._new_client
         self._targets = split_targets(settings.controller)
         self._next_target = int(rand() * len(self._targets)) % len(self._targets)
@@ -162,6 +170,10 @@ class Agent:
                     delay = self._backoff.reconnect_delay()
                 else:
                     delay = self._backoff.next_delay()
+                if end.retry_after_s:
+                    # The controller named when to come back: at least then, and spread over
+                    # half as long again so that the refused agents do not return together.
+                    delay = max(delay, end.retry_after_s * (1 + 0.5 * self._rand()))
                 fields = {
                     "delay_s": round(delay, 3),
                     "reason": end.reason,
@@ -200,7 +212,11 @@ class Agent:
             except ApiError as error:
                 if error.code is grpc.StatusCode.INVALID_ARGUMENT:
                     raise RegistrationRefused(error.message) from None
-                return SessionEnd(EndKind.BROKEN, f"registration failed: {_describe(error)}")
+                return SessionEnd(
+                    EndKind.BROKEN,
+                    f"registration failed: {_describe(error)}",
+                    retry_after_s=retry_after(error),
+                )
         end = await self._session(client, self.node_id, target)
         if end.kind is EndKind.NODE_GONE:
             # Deleted while it ran: the next attempt checks once more, then registers anew.

@@ -73,12 +73,30 @@ class SessionEnd:
     kind: EndKind
     reason: str
     acked: int = 0  # beats the controller acknowledged on this stream
+    # The controller was overloaded and named when to retry (`retry_after`): wait at least that.
+    retry_after_s: float = 0.0
 
 
 def end_of_error(error: ApiError, acked: int = 0) -> SessionEnd:
     """How a stream that failed with `error` ended."""
     kind = EndKind.NODE_GONE if error.code is grpc.StatusCode.NOT_FOUND else EndKind.BROKEN
-    return SessionEnd(kind, f"{error.code.name}: {error.message}", acked)
+    return SessionEnd(kind, f"{error.code.name}: {error.message}", acked, retry_after(error))
+
+
+def retry_after(error: ApiError) -> float:
+    """The delay the controller asked for in a RESOURCE_EXHAUSTED refusal (its ErrorInfo's
+    `retry_after_ms`, as admission sets it: controller/api/admission.py), in seconds; 0 if none
+    or not a number."""
+    if error.code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return 0.0
+    try:
+        milliseconds = float(error.metadata.get("retry_after_ms", "0"))
+    except ValueError:
+        return 0.0
+    # A hint is bounded: a controller cannot park an agent for more than ten minutes.
+    return (
+        min(600.0, milliseconds / 1000) if math.isfinite(milliseconds) and milliseconds > 0 else 0.0
+    )
 
 
 class BeatSchedule:

@@ -306,6 +306,7 @@ def join(
     stats_rate: float = 10.0,
     timeout_s: float = 300.0,
     streams_too: bool = True,
+    server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`runs` joins of `agents` agents, each on a fresh controller; medians and each run."""
     windows = []
@@ -318,7 +319,7 @@ def join(
             concurrency=concurrency,
             stats_rate=stats_rate,
             timeout_s=timeout_s,
-            server_args=fleet.paced_server_args(interval_s),
+            server_args=[*fleet.paced_server_args(interval_s), *server_args],
             streams_too=streams_too,
         )
         common.log(
@@ -390,6 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--register-only", action="store_true", help="no streams: RegisterNode throughput"
     )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="one more argument of `automator67 serve` (repeat: --server-arg=--flag)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
@@ -402,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats_rate=args.stats_rate,
         timeout_s=args.timeout_s,
         streams_too=not args.register_only,
+        server_args=args.server_arg,
     )
     print(join_table(result))
     if args.json:

@@ -293,6 +293,58 @@ async def test_a_registration_retried_after_a_failure_keeps_its_request_id(
     assert reasons(caplog) == ["registration failed: DEADLINE_EXCEEDED: slow"]
 
 
+def delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [
+        r.fields["delay_s"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "reconnecting"
+    ]
+
+
+@pytest.mark.parametrize("stream_refused", [False, True], ids=["registration", "stream"])
+async def test_an_overloaded_controller_is_retried_no_sooner_than_it_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, stream_refused: bool
+) -> None:
+    # What admission answers when its queue is full (controller/api/admission.py); the hint
+    # is 4 ms here, so that the test waits little, and the backoff alone would wait ~15 us.
+    overloaded = ApiError(
+        "retry in 0.0s",
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason="OVERLOADED",
+        metadata={"retry_after_ms": "4"},
+    )
+    controller = FakeController()
+    agent = make_agent(tmp_path, controller)
+    if stream_refused:
+        controller.streams.append(FakeStream(open_error=overloaded))
+    else:
+        controller.register_errors.append(overloaded)
+    controller.streams.append(FakeStream(on_beat=stops(lambda: agent)))
+
+    await agent.run()
+
+    [delay] = delays(caplog)
+    assert 0.004 <= delay <= 0.006  # the hint, spread over half as long again
+
+
+@pytest.mark.parametrize("hint", ["", "soon", "-5", "nan", "inf"])
+async def test_a_refusal_without_a_usable_hint_is_retried_after_the_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hint: str
+) -> None:
+    refused = ApiError(
+        "busy", code=grpc.StatusCode.RESOURCE_EXHAUSTED, metadata={"retry_after_ms": hint}
+    )
+    controller = FakeController()
+    controller.register_errors.append(refused)
+    agent = make_agent(tmp_path, controller)
+    controller.streams.append(FakeStream(on_beat=stops(lambda: agent)))
+
+    await agent.run()
+
+    [delay] = delays(caplog)
+    assert delay < 0.001
+
+
 async def test_an_invalid_registration_is_refused_without_retrying(tmp_path: Path) -> None:
     controller = FakeController()
     controller.register_errors.append(rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad label"))
