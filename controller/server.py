@@ -49,7 +49,6 @@ from controller.api.interceptors import RequestInterceptor
 from controller.api.node_servicer import NodeServicer
 from controller.api.watch import Watch
 from controller.api.watch_events import DeploymentEvents, NodeEvents
-from controller.auth import tokens
 from controller.auth.principals import node_of_caller
 from controller.clock import Clock, SystemClock
 from controller.config import Config, ConfigError
@@ -429,8 +428,6 @@ async def serve(config: Config) -> None:
             }
         },
     )
-    if controller.security.keys is not None:  # PyJWT, imported once serving (auth/tokens.py)
-        loop.run_in_executor(None, tokens.warm_up)
     await stopping.wait()
     gc_task.cancel()
     log.info("shutting down", extra={"fields": {"grace_s": config.shutdown_grace_s}})

@@ -52,7 +52,7 @@ from controller.api.handlers import (
     rewrap,
     run,
 )
-from controller.auth import audit
+from controller.auth import audit, tokens
 from controller.auth.principals import Principal, Rule, allowed, current_principal, rule_for
 from controller.auth.tokens import InvalidTokenError, TokenVerifier
 from controller.errors import (
@@ -97,6 +97,8 @@ class AuthInterceptor(ServerInterceptor):
         if handler is None or (rule.roles is None and not rule.mutating):
             return handler  # health checks: open, and nothing to audit
         principal: Principal | None = None
+        if self._verifier is not None and not tokens.is_imported():
+            await tokens.imported()  # the first call after a start (auth/tokens.py)
         try:
             principal = self.authenticate(handler_call_details.invocation_metadata, method)
             authorize(principal, rule, method)

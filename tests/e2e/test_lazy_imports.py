@@ -4,7 +4,7 @@ interpreter, checks that it answers SERVING, then lists which of the heavy optio
 loaded: the HTTP gateway's aiohttp only with --http-port, prometheus_client only with
 --metrics-port, psycopg only for a postgresql:// store, OpenTelemetry only when traces are on,
 never the SDK's clients, the agent or the operator commands (nor their parsers); PyJWT only once
-serving (a thread imports it after the start, or the first token does). Each other command
+a call brings a token; cryptography only to generate keys on the first start. Each other command
 imports what it needs: `token create` no gRPC, `nodes list` no server, store or keys."""
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def free_port() -> int:
         return port
 
 
-def loaded_by_serving(data_dir: Path, *flags: str) -> set[str]:
-    """The HEAVY modules a controller started with `flags` has imported once SERVING."""
+def loaded_by_serving(data_dir: Path, *flags: str, modules: tuple[str, ...] = HEAVY) -> set[str]:
+    """Which of `modules` a controller started with `flags` has imported once SERVING."""
     script = textwrap.dedent(
         f"""
         import asyncio, json, sys
@@ -70,7 +70,7 @@ def loaded_by_serving(data_dir: Path, *flags: str) -> set[str]:
                     health = health_pb2_grpc.HealthStub(channel)
                     reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
                     assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
-                heavy = {list(HEAVY)!r}
+                heavy = {list(modules)!r}
                 loaded = [m for m in heavy if m in sys.modules]
             finally:
                 await controller.stop()
@@ -96,6 +96,15 @@ def loaded_by_serving(data_dir: Path, *flags: str) -> set[str]:
 
 def test_a_default_controller_loads_none_of_the_optional_modules(tmp_path: Path) -> None:
     assert loaded_by_serving(tmp_path / "data") == set()
+
+
+def test_a_restart_reads_its_keys_without_cryptography(tmp_path: Path) -> None:
+    """The first start generates the keys (cryptography makes them); a restart reads them by
+    hand (auth/keys.py, crypto.py) and loads neither cryptography nor PyJWT until a call with a
+    token comes (~10 MB of RSS an idle controller need not hold)."""
+    first = loaded_by_serving(tmp_path / "data", modules=("cryptography", "jwt"))
+    assert first == {"cryptography"}
+    assert loaded_by_serving(tmp_path / "data", modules=("cryptography", "jwt")) == set()
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ def test_an_ed25519_key_read_without_cryptography_is_the_key_cryptography_reads(
     keys = signing_keys(Config(jwt_private_key_file=path), generate=False)
 
     assert keys.algorithm == "EdDSA" and keys.source == path and "k.pem" in repr(keys)
+    assert isinstance(keys.signing_key, ed25519.Ed25519PrivateKey)
     assert keys.signing_key.private_bytes_raw() == key.private_bytes_raw()
     assert keys.verifying_key.public_bytes_raw() == key.public_key().public_bytes_raw()
 

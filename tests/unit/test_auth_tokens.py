@@ -3,9 +3,11 @@ refused, and a refusal never depends on what the token's header asks for."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from controller.auth import tokens
 from controller.auth.keys import SigningKeys, signing_keys
 from controller.auth.principals import Principal, Role
 from controller.auth.tokens import (
@@ -301,3 +304,29 @@ def test_a_token_the_verifier_would_not_accept_is_not_remembered(tmp_path: Path)
     for token in tokens:
         with pytest.raises(InvalidTokenError):
             verifier.verify(token)
+
+
+async def test_calls_before_pyjwt_is_imported_share_one_import_on_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The auth interceptor awaits `tokens.imported()` on a start's first calls: the import
+    runs once, off the event loop, and a caller that leaves does not cancel it."""
+    threads: list[str] = []
+
+    def fake_import() -> None:
+        threads.append(threading.current_thread().name)
+        monkeypatch.setattr(tokens, "_imported", True)
+
+    monkeypatch.setattr(tokens, "_import", fake_import)
+    monkeypatch.setattr(tokens, "_imported", False)
+    monkeypatch.setattr(tokens, "_importing", None)
+
+    leaving = asyncio.ensure_future(tokens.imported())
+    waiting = [asyncio.ensure_future(tokens.imported()) for _ in range(5)]
+    leaving.cancel()
+    await asyncio.wait_for(asyncio.gather(*waiting), 10)
+
+    assert len(threads) == 1 and threads[0] != threading.current_thread().name
+    assert tokens.is_imported()
+    await tokens.imported()  # once imported: at once, no second import
+    assert len(threads) == 1
