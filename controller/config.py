@@ -186,12 +186,12 @@ class Config:
         100, "A67_MAX_STREAMS_PER_PRINCIPAL", "open streams one token subject may hold at once"
     )
     admission_max_inflight: int = _setting(
-        64,
+        1000,
         "A67_ADMISSION_MAX_INFLIGHT",
         "registrations and heartbeat stream opens handled at once (others wait); 0: no bound",
     )
     admission_max_queued: int = _setting(
-        20000,
+        100000,
         "A67_ADMISSION_MAX_QUEUED",
         "registrations and stream opens waiting for admission; more get RESOURCE_EXHAUSTED",
     )
