@@ -164,9 +164,10 @@ class Controller:
         server = aio.server(
             interceptors=[
                 RequestInterceptor(),
-                AdmissionInterceptor(self.admission, JOIN_METHODS),
                 *spans,
                 self.security.interceptor(),
+                # Inside auth: only an authenticated call takes a slot (api/admission.py).
+                AdmissionInterceptor(self.admission, JOIN_METHODS),
             ],
             options=server_options(self.config),
         )

@@ -1,28 +1,29 @@
 """The admission interceptor: registrations and heartbeat stream opens pass a `Gate`
 (`controller/admission.py`); every other call passes untouched.
 
-It runs inside the request interceptor (so a refusal gets its request id, log line and metrics
-there, through the one error table) and outside the auth interceptor: a parked call waits
-before its token is checked and its request read, so a flood costs little until it is served.
-A call parks in its own task, awaiting a future, off the event loop's ready queue.
+The gate is entered by the call's behavior, not by the interceptor: the auth interceptor, which
+sits outside this one, checks the token only after the inner interceptors have returned their
+handler, and replaces the behavior of a call it refuses. So only an authenticated, authorized
+call ever takes a slot or a place in the queue: a client without a valid token cannot hold
+slots (an open it never says hello on holds its place until the refusal's grace ends) and keep
+the fleet's registrations waiting. A parked call waits in its own task, awaiting a future, off
+the event loop's ready queue. (Refusals, its request id, log line and metrics come from the
+request interceptor, outermost, through the one error table.)
 
 The slot is held while the call is handled: a unary call's until its behavior ends; a request
 stream's until its first message has been handled (the behavior asks for the second: for a
-heartbeat stream, the hello is answered and the stream is open) or the behavior ends. The
-call's task releases it too when it ends, whatever happened between (a call cancelled before
-its behavior ran).
+heartbeat stream, the hello is answered and the stream is open) or the behavior ends.
 
 A call refused when the queue is full gets RESOURCE_EXHAUSTED, reason `OVERLOADED`, with
-`retry_after_ms` in its ErrorInfo metadata; agents retry it with their backoff. A refused
-request stream is answered once its first message or half-close arrived, or after a grace, as
-the auth interceptor does (a client writing as the refusal lands would see INTERNAL instead:
-grpc/grpc#36066)."""
+`retry_after_ms` in its ErrorInfo metadata; agents wait at least that long before they retry
+(`controller/agent/session.py`). A refused request stream is answered once its first message or
+half-close arrived, or after a grace, as the auth interceptor does (a client writing as the
+refusal lands would see INTERNAL instead: grpc/grpc#36066)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
@@ -32,7 +33,7 @@ from automator67.v1 import agent_service_pb2, node_service_pb2
 from grpc import aio
 
 from controller.admission import Gate, Overloaded, Ticket
-from controller.api.handlers import Behavior, Handler, ServerInterceptor, refusing, rewrap, run
+from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap, run
 from controller.errors import ResourceExhaustedError
 
 log = logging.getLogger("controller.admission")
@@ -44,6 +45,8 @@ JOIN_METHODS = (f"/{_NODES}/RegisterNode", f"/{_AGENTS}/Heartbeat")
 
 
 class AdmissionInterceptor(ServerInterceptor):
+    """Put inside the auth interceptor (see the module's docstring)."""
+
     def __init__(self, gate: Gate, methods: Collection[str]) -> None:
         self.gate = gate
         self._methods = frozenset(methods)
@@ -56,69 +59,48 @@ class AdmissionInterceptor(ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
+        handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if method not in self._methods:
-            return await continuation(handler_call_details)
-        gate = self.gate
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "admission",
-                extra={
-                    "fields": {
-                        "method": method,
-                        "inflight": gate.inflight,
-                        "queued": gate.queued,
-                        "parked": gate.must_wait(),
-                    }
-                },
-            )
-        try:
-            ticket = await gate.enter()
-        except Overloaded as full:
-            handler = await continuation(handler_call_details)
-            return None if handler is None else _refused(handler, full)
-        task = asyncio.current_task()
-        if task is not None:
-            task.add_done_callback(lambda _: ticket.release())
-        try:
-            handler = await continuation(handler_call_details)
-        except BaseException:
-            ticket.release()
-            raise
-        if handler is None:
-            ticket.release()
+        if handler is None or method not in self._methods:
             return handler
-        _current_ticket.set(ticket)
-        return self._wrap(method, handler)
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
         streaming = handler.request_streaming, handler.response_streaming
-        wrapped = rewrap(handler, lambda behavior: _holding(behavior, *streaming))
+        wrapped = rewrap(handler, lambda behavior: self._admitted(method, behavior, *streaming))
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
+    def _admitted(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
+        gate = self.gate
 
-# The admitted call's ticket, set in the call's own task, in which its behavior runs too.
-_current_ticket: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
-    "admission_ticket", default=None
-)
-
-
-def _holding(behavior: Behavior, request_streaming: bool, response_streaming: bool) -> Behavior:
-    async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        ticket = _current_ticket.get()
-        if request_streaming and ticket is not None:
-            request = _ReleasingRequests(request, ticket)
-        try:
-            return await run(behavior, request, context, response_streaming)
-        finally:
-            if ticket is not None:
+        async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            if log.isEnabledFor(logging.DEBUG):
+                fields = {
+                    "method": method,
+                    "inflight": gate.inflight,
+                    "queued": gate.queued,
+                    "parked": gate.must_wait(),
+                }
+                log.debug("admission", extra={"fields": fields})
+            try:
+                ticket = await gate.enter()
+            except Overloaded as full:
+                if request_streaming:  # see the module's docstring
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(REFUSAL_GRACE_S):
+                            await anext(request)
+                raise _overloaded(full) from None
+            try:
+                if request_streaming:
+                    request = _ReleasingRequests(request, ticket)
+                return await run(behavior, request, context, response_streaming)
+            finally:
                 ticket.release()
 
-    return wrapped
+        return wrapped
 
 
 class _ReleasingRequests:
@@ -139,20 +121,10 @@ class _ReleasingRequests:
         return await anext(self._requests)
 
 
-def _refused(handler: Handler, full: Overloaded) -> Handler:
-    error = ResourceExhaustedError(
+def _overloaded(full: Overloaded) -> ResourceExhaustedError:
+    return ResourceExhaustedError(
         "the controller is admitting other registrations and stream opens first; "
         f"retry in {full.retry_after_s:.1f}s",
         reason="OVERLOADED",
         metadata={"retry_after_ms": str(round(full.retry_after_s * 1000))},
     )
-    streaming = handler.request_streaming
-
-    async def refuse(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        if streaming:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(REFUSAL_GRACE_S):
-                    await anext(requests)
-        raise error
-
-    return refusing(handler, refuse)

@@ -5,12 +5,12 @@ registration waits its turn, and one past the queue is refused with a hint to re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from automator67.v1 import agent_service_pb2_grpc, node_pb2, node_service_pb2_grpc
+from automator67.v1 import agent_service_pb2_grpc, heartbeat_pb2, node_pb2, node_service_pb2_grpc
 from automator67.v1 import node_service_pb2 as pb
 from grpc import aio
 
@@ -94,3 +94,60 @@ async def test_reads_are_answered_while_registrations_wait_at_the_bound(
         retried = await nodes.RegisterNode(registration(2))
         stats = await nodes.GetNodeStats(pb.GetNodeStatsRequest())
         assert stats.total == 3 and retried.node.id not in (first.node.id, second.node.id)
+
+
+async def silence() -> AsyncIterator[heartbeat_pb2.HeartbeatRequest]:
+    """A request stream that sends nothing and stays open (until its call is cancelled)."""
+    await asyncio.Event().wait()
+    yield heartbeat_pb2.HeartbeatRequest()  # never reached
+
+
+async def test_calls_without_a_valid_token_never_take_a_slot(
+    start_controller: StartController,
+) -> None:
+    """Admission sits inside authentication: stream opens and registrations that the auth
+    interceptor refuses hold no slot, even while they wait out the refusal's grace, so they
+    cannot keep the fleet's registrations waiting."""
+    controller = start_controller(
+        log_level="debug",
+        extra_args=["--admission-max-inflight", "1", "--admission-max-queued", "1"],
+    )
+    async with (
+        open_channel(controller.address, "not-a-token") as forged,
+        open_channel(controller.address, "") as anonymous,
+        open_channel(controller.address) as admin,
+    ):
+        # Silent stream opens without a valid token: each is refused, after a grace in which
+        # it would have held the one slot, had it been admitted.
+        silent = [
+            agent_service_pb2_grpc.AgentServiceStub(channel).Heartbeat(silence())
+            for channel in (forged, anonymous, forged)
+        ]
+
+        def refused_opens(line: LogLine) -> bool:
+            def refusal(seen: LogLine) -> bool:
+                return (
+                    seen.get("msg") == "authentication failed" and seen.get("method") == HEARTBEAT
+                )
+
+            return refusal(line) and sum(map(refusal, controller.log.lines)) == len(silent)
+
+        await asyncio.to_thread(controller.log.wait_for, refused_opens, WAIT_S)
+        with pytest.raises(aio.AioRpcError) as refused:
+            await node_service_pb2_grpc.NodeServiceStub(forged).RegisterNode(registration(0))
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+        nodes: NodeServiceAsyncStub = node_service_pb2_grpc.NodeServiceStub(admin)
+        registered = [await nodes.RegisterNode(registration(i)) for i in (1, 2)]
+        assert len({r.node.id for r in registered}) == 2
+
+        stats = await nodes.GetNodeStats(pb.GetNodeStatsRequest())
+        assert stats.total == 2
+        for call in silent:
+            call.cancel()
+    # Only the admin's two registrations went through the gate, neither of them parked.
+    gated = [line for line in controller.log.lines if line.get("msg") == "admission"]
+    assert [(line.get("method"), line.get("parked")) for line in gated] == [
+        (REGISTER, False),
+        (REGISTER, False),
+    ]
