@@ -106,6 +106,8 @@ class AdmissionInterceptor(ServerInterceptor):
 class _ReleasingRequests:
     """A request stream that releases the call's slot when its second message is asked for."""
 
+    __slots__ = ("_asked", "_requests", "_ticket")  # one per open heartbeat stream
+
     def __init__(self, requests: AsyncIterator[Any], ticket: Ticket) -> None:
         self._requests = requests
         self._ticket = ticket

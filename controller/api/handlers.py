@@ -147,6 +147,8 @@ class CheckedRequests:
     A class rather than an async generator: a reader cancelled mid-`anext` (a hello that timed
     out) must not close the stream underneath the next one."""
 
+    __slots__ = ("_requests",)  # one per open request stream
+
     def __init__(self, requests: AsyncIterator[Any]) -> None:
         self._requests = requests
 
