@@ -33,7 +33,7 @@ from automator67.v1 import agent_service_pb2, node_service_pb2
 from grpc import aio
 
 from controller.admission import Gate, Overloaded, Ticket
-from controller.api.handlers import Behavior, Handler, ServerInterceptor, rewrap, run
+from controller.api.handlers import Behavior, Handler, ServerInterceptor, Wraps, rewrap, run
 from controller.errors import ResourceExhaustedError
 
 log = logging.getLogger("controller.admission")
@@ -50,9 +50,7 @@ class AdmissionInterceptor(ServerInterceptor):
     def __init__(self, gate: Gate, methods: Collection[str]) -> None:
         self.gate = gate
         self._methods = frozenset(methods)
-        # Per method: the inner handler last wrapped and its wrap (the inner handler is the same
-        # object on every call, so this is a lookup after the first).
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._wraps = Wraps()
 
     async def intercept_service(
         self,
@@ -63,13 +61,11 @@ class AdmissionInterceptor(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method not in self._methods:
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        return self._wraps.get(method, handler, lambda inner: self._wrap(method, inner))
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
         streaming = handler.request_streaming, handler.response_streaming
-        wrapped = rewrap(handler, lambda behavior: self._admitted(method, behavior, *streaming))
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return rewrap(handler, lambda behavior: self._admitted(method, behavior, *streaming))
 
     def _admitted(
         self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool

@@ -23,8 +23,7 @@ import grpc
 from grpc import aio
 
 from controller.api.encoded import is_encoded
-
-Handler = Any  # grpc.RpcMethodHandler, generic only in the stubs
+from controller.api.handlers import Handler, behavior_of, rewrap
 
 
 class GenericOnly:
@@ -56,27 +55,12 @@ class GenericOnly:
         self._server.add_generic_rpc_handlers((generic,))
 
 
-def _behavior(handler: Handler) -> Any:
-    return (
-        handler.unary_unary
-        or handler.unary_stream
-        or handler.stream_unary
-        or (handler.stream_stream)
-    )
-
-
 def _answers_encoded(handler: Handler) -> bool:
-    return not handler.response_streaming and is_encoded(_behavior(handler))
+    return not handler.response_streaming and is_encoded(behavior_of(handler))
 
 
 def _passing_bytes(handler: Handler) -> Handler:
     """`handler`, without a response serializer if its behavior answers bytes."""
     if not _answers_encoded(handler):
         return handler
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(
-            handler.stream_unary, request_deserializer=handler.request_deserializer
-        )
-    return grpc.unary_unary_rpc_method_handler(
-        handler.unary_unary, request_deserializer=handler.request_deserializer
-    )
+    return rewrap(handler, lambda behavior: behavior, response_serializer=None)

@@ -1,6 +1,7 @@
-"""What the two server interceptors (`api/interceptors.py`, `auth/interceptor.py`) share, all of
-it edge code: rewrapping gRPC method handlers (the one place that knows the four kinds of RPC
-and how grpc builds a handler for each), running a behavior whatever its kind, naming how a
+"""What the server interceptors (`api/interceptors.py`, `auth/interceptor.py`,
+`api/admission.py`) and `api/generic_only.py` share, all of it edge code: rewrapping gRPC method
+handlers (the one place that knows the four kinds of RPC and how grpc builds a handler for
+each), each method's wrap made once, running a behavior whatever its kind, naming how a
 call ended, and parsing requests so that bytes which are not the message become a `Malformed`
 marker instead of an exception that grpc would answer UNKNOWN with."""
 
@@ -29,6 +30,7 @@ else:  # not generic at run time
 
 Behavior = Callable[[Any, aio.ServicerContext[Any, Any]], Any]
 Deserializer = Callable[[bytes], Any]
+Serializer = Callable[[Any], bytes]
 
 # Which handler attribute and constructor serve each (request_streaming, response_streaming).
 _KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
@@ -39,23 +41,55 @@ _KINDS: dict[tuple[bool, bool], tuple[str, Any]] = {
 }
 
 
+def behavior_of(handler: Handler) -> Behavior:
+    """The servicer's behavior that `handler` runs, whatever the method's kind."""
+    behavior: Behavior = getattr(
+        handler, _KINDS[(handler.request_streaming, handler.response_streaming)][0]
+    )
+    return behavior
+
+
 def rewrap(
     handler: Handler,
     wrap: Callable[[Behavior], Behavior],
     *,
     request_deserializer: Deserializer | EllipsisType | None = ...,
+    response_serializer: Serializer | EllipsisType | None = ...,
 ) -> Handler:
     """The same handler with its behavior replaced by `wrap(behavior)` and, when given, its
-    request deserializer replaced (None: the behavior gets the request's raw bytes)."""
+    request deserializer replaced (None: the behavior gets the request's raw bytes) or its
+    response serializer (None: the behavior's answers are sent as the bytes they are)."""
     attribute, make = _KINDS[(handler.request_streaming, handler.response_streaming)]
     if request_deserializer is ...:
         request_deserializer = handler.request_deserializer
+    if response_serializer is ...:
+        response_serializer = handler.response_serializer
     wrapped: Handler = make(
         wrap(getattr(handler, attribute)),
         request_deserializer=request_deserializer,
-        response_serializer=handler.response_serializer,
+        response_serializer=response_serializer,
     )
     return wrapped
+
+
+class Wraps:
+    """An interceptor's wrap of each method's handler, made once per method: the inner handler
+    is the same object on every call (the registered one, or an inner interceptor's wrap of
+    it), so a call costs a lookup; a new inner handler (a refused call's) is wrapped anew."""
+
+    __slots__ = ("_by_method",)
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[Handler, Handler]] = {}  # the handler last wrapped
+
+    def get(self, method: str, handler: Handler, wrap: Callable[[Handler], Handler]) -> Handler:
+        """`wrap(handler)`, made only if `handler` is not the one last wrapped for `method`."""
+        cached = self._by_method.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = wrap(handler)
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
 
 
 def refusing(handler: Handler, behavior: Behavior) -> Handler:

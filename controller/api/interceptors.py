@@ -34,6 +34,7 @@ from controller.api.handlers import (
     CheckedRequests,
     Handler,
     ServerInterceptor,
+    Wraps,
     checked,
     outcome_of,
     rewrap,
@@ -59,10 +60,7 @@ def request_id_of(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
 
 class RequestInterceptor(ServerInterceptor):
     def __init__(self) -> None:
-        # Per method: the inner handler last wrapped and its wrap. The inner handler is the same
-        # object on every call (the registered one, or the auth interceptor's wrap of it), so
-        # a call costs a lookup; a refused call's handler is new, and wrapped for it alone.
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._wraps = Wraps()  # a refused call's handler is new, and wrapped for it alone
 
     async def intercept_service(
         self,
@@ -76,18 +74,17 @@ class RequestInterceptor(ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        kind = (handler.request_streaming, handler.response_streaming)
-        counted = metrics.rpc_metrics(method)  # label children, bound once per method
-        wrapped = rewrap(
-            handler,
-            lambda behavior: _wrap(behavior, method, kind, counted),
-            request_deserializer=tolerant(handler.request_deserializer),
-        )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wraps.get(method, handler, lambda inner: _wrapped_handler(inner, method))
+
+
+def _wrapped_handler(handler: Handler, method: str) -> Handler:
+    kind = (handler.request_streaming, handler.response_streaming)
+    counted = metrics.rpc_metrics(method)  # label children, bound once per method
+    return rewrap(
+        handler,
+        lambda behavior: _wrap(behavior, method, kind, counted),
+        request_deserializer=tolerant(handler.request_deserializer),
+    )
 
 
 def _wrap(

@@ -47,6 +47,7 @@ from controller.api.handlers import (
     Behavior,
     Handler,
     ServerInterceptor,
+    Wraps,
     outcome_of,
     refusing,
     rewrap,
@@ -201,18 +202,15 @@ class _Calls:
 
     def __init__(self, interceptor: AuthInterceptor) -> None:
         self._interceptor = interceptor
-        # Per method: the handler last wrapped and its wrap (the registered handler is the same
-        # object on every call, so this is a lookup after the first).
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._wraps = Wraps()
 
     def wrapped(self, method: str, rule: Rule, handler: Handler) -> Handler:
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
         kind = (handler.request_streaming, handler.response_streaming)
-        wrap = rewrap(handler, lambda behavior: self._wrap(behavior, method, rule, kind))
-        self._wrapped[method] = (handler, wrap)
-        return wrap
+        return self._wraps.get(
+            method,
+            handler,
+            lambda inner: rewrap(inner, lambda behavior: self._wrap(behavior, method, rule, kind)),
+        )
 
     def _wrap(
         self, behavior: Behavior, method: str, rule: Rule, kind: tuple[bool, bool]
