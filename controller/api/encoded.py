@@ -43,7 +43,7 @@ def varint(value: int) -> bytes:
 
 def field(number: int, payload: bytes) -> bytes:
     """One length-delimited field (a message, a string's UTF-8 or bytes) numbered `number`."""
-    return _tag(number) + varint(len(payload)) + payload
+    return _tag(number) + _length(len(payload)) + payload
 
 
 def repeated(number: int, payloads: Iterable[bytes]) -> bytes:
