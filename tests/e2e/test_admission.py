@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from automator67.v1 import agent_service_pb2_grpc, heartbeat_pb2, node_pb2, node_service_pb2_grpc
+from automator67.v1 import agent_service_pb2_grpc, heartbeat_pb2, node_service_pb2_grpc
 from automator67.v1 import node_service_pb2 as pb
 from grpc import aio
 
@@ -18,6 +18,7 @@ from .conftest import StartController, open_channel
 from .controller_process import LogLine
 from .heartbeat_helpers import WAIT_S, Agent
 from .rpc_errors import error_info
+from .seed import seed_node
 
 if TYPE_CHECKING:
     from automator67.v1.node_service_pb2_grpc import NodeServiceAsyncStub
@@ -27,15 +28,7 @@ HEARTBEAT = "/automator67.v1.AgentService/Heartbeat"
 
 
 def registration(i: int) -> pb.RegisterNodeRequest:
-    return pb.RegisterNodeRequest(
-        node=node_pb2.Node(
-            provider="fly",
-            endpoint=f"https://agent-{i}.example.com",
-            region="us-east-1",
-            capabilities=node_pb2.Capabilities(cpu_cores=2, memory_gb=4),
-        ),
-        request_id=f"admission-{i}",
-    )
+    return pb.RegisterNodeRequest(node=seed_node(), request_id=f"admission-{i}")
 
 
 def admission(method: str, parked: bool) -> Callable[[LogLine], bool]:
