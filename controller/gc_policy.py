@@ -139,11 +139,12 @@ class GcPolicy:
         """Ticks every `tick_s` until cancelled; logs each freeze and thaw with its pause."""
         while True:
             await asyncio.sleep(self._settings.tick_s)
+            counts = churn()
             started = time.perf_counter()
-            done = self.tick(churn())
+            done = self.tick(counts)
             if done is not None:
                 ms = round((time.perf_counter() - started) * 1000, 1)
-                fields = {"action": done, "pause_ms": ms, "streams_open": churn().open}
+                fields = {"action": done, "pause_ms": ms, "streams_open": counts.open}
                 log.log(
                     logging.INFO if done == "thaw" else logging.DEBUG,
                     "garbage collector %s",
