@@ -2,14 +2,14 @@
 `api/admission.py`) and `api/generic_only.py` share, all of it edge code: rewrapping gRPC method
 handlers (the one place that knows the four kinds of RPC and how grpc builds a handler for
 each), each method's wrap made once, running a behavior whatever its kind, naming how a
-call ended, and parsing requests so that bytes which are not the message become a `Malformed`
-marker instead of an exception that grpc would answer UNKNOWN with."""
+call ended, and parsing requests so that bytes which are not the message become
+INVALID_ARGUMENT instead of an exception that grpc would answer UNKNOWN with."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
@@ -105,21 +105,23 @@ def refusing(handler: Handler, behavior: Behavior) -> Handler:
     return refused
 
 
-async def run(
+def run(
     behavior: Behavior, request: Any, context: aio.ServicerContext[Any, Any], streaming: bool
-) -> Any:
-    """Runs `behavior` to its end. Response streams are written through the context, whether
-    the behavior is an async generator or a coroutine that writes itself (as a wrapped one
-    does)."""
+) -> Awaitable[Any]:
+    """What to await to run `behavior` to its end: its own coroutine, or for a behavior that is
+    an async generator of responses, a coroutine writing them through the context. Not a
+    coroutine itself: each layer that runs a behavior would otherwise add a frame that every
+    open stream holds for its life (~250 bytes each)."""
     result = behavior(request, context)
-    if not streaming:
-        return await result
-    if inspect.isasyncgen(result):
-        async for message in result:
-            await context.write(message)
-    else:
-        await result
-    return None
+    if streaming and inspect.isasyncgen(result):
+        return _write_all(result, context)
+    awaitable: Awaitable[Any] = result
+    return awaitable
+
+
+async def _write_all(responses: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]) -> None:
+    async for message in responses:
+        await context.write(message)
 
 
 def outcome_of(error: BaseException, context: aio.ServicerContext[Any, Any]) -> str:
@@ -150,9 +152,16 @@ class Malformed:
         )
 
 
-def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
-    """`deserializer`, returning a `Malformed` instead of raising on bytes it cannot parse
-    (grpc would answer UNKNOWN with the exception's class). None stays None: raw bytes."""
+def tolerant(deserializer: Deserializer | None, *, streaming: bool) -> Deserializer | None:
+    """`deserializer`, made to answer bytes it cannot parse with INVALID_ARGUMENT instead of
+    raising what the runtime raises (grpc would answer UNKNOWN with the exception's class).
+    None stays None: raw bytes.
+
+    A unary request is parsed by grpc before the behavior runs, so its parser returns a
+    `Malformed` that the wrapped behavior raises (`checked`). The messages of a request stream
+    are parsed in the reader's own task, as it awaits the next one, so their parser raises the
+    InvalidArgumentError itself, there: the stream needs no wrapper (one more frame held by
+    every open stream, and one more coroutine per message)."""
     if deserializer is None:
         return None
     owner = getattr(deserializer, "__self__", None)  # generated code passes Message.FromString
@@ -163,6 +172,8 @@ def tolerant(deserializer: Deserializer | None) -> Deserializer | None:
         try:
             return deserializer(data)
         except (DecodeError, ValueError):  # ValueError: UnicodeDecodeError of some runtimes
+            if streaming:
+                raise Malformed(name).error() from None
             return Malformed(name)
 
     return deserialize
@@ -173,21 +184,3 @@ def checked(request: Any) -> Any:
     if isinstance(request, Malformed):
         raise request.error()
     return request
-
-
-class CheckedRequests:
-    """A request stream that raises InvalidArgumentError at the first `Malformed` message.
-
-    A class rather than an async generator: a reader cancelled mid-`anext` (a hello that timed
-    out) must not close the stream underneath the next one."""
-
-    __slots__ = ("_requests",)  # one per open request stream
-
-    def __init__(self, requests: AsyncIterator[Any]) -> None:
-        self._requests = requests
-
-    def __aiter__(self) -> CheckedRequests:
-        return self
-
-    async def __anext__(self) -> Any:
-        return checked(await anext(self._requests))

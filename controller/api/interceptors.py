@@ -7,8 +7,8 @@ stream (before its first message, when a watcher needs it). Sending initial meta
 unary response is a core batch of its own: ~70 us, a fifth of a GetNode's server CPU.
 Each finished RPC is counted by method and code, and unary ones timed (`controller/metrics.py`).
 Requests that are not the message they claim to be (bad bytes) are INVALID_ARGUMENT: every
-handler's request parser is made tolerant (`handlers.tolerant`) and the wrapped behavior raises
-at a `Malformed` request, whether the call's one request or a message of its request stream.
+handler's request parser is made tolerant (`handlers.tolerant`): the wrapped behavior raises at a
+`Malformed` unary request, and a request stream's parser raises at the reader's `anext`.
 
 It wraps each method handler instead of the servicers, so servicers hold no error handling and
 health and reflection get request ids too. It is the outermost interceptor: calls the auth
@@ -31,7 +31,6 @@ from controller import metrics
 from controller.api import status
 from controller.api.handlers import (
     Behavior,
-    CheckedRequests,
     Handler,
     ServerInterceptor,
     Wraps,
@@ -83,7 +82,7 @@ def _wrapped_handler(handler: Handler, method: str) -> Handler:
     return rewrap(
         handler,
         lambda behavior: _wrap(behavior, method, kind, counted),
-        request_deserializer=tolerant(handler.request_deserializer),
+        request_deserializer=tolerant(handler.request_deserializer, streaming=kind[0]),
     )
 
 
@@ -105,7 +104,8 @@ def _wrap(
                 await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             else:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            request = CheckedRequests(request) if request_streaming else checked(request)
+            if not request_streaming:
+                request = checked(request)
             return await run(behavior, request, context, response_streaming)
         except ControllerError as exc:
             code = outcome_of(exc, context)
