@@ -54,6 +54,7 @@ def _census(every_s: float = 10.0) -> None:
         time.sleep(every_s)
         old = gc.get_objects(1) + gc.get_objects(2)
         types = collections.Counter(type(o).__qualname__ for o in old)
+        young = collections.Counter(type(o).__qualname__ for o in gc.get_objects(0))
         line = {
             "msg": "gc census",
             "t": round(time.time(), 3),
@@ -62,8 +63,9 @@ def _census(every_s: float = 10.0) -> None:
             "count": gc.get_count(),
             "threshold": gc.get_threshold(),
             "old_types": types.most_common(25),
+            "young_types": young.most_common(25),
         }
-        del old
+        del old, young
         print(json.dumps(line), file=sys.stderr, flush=True)
 
 

@@ -197,11 +197,16 @@ def join_once(
     timeout_s: float,
     server_args: Sequence[str],
     streams_too: bool = True,
+    gc_stats: bool = False,
 ) -> dict[str, Any]:
     """One join of `agents` fresh agents on a fresh controller (`streams_too` False: they
-    only register)."""
+    only register); with `gc_stats`, the controller runs through gcstats.py and the join's
+    collections that took over 20 ms (the GC policy's own included) are reported."""
     ctx = multiprocessing.get_context("spawn")
-    with common.workdir("join") as tmp, common.controller(tmp, server_args) as server:
+    with (
+        common.workdir("join") as tmp,
+        common.controller(tmp, server_args, gc_stats=gc_stats) as server,
+    ):
         pipes: list[Connection] = []
         procs: list[multiprocessing.process.BaseProcess] = []
         try:
@@ -231,6 +236,7 @@ def join_once(
                 p.send(("go", start_at))
             pids = [p.pid for p in procs if p.pid is not None]
             streams.sleep_until(start_at)
+            start_wall = time.time()
             server_cpu0, client_cpu0 = common.cpu_seconds(server.pid), common.cpu_of(pids)
             status = "NODE_STATUS_READY" if streams_too else ""
             ready_s, latencies = asyncio.run(
@@ -240,6 +246,7 @@ def join_once(
             server_cpu = common.cpu_seconds(server.pid) - server_cpu0
             client_cpu = common.cpu_of(pids) - client_cpu0
             rss = common.rss_mb(server.pid)
+            pauses = common.gc_pauses(server.log_path, start_wall, time.time()) if gc_stats else {}
             for p in pipes:
                 p.send(("stop",))
             results = [streams.expect(p, "result", time.monotonic() + 120, server) for p in pipes]
@@ -293,6 +300,7 @@ def join_once(
         "error_kinds": kinds["errors"],
         "retry_kinds": kinds["retries"],
         "load_average_1m": common.load_average()[0],
+        **pauses,
     }
 
 
@@ -307,6 +315,7 @@ def join(
     timeout_s: float = 300.0,
     streams_too: bool = True,
     server_args: Sequence[str] = (),
+    gc_stats: bool = False,
 ) -> dict[str, Any]:
     """`runs` joins of `agents` agents, each on a fresh controller; medians and each run."""
     windows = []
@@ -321,6 +330,13 @@ def join(
             timeout_s=timeout_s,
             server_args=[*fleet.paced_server_args(interval_s), *server_args],
             streams_too=streams_too,
+            gc_stats=gc_stats,
+        )
+        pauses = (
+            f"; gc pauses over 100 ms {w['gc_pauses_over_100ms']}, longest"
+            f" {w['gc_pause_max_ms']:.0f} ms"
+            if gc_stats
+            else ""
         )
         common.log(
             f"join: {w['registered']} registered in {w['all_registered_s']:.1f}s "
@@ -328,7 +344,7 @@ def join(
             f"all READY in {w['all_ready_s']:.1f}s; GetNodeStats p99 {w['stats_p99_ms']:.1f} ms; "
             f"server {w['server_cpu_pct']:.0f}% CPU ({w['server_cpu_us_per_agent']} us per agent,"
             f" clients {w['client_cpu_us_per_agent']} us); retries {w['retries']}, "
-            f"errors {w['errors']} {w['error_kinds'] or ''} {w['retry_kinds'] or ''}"
+            f"errors {w['errors']} {w['error_kinds'] or ''} {w['retry_kinds'] or ''}{pauses}"
         )
         windows.append(w)
     summary = common.aggregate(windows)
@@ -370,8 +386,19 @@ def join_table(result: dict[str, Any]) -> str:
     what = (
         "register, then stream" if r.get("streams", True) else "register only; READY = registered"
     )
+    pauses = ""
+    if "gc_pause_max_ms" in r:
+        pauses = (
+            f"\nController garbage collections during the join (gcstats.py):"
+            f" {common.fmt(r['gc_pauses_over_100ms'], 0)} over 100 ms, longest"
+            f" {common.fmt(r['gc_pause_max_ms'], 0)} ms, {common.fmt(r['gc_pause_total_ms'], 0)}"
+            " ms in all.\n"
+        )
     return (
-        f"### A fleet joining at once ({what})\n\n" + common.markdown_table(headers, [row]) + "\n"
+        f"### A fleet joining at once ({what})\n\n"
+        + common.markdown_table(headers, [row])
+        + "\n"
+        + pauses
     )
 
 
@@ -397,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="one more argument of `automator67 serve` (repeat: --server-arg=--flag)",
     )
+    parser.add_argument(
+        "--gc-stats", action="store_true", help="report the controller's long collections"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
@@ -410,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_s=args.timeout_s,
         streams_too=not args.register_only,
         server_args=args.server_arg,
+        gc_stats=args.gc_stats,
     )
     print(join_table(result))
     if args.json:

@@ -170,6 +170,7 @@ def run(plan: Plan, *, anchor: bool, only: set[str], gc_stats: bool = False) -> 
                 interval_s=plan.interval_s,
                 timeout_s=plan.join_timeout_s,
                 streams_too=streams_too,
+                gc_stats=gc_stats,
             )
             for streams_too in (False, True)
         ]
