@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import common
 import fleet
 import grpc
+import report
 import streams
 from automator67.v1 import agent_service_pb2_grpc as asg
 from automator67.v1 import node_service_pb2 as ns
@@ -389,10 +390,8 @@ def join_table(result: dict[str, Any]) -> str:
     pauses = ""
     if "gc_pause_max_ms" in r:
         pauses = (
-            f"\nController garbage collections during the join (gcstats.py):"
-            f" {common.fmt(r['gc_pauses_over_100ms'], 0)} over 100 ms, longest"
-            f" {common.fmt(r['gc_pause_max_ms'], 0)} ms, {common.fmt(r['gc_pause_total_ms'], 0)}"
-            " ms in all.\n"
+            "\nController garbage collections during the join (gcstats.py):"
+            f" {report.gc_summary(r)}.\n"
         )
     return (
         f"### A fleet joining at once ({what})\n\n"

@@ -77,11 +77,18 @@ def _x(value: float) -> str:
     return "n/a" if value != value else f"**{value:.2f}x**"
 
 
+def gc_summary(result: Mapping[str, Any]) -> str:
+    """The long collections gcstats.py counted in a result (`common.gc_pauses`' fields)."""
+    return (
+        f"{fmt(result['gc_pauses_over_100ms'], 0)} pauses over 100 ms, longest"
+        f" {fmt(result['gc_pause_max_ms'], 0)} ms, {fmt(result['gc_pause_total_ms'], 0)} ms in all"
+    )
+
+
 def fleet_table(title: str, results: Sequence[Mapping[str, Any]]) -> str:
     text = f"### {title}\n\n" + markdown_table(FLEET_HEADERS, fleet_rows(results)) + "\n"
     gc = [
-        f"N={r['agents']:,}: {fmt(c['gc_pauses_over_100ms'], 0)} pauses over 100 ms, "
-        f"longest {fmt(c['gc_pause_max_ms'], 0)} ms, {fmt(c['gc_pause_total_ms'], 0)} ms in all"
+        f"N={r['agents']:,}: {gc_summary(c)}"
         for r in results
         if "gc_pause_max_ms" in (c := r.get("controller") or {})
     ]
