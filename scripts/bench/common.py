@@ -353,14 +353,14 @@ def etcd(workdir: Path, *, timeout_s: float = 60.0) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def bare_unary(
+def bare_grpc(
     workdir: Path, *, timeout_s: float = 60.0, event_loop: str = "asyncio"
 ) -> Iterator[Server]:
-    """The unary floor (bare_unary.py: grpc.aio and the NodeService stubs, nothing else) on a
-    free port of 127.0.0.1, SERVING when yielded; stopped on exit."""
+    """The floor (bare_grpc.py: grpc.aio and the NodeService and AgentService stubs, nothing
+    else) on a free port of 127.0.0.1, SERVING when yielded; stopped on exit."""
     port = free_port()
     log_path = workdir / "bare.log"
-    command = [sys.executable, str(BENCH_DIR / "bare_unary.py"), "--port", str(port)]
+    command = [sys.executable, str(BENCH_DIR / "bare_grpc.py"), "--port", str(port)]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [*command, "--event-loop", event_loop],

@@ -1,11 +1,14 @@
 """Heartbeat fleet, paced: N simulated agents, each holding one real heartbeat stream to a real
 controller and beating every T seconds, spread over several client processes and many
-connections; side by side with etcd's LeaseKeepAlive at the same N (the anchor), same client.
+connections; side by side with etcd's LeaseKeepAlive at the same N (the anchor), same client,
+and with `--floor` the bare grpc.aio server (`bare_grpc.py`: a session for the hello, an ack per
+beat, nothing else), what any Python gRPC server holding the streams pays.
 
     python scripts/bench/fleet.py --agents 10000 --interval-s 10 --duration-s 30 --runs 3
 
 Reports streams held, beats/s, ack latency p50/p99/p99.9, the server's CPU and RSS (from /proc),
-RSS per stream, errors and reconnects, the client processes' CPU, and the ratios to etcd.
+RSS per stream, errors and reconnects, the client processes' CPU, and the ratios to etcd and to
+the floor.
 Also the home of the controller's side of every stream scenario (its driver and registration)."""
 
 from __future__ import annotations
@@ -172,6 +175,25 @@ def controller_target(
 RESTORED_REPLICA_ID = "bench-restored"
 
 
+NODE_TOKEN_CHARS = 380  # an EdDSA node token's length (controller/auth/tokens.py)
+
+
+def bare_target() -> streams.Target:
+    """The floor: bare_grpc.py on the controller's default loop, with made-up node ids and
+    tokens (it checks nothing), each token as long as a node token, since every stream's
+    metadata is held for the stream's life."""
+    from controller.event_loop import resolve
+
+    @contextlib.contextmanager
+    def session(tmp: Path, count: int) -> Iterator[tuple[common.Server, streams.Prepared]]:
+        with common.bare_grpc(tmp, event_loop=resolve("auto")) as server:
+            ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(count)]
+            tokens = [f"{i:012d}".rjust(NODE_TOKEN_CHARS, "t") for i in range(count)]
+            yield server, streams.Prepared(ids, tokens, {}, 0.0)
+
+    return streams.Target("bare grpc.aio", "fleet:ControllerDriver", session, "controller")
+
+
 async def mark_ready(data_dir: Path) -> int:
     """Marks every node READY and held by RESTORED_REPLICA_ID through the store's contract
     (controller/store/base.py), with the controller stopped."""
@@ -203,15 +225,21 @@ def paced(
     runs: int,
     *,
     anchor: bool,
+    floor: bool = False,
     restored: bool = False,
     gc_stats: bool = False,
 ) -> dict[str, Any]:
-    """The paced scenario at one N: the controller, then etcd (if `anchor`), and the ratios."""
+    """The paced scenario at one N: the controller, then the bare floor (if `floor`) and etcd
+    (if `anchor`), and the controller's ratios to each."""
     args = paced_server_args(settings.interval_s)
     target = controller_target(args, restored=restored, gc_stats=gc_stats)
     ours = streams.measure(target, agents, settings, runs, gc_stats=gc_stats)
     result: dict[str, Any] = {"agents": agents, "fleet": "restored" if restored else "fresh"}
     result["controller"] = ours
+    if floor:
+        bare = streams.measure(bare_target(), agents, settings, runs)
+        result["bare"] = bare
+        result["floor_ratios"] = streams.ratios(ours, bare)
     if anchor:
         theirs = streams.measure(
             etcd.etcd_target(ttl_s=3 * settings.interval_s), agents, settings, runs
@@ -226,12 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     streams.add_fleet_arguments(parser, interval_s=10.0)
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the bare grpc.aio server (bare_grpc.py)"
+    )
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     anchor = not args.no_anchor and etcd.available()
     settings = streams.settings_from(args, "paced")
     results = [
-        paced(n, settings, args.runs, anchor=anchor, restored=args.restored, gc_stats=args.gc_stats)
+        paced(
+            n,
+            settings,
+            args.runs,
+            anchor=anchor,
+            floor=args.floor,
+            restored=args.restored,
+            gc_stats=args.gc_stats,
+        )
         for n in args.agents
     ]
     print(report.fleet_table("Heartbeat fleet, paced", results))

@@ -24,11 +24,18 @@ FLEET_HEADERS = (
 )
 
 
+SIDES = (("controller", "controller"), ("bare", "bare grpc.aio"), ("etcd", "etcd"))
+RATIOS = (("floor_ratios", "**controller / bare**"), ("ratios", "**controller / etcd**"))
+
+
 def fleet_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per N: the controller, the bare grpc.aio floor and etcd (those measured), then the
+    controller's ratios to each."""
     rows: list[list[str]] = []
     for result in results:
-        for side in ("controller", "etcd"):
-            r = result.get(side)
+        n = f"{result['agents']:,}"
+        for key, side in SIDES:
+            r = result.get(key)
             if not r:
                 continue
             problems = (
@@ -36,7 +43,7 @@ def fleet_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
             )
             rows.append(
                 [
-                    f"{result['agents']:,}",
+                    n,
                     side,
                     fmt(r["streams_open"], 0),
                     fmt(r["beats_per_s"], 0),
@@ -51,25 +58,26 @@ def fleet_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                     problems,
                 ]
             )
-        ratios = result.get("ratios")
-        if ratios:
-            rows.append(
-                [
-                    f"{result['agents']:,}",
-                    "**controller / etcd**",
-                    "",
-                    _x(ratios["beats_per_s"]),
-                    "",
-                    _x(ratios["ack_p99"]),
-                    "",
-                    "",
-                    _x(ratios["cpu_per_beat"]),
-                    "",
-                    _x(ratios["rss_per_stream"]),
-                    "",
-                    "",
-                ]
-            )
+        for key, label in RATIOS:
+            ratios = result.get(key)
+            if ratios:
+                rows.append(
+                    [
+                        n,
+                        label,
+                        "",
+                        _x(ratios["beats_per_s"]),
+                        "",
+                        _x(ratios["ack_p99"]),
+                        "",
+                        "",
+                        _x(ratios["cpu_per_beat"]),
+                        "",
+                        _x(ratios["rss_per_stream"]),
+                        "",
+                        "",
+                    ]
+                )
     return rows
 
 

@@ -12,11 +12,11 @@ transaction per 5,000, with the controller stopped, as after a restart with a li
 
 The work tree is byte-compiled first, as an installed controller is (`compile_sources`).
 
-The floor: each run also starts the bare grpc.aio server of the unary benchmark
-(`bare_unary.py`: grpc.aio, health and the NodeService stubs, nothing of the controller), in
-alternation with the controller (which one goes first alternates too), measured the same way;
-the ratio of the medians says what the controller adds on this machine at this load
-(`--no-baseline` skips it)."""
+The floor: each run also starts the bare grpc.aio server of the unary and stream benchmarks
+(`bare_grpc.py`: grpc.aio, health, the NodeService and AgentService stubs, nothing of the
+controller), in alternation with the controller (which one goes first alternates too),
+measured the same way; the ratio of the medians says what the controller adds on this machine
+at this load (`--no-baseline` skips it)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def controller_command(tmp: Path, args: Sequence[str]) -> list[str]:
 
 
 def bare_command() -> list[str]:
-    return [sys.executable, str(common.BENCH_DIR / "bare_unary.py"), "--port", "{port}"]
+    return [sys.executable, str(common.BENCH_DIR / "bare_grpc.py"), "--port", "{port}"]
 
 
 async def fill_store(data_dir: Path, count: int, beats: bool = False) -> float:

@@ -5,7 +5,7 @@ loop, `--concurrency` calls in flight per client process).
 
 Every window is measured twice in a row, against the controller and against the floor: a bare
 grpc.aio server with the same stubs that parses the same request and answers a node
-(`bare_unary.py`), with the same client, pacing, metadata and run. Each controller figure is
+(`bare_grpc.py`), with the same client, pacing, metadata and run. Each controller figure is
 reported as a ratio to the floor's (server CPU per call, p50, p99), and ListNodes' CPU per call
 as a ratio to GetNode's.
 
@@ -250,7 +250,7 @@ def unary(
         tmp = stack.enter_context(common.workdir("unary"))
         loop = result["event_loop"]  # both servers on the same loop
         server = stack.enter_context(common.controller(tmp, [*server_args, "--event-loop", loop]))
-        bare = stack.enter_context(common.bare_unary(tmp, event_loop=loop)) if baseline else None
+        bare = stack.enter_context(common.bare_grpc(tmp, event_loop=loop)) if baseline else None
         started = time.perf_counter()
         ids, _ = asyncio.run(fleet.register_nodes(server.address, nodes, server.metadata))
         common.log(f"unary: registered {nodes} nodes in {time.perf_counter() - started:.1f}s")

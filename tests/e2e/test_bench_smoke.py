@@ -87,6 +87,10 @@ def test_every_scenario_runs_in_smoke_mode(tmp_path: Path) -> None:
         assert controller["streams_open"]["median"] == paced["agents"]
         assert controller["beats_per_s"]["median"] > 0
         assert controller["errors"]["median"] == 0
+        # The bare grpc.aio floor held the same streams, and the ratios to it were taken.
+        assert paced["bare"]["streams_open"]["median"] == paced["agents"]
+        assert paced["bare"]["errors"]["median"] == 0
+        assert set(paced["floor_ratios"]) >= {"cpu_per_beat", "rss_per_stream", "ack_p99"}
         if shutil.which("etcd"):
             assert paced["etcd"]["streams_open"]["median"] == paced["agents"]
             assert "ratios" in paced
@@ -122,7 +126,7 @@ def test_compiled_client_builds_and_runs_a_tiny_fleet(tmp_path: Path) -> None:
     work.mkdir()
     command = [sys.executable, "scripts/bench/fleet.py", "--client", "cpp", "--agents", "20"]
     command += ["--interval-s", "0.5", "--duration-s", "2", "--warmup-s", "0.5", "--runs", "1"]
-    command += ["--cpp-streams-per-connection", "8", "--json", str(out)]  # 3 connections
+    command += ["--cpp-streams-per-connection", "8", "--floor", "--json", str(out)]  # 3 connections
     run = subprocess.run(
         command,
         cwd=ROOT,
@@ -133,7 +137,7 @@ def test_compiled_client_builds_and_runs_a_tiny_fleet(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr[-4000:]
     (paced,) = json.loads(out.read_text())["fleet_paced"]
-    sides = ["controller", "etcd"] if shutil.which("etcd") else ["controller"]
+    sides = ["controller", "bare", "etcd"] if shutil.which("etcd") else ["controller", "bare"]
     for side in sides:
         figures = paced[side]
         assert figures["client"] == "cpp"

@@ -1,5 +1,6 @@
-"""The floor of the unary benchmark: a bare grpc.aio server with the controller's NodeService
-stubs and nothing else (no interceptors, no auth, no registry, no store).
+"""The floor of the unary and stream benchmarks: a bare grpc.aio server with the controller's
+NodeService and AgentService stubs and nothing else (no interceptors, no auth, no registry, no
+store).
 
 GetNode parses the same GetNodeRequest the controller gets and answers a node with the asked id
 (a copy of one node made like the benchmark's, every field the controller fills filled);
@@ -7,7 +8,12 @@ ListNodes parses its request and answers one page of 50 such nodes, built once. 
 from the controller to this server, measured with the same client, pacing and run
 (`unary.py`), is what the project adds to a call; this server is what grpc.aio itself costs.
 
-    python scripts/bench/bare_unary.py --port 50099      # SERVING on grpc.health.v1 when ready
+Heartbeat answers a hello with a SessionStart and each beat with a BeatAck carrying its sequence
+and the receive time, reading and writing through the context (grpc.aio's cheapest way to serve
+a bidirectional stream: an async generator over the request iterator held ~0.6 KB more per open
+stream): what any Python gRPC server holding the streams pays (`fleet.py --floor`).
+
+    python scripts/bench/bare_grpc.py --port 50099      # SERVING on grpc.health.v1 when ready
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import sys
 from typing import Any
 
 import grpc
+from automator67.v1 import heartbeat_pb2 as hb
 from automator67.v1 import node_pb2
 from automator67.v1 import node_service_pb2 as ns
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -30,6 +37,8 @@ from controller import event_loop  # asyncio.run on the chosen loop, as the cont
 
 PAGE = 50
 SERVICE = "automator67.v1.NodeService"
+AGENT_SERVICE = "automator67.v1.AgentService"
+EOF: Any = aio.EOF  # type: ignore[attr-defined]  # grpc's stubs do not declare it
 
 
 def template(i: int = 0) -> node_pb2.Node:
@@ -85,9 +94,45 @@ class BareNodeService:
         )
 
 
+class BareAgentService:
+    """Heartbeat: a session for the hello, an ack for each beat, nothing kept."""
+
+    def __init__(self) -> None:
+        self._interval = duration_pb2.Duration(seconds=10)
+
+    async def Heartbeat(self, requests: Any, context: Any) -> None:
+        while True:
+            request = await context.read()
+            if request is EOF:
+                return
+            if request.HasField("beat"):
+                response = hb.HeartbeatResponse(ack=hb.BeatAck(sequence=request.beat.sequence))
+                response.ack.receive_time.GetCurrentTime()
+                await context.write(response)
+            elif request.HasField("hello"):
+                session = hb.SessionStart(
+                    session_id=request.hello.node_id,
+                    heartbeat_interval=self._interval,
+                    node_status=node_pb2.NODE_STATUS_READY,
+                )
+                await context.write(hb.HeartbeatResponse(session=session))
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler(
+            AGENT_SERVICE,
+            {
+                "Heartbeat": grpc.stream_stream_rpc_method_handler(
+                    self.Heartbeat,
+                    request_deserializer=hb.HeartbeatRequest.FromString,
+                    response_serializer=hb.HeartbeatResponse.SerializeToString,
+                ),
+            },
+        )
+
+
 async def serve(port: int) -> None:
     server = aio.server()
-    server.add_generic_rpc_handlers((BareNodeService().handler(),))
+    server.add_generic_rpc_handlers((BareNodeService().handler(), BareAgentService().handler()))
     checks = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
