@@ -131,7 +131,14 @@ class BareAgentService:
 
 
 async def serve(port: int) -> None:
-    server = aio.server()
+    # The controller's queue of calls waiting for a handler (controller/server.py): grpc's
+    # default (1,000) refuses a fleet's stream opens at 50,000 streams.
+    server = aio.server(
+        options=[
+            ("grpc.server.max_pending_requests", 20000),
+            ("grpc.server.max_pending_requests_hard_limit", 30000),
+        ]
+    )
     server.add_generic_rpc_handlers((BareNodeService().handler(), BareAgentService().handler()))
     checks = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
