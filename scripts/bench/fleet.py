@@ -254,9 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     streams.add_fleet_arguments(parser, interval_s=10.0)
-    parser.add_argument(
-        "--floor", action="store_true", help="also measure the bare grpc.aio server (bare_grpc.py)"
-    )
+    streams.add_floor_argument(parser)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     anchor = not args.no_anchor and etcd.available()

@@ -1,6 +1,7 @@
 """Heartbeat fleet, saturated: a closed loop (each stream sends its next beat as soon as the last
 is acked) to find the most beats/s the controller sustains and its CPU-seconds per 1,000 beats;
-then etcd's LeaseKeepAlive the same way (the anchor), same client, and the ratios.
+then etcd's LeaseKeepAlive the same way (the anchor) and, with `--floor`, the bare grpc.aio
+server (bare_grpc.py), same client, and the ratios.
 
     python scripts/bench/saturated.py --agents 1000 --duration-s 15 --runs 3
 
@@ -44,17 +45,22 @@ def saturated(
     runs: int,
     *,
     anchor: bool,
+    floor: bool = False,
     restored: bool = False,
     gc_stats: bool = False,
 ) -> dict[str, Any]:
     target = fleet.controller_target(SERVER_ARGS, restored=restored, gc_stats=gc_stats)
     ours = streams.measure(target, agents, settings, runs, gc_stats=gc_stats)
     result: dict[str, Any] = {"agents": agents, "controller": ours}
+    if floor:
+        bare = streams.measure(fleet.bare_target(), agents, settings, runs)
+        result["bare"] = bare
+        result["floor_ratios"] = streams.ratios(ours, bare)
     if anchor:
         theirs = streams.measure(etcd.etcd_target(ttl_s=60), agents, settings, runs)
         result["etcd"] = theirs
         result["ratios"] = streams.ratios(ours, theirs)
-    for side in ("controller", "etcd"):
+    for side in ("controller", "bare", "etcd"):
         if side in result:
             us = common.med(result[side].get("server_cpu_us_per_beat"))
             result[side]["server_cpu_s_per_1000_beats"] = round(us / 1000, 4)
@@ -66,13 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     streams.add_fleet_arguments(parser, interval_s=SATURATED_INTERVAL_S)
+    streams.add_floor_argument(parser)
     args = parser.parse_args(argv)
     common.install_signal_handlers()
     settings = streams.settings_from(args, "closed")
     anchor = not args.no_anchor and etcd.available()
     results = [
         saturated(
-            n, settings, args.runs, anchor=anchor, restored=args.restored, gc_stats=args.gc_stats
+            n,
+            settings,
+            args.runs,
+            anchor=anchor,
+            floor=args.floor,
+            restored=args.restored,
+            gc_stats=args.gc_stats,
         )
         for n in args.agents
     ]

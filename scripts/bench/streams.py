@@ -460,6 +460,12 @@ def add_fleet_arguments(parser: argparse.ArgumentParser, *, interval_s: float) -
     add_client_arguments(parser)
 
 
+def add_floor_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the bare grpc.aio server (bare_grpc.py)"
+    )
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client",
