@@ -23,7 +23,7 @@ import heapq
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -359,18 +359,28 @@ def _fields(session: Session, agent: str) -> dict[str, str]:
 
 
 def _check_beat(beat: hb.Beat) -> None:
+    """Every beat is checked, so the common one (no replicas) costs a few comparisons: NaN and
+    the infinities fail them too, as `0 <= x <= maximum` holds for finite numbers only."""
     load = beat.load
-    if not (math.isfinite(load.cpu_percent) and 0 <= load.cpu_percent <= 100):
+    if not 0 <= load.cpu_percent <= 100:
         raise InvalidArgumentError.single("beat.load.cpu_percent", "must be between 0 and 100")
-    for field, maximum in (("memory_used_gb", MAX_MEMORY_GB), ("disk_used_gb", MAX_DISK_GB)):
-        value = getattr(load, field)
-        if not (math.isfinite(value) and 0 <= value <= maximum):
-            raise InvalidArgumentError.single(
-                f"beat.load.{field}", f"must be a number from 0 to {maximum:g}"
-            )
-    if len(beat.replicas) > 1000:
+    if not 0 <= load.memory_used_gb <= MAX_MEMORY_GB:
+        raise InvalidArgumentError.single(
+            "beat.load.memory_used_gb", f"must be a number from 0 to {MAX_MEMORY_GB:g}"
+        )
+    if not 0 <= load.disk_used_gb <= MAX_DISK_GB:
+        raise InvalidArgumentError.single(
+            "beat.load.disk_used_gb", f"must be a number from 0 to {MAX_DISK_GB:g}"
+        )
+    replicas = beat.replicas
+    if replicas:
+        _check_replicas(replicas)
+
+
+def _check_replicas(replicas: Sequence[hb.ReplicaReport]) -> None:
+    if len(replicas) > 1000:
         raise InvalidArgumentError.single("beat.replicas", "at most 1000 replicas")
-    for i, replica in enumerate(beat.replicas):
+    for i, replica in enumerate(replicas):
         check_id(replica.deployment_id, f"beat.replicas[{i}].deployment_id")
         if len(replica.message) > 1024:
             raise InvalidArgumentError.single(

@@ -30,6 +30,13 @@ BAD: dict[str, tuple[hb.NodeLoad, str]] = {
     "NaN disk": (hb.NodeLoad(disk_used_gb=math.nan), "beat.load.disk_used_gb"),
     "minus infinite memory": (hb.NodeLoad(memory_used_gb=-math.inf), "beat.load.memory_used_gb"),
     "cpu over 100": (hb.NodeLoad(cpu_percent=1e308), "beat.load.cpu_percent"),
+    # The range checks alone refuse what is not a finite number (no isfinite() per beat).
+    "NaN cpu": (hb.NodeLoad(cpu_percent=math.nan), "beat.load.cpu_percent"),
+    "infinite cpu": (hb.NodeLoad(cpu_percent=math.inf), "beat.load.cpu_percent"),
+    "infinite memory": (hb.NodeLoad(memory_used_gb=math.inf), "beat.load.memory_used_gb"),
+    "infinite disk": (hb.NodeLoad(disk_used_gb=math.inf), "beat.load.disk_used_gb"),
+    "minus infinite disk": (hb.NodeLoad(disk_used_gb=-math.inf), "beat.load.disk_used_gb"),
+    "NaN memory": (hb.NodeLoad(memory_used_gb=-math.nan), "beat.load.memory_used_gb"),
 }
 
 
