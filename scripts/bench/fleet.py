@@ -194,6 +194,16 @@ def bare_target() -> streams.Target:
     return streams.Target("bare grpc.aio", "fleet:ControllerDriver", session, "controller")
 
 
+def measure_floor(
+    result: dict[str, Any], agents: int, settings: streams.Settings, runs: int
+) -> None:
+    """Adds the bare floor at `agents` streams to a scenario's `result` (under "bare") and the
+    controller's ratios to it (under "floor_ratios"), for the paced and the saturated fleet."""
+    bare = streams.measure(bare_target(), agents, settings, runs)
+    result["bare"] = bare
+    result["floor_ratios"] = streams.ratios(result["controller"], bare)
+
+
 async def mark_ready(data_dir: Path) -> int:
     """Marks every node READY and held by RESTORED_REPLICA_ID through the store's contract
     (controller/store/base.py), with the controller stopped."""
@@ -237,9 +247,7 @@ def paced(
     result: dict[str, Any] = {"agents": agents, "fleet": "restored" if restored else "fresh"}
     result["controller"] = ours
     if floor:
-        bare = streams.measure(bare_target(), agents, settings, runs)
-        result["bare"] = bare
-        result["floor_ratios"] = streams.ratios(ours, bare)
+        measure_floor(result, agents, settings, runs)
     if anchor:
         theirs = streams.measure(
             etcd.etcd_target(ttl_s=3 * settings.interval_s), agents, settings, runs

@@ -24,6 +24,7 @@ FLEET_HEADERS = (
 )
 
 
+# A stream scenario's servers (their keys in a result, their names in a table), in table order.
 SIDES = (("controller", "controller"), ("bare", "bare grpc.aio"), ("etcd", "etcd"))
 RATIOS = (("floor_ratios", "**controller / bare**"), ("ratios", "**controller / etcd**"))
 

@@ -350,7 +350,7 @@ def join_targets(result: dict[str, Any]) -> list[tuple[str, str, str, bool | Non
 def _fleet_note(result: dict[str, Any], open_timeout_s: float) -> str:
     n = result["agents"]
     note = f"- N={n:,}: {result.get('fleet', 'fresh')} fleet."
-    for side in ("controller", "bare", "etcd"):
+    for side, _ in report.SIDES:
         if side in result and not _held_all(result, side):
             held = common.med(result[side]["streams_open"])
             note += (

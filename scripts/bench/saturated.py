@@ -53,14 +53,12 @@ def saturated(
     ours = streams.measure(target, agents, settings, runs, gc_stats=gc_stats)
     result: dict[str, Any] = {"agents": agents, "controller": ours}
     if floor:
-        bare = streams.measure(fleet.bare_target(), agents, settings, runs)
-        result["bare"] = bare
-        result["floor_ratios"] = streams.ratios(ours, bare)
+        fleet.measure_floor(result, agents, settings, runs)
     if anchor:
         theirs = streams.measure(etcd.etcd_target(ttl_s=60), agents, settings, runs)
         result["etcd"] = theirs
         result["ratios"] = streams.ratios(ours, theirs)
-    for side in ("controller", "bare", "etcd"):
+    for side, _ in report.SIDES:
         if side in result:
             us = common.med(result[side].get("server_cpu_us_per_beat"))
             result[side]["server_cpu_s_per_1000_beats"] = round(us / 1000, 4)
