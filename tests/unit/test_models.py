@@ -51,6 +51,15 @@ def test_a_frozen_map_is_a_sorted_copy() -> None:
     assert list(frozen.items()) == [("a", "1"), ("b", "2")]
 
 
+def test_a_frozen_map_of_one_entry_or_none_is_a_copy_too() -> None:
+    one: dict[str, str] = {"a": "1"}
+    empty: dict[str, str] = {}
+    frozen_one, frozen_empty = frozen_map(one), frozen_map(empty)
+    one["b"] = empty["b"] = "2"
+    assert dict(frozen_one) == {"a": "1"}
+    assert dict(frozen_empty) == {}
+
+
 def test_a_frozen_map_cannot_be_changed() -> None:
     frozen = frozen_map({"a": "1"})
     with pytest.raises(TypeError):
